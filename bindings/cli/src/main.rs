@@ -1,0 +1,3 @@
+//! The `hivlp` command line.
+
+fn main() {}

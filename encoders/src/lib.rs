@@ -1,0 +1,1 @@
+//! `hivlp-encoders`: image and text towers run with ONNX Runtime.

@@ -1,0 +1,1 @@
+//! `hivlp`: the database users open, insert into and search.

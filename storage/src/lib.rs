@@ -1,0 +1,1 @@
+//! `hivlp-storage`: the on-disk format of a hivlp database. It knows nothing of models.
