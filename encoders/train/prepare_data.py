@@ -59,7 +59,7 @@ LI_RE = re.compile(r"<rdf:li>(.*?)</rdf:li>", re.S)
 CREATOR_RE = re.compile(r"<dc:creator>.*?<dc:title>(.*?)</dc:title>", re.S)
 
 BORING_KW = {"", "svg", "clip art", "clipart", "image", "media", "png", "public domain",
-             "externalsource", "unsorted", "inkscape", "openclipart", "remix", "drawing"}
+             "externalsource", "hash", "unsorted", "inkscape", "openclipart", "remix", "drawing"}
 
 
 def kw_list(raw):
@@ -163,11 +163,28 @@ def openmoji_items(root):
     return items, n_skin
 
 
+STEM_STOP = {"svg", "aiga", "icon", "icons", "clipart", "lemon", "theme", "cartoon", "pt", "step", "ab",
+             "architetto", "francesco", "rollandin", "de", "nicu", "buculei", "the", "and", "of", "01", "02"}
+
+
+def stem_words(it):
+    """Words of the file name, without author names and numbers (for collection-label files)."""
+    stem = os.path.splitext(os.path.basename(it["src"]))[0]
+    author = set(re.split(r"[^a-z]+", it["author"].lower()))
+    words = re.split(r"[^A-Za-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", stem))
+    out = []
+    for w in words:
+        w = w.lower()
+        if len(w) >= 3 and w not in STEM_STOP and w not in author and w not in out:
+            out.append(w)
+    return " ".join(out[:5])
+
+
 def build_caption(it, label_titles):
     """Return (canonical caption, list of training caption variants)."""
     title = it["title"]
-    if title.lower() in label_titles:
-        title = ""
+    if title.lower() in label_titles or (it["source"] == "openclipart" and not title):
+        title = stem_words(it)
     desc = it["description"]
     if len(desc) > 200:
         desc = desc[:200].rsplit(" ", 1)[0]
