@@ -166,7 +166,7 @@ def main():
 
     img_model = C.ImageTower().to(memory_format=torch.channels_last)
     head = C.TextHead()
-    log_scale = torch.nn.Parameter(torch.full((2,), math.log(1 / 0.07)))
+    log_scale = torch.nn.Parameter(torch.full((2,), math.log(1 / 0.05)))
     decay, no_decay = [], []
     for m in (img_model, head):
         for n_, p in m.named_parameters():
