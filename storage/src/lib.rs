@@ -1,1 +1,50 @@
 //! `hivlp-storage`: the on-disk format of a hivlp database. It knows nothing of models.
+//!
+//! A database is a directory (see `FORMAT.md`): immutable memory-mapped segments (coarse and
+//! fine vectors in separate files, so a scan of the small coarse tier never touches the fine
+//! one), a write-ahead log whose in-memory image is the memtable, and a manifest naming the
+//! live files. [`Store`] is the entry point; readers take a [`View`] and scan its
+//! [`Source`]s' [`VectorColumn`]s, skipping rows in [`Source::skip`].
+//!
+//! Fuzzing entry points: [`wal::decode_log`], [`manifest::Manifest::decode`],
+//! [`segment::Segment::open`] (and [`Store::open`] / [`verify()`] on a damaged directory).
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "hivlp's file format maps little-endian data directly; big-endian hosts are not supported"
+);
+
+mod bitmap;
+mod codec;
+mod column;
+mod error;
+pub mod manifest;
+mod merge;
+mod schema;
+pub mod segment;
+mod source;
+mod store;
+mod vectors;
+mod verify;
+pub mod wal;
+
+pub use bitmap::Bitmap;
+pub use codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
+pub use column::VectorColumn;
+pub use error::{
+    CommitError, CompactionError, CorruptionError, Error, InvalidInput, IoError, OpenError,
+    SnapshotError, Tier,
+};
+pub use merge::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
+pub use schema::{ElemType, Metric, Modality, Row, Schema, TierVectors};
+pub use segment::CoarseRewrite;
+pub use source::{RowMeta, Source, View};
+pub use store::{
+    CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_METADATA_BYTES, MAX_PROPERTY_KEY_BYTES,
+    MAX_URI_BYTES, Store, StoreOptions, StoreStats,
+};
+pub use vectors::{ROW_ALIGN, encode_row, stride};
+pub use verify::{VerifyReport, verify};
+
+#[cfg(test)]
+mod tests;

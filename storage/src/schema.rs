@@ -1,0 +1,81 @@
+//! What a database stores: dimensions, element types and metric, fixed at creation.
+
+/// Element type of a stored vector tier.
+///
+/// Coarse vectors may use any of these; `I8` stores a per-row `f32` scale beside each row so
+/// that `row_f32[j] ≈ row_i8[j] as f32 * scale`. Fine vectors are `F32` or `F16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElemType {
+    F32,
+    F16,
+    I8,
+}
+
+impl ElemType {
+    /// Bytes of one element.
+    pub const fn size(self) -> usize {
+        match self {
+            ElemType::F32 => 4,
+            ElemType::F16 => 2,
+            ElemType::I8 => 1,
+        }
+    }
+}
+
+/// How query and stored vectors are compared. Higher scores are better for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Vectors are L2-normalised on insert, so the score is their dot product.
+    Cosine,
+    /// Raw dot product.
+    InnerProduct,
+}
+
+/// Which of an item's two embeddings a vector belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Modality {
+    Image,
+    Text,
+}
+
+impl Modality {
+    pub const ALL: [Modality; 2] = [Modality::Image, Modality::Text];
+}
+
+/// The shape of every row of a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    pub fine_dim: usize,
+    pub coarse_dim: usize,
+    pub fine_type: ElemType,
+    pub coarse_type: ElemType,
+    pub metric: Metric,
+}
+
+/// The coarse and fine vector of one modality of one item, as `f32` before storage converts
+/// them to the schema's element types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierVectors {
+    pub coarse: Vec<f32>,
+    pub fine: Vec<f32>,
+}
+
+/// One item as the engine hands it to storage. Either modality may be absent.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Row {
+    pub id: u64,
+    pub caption: Option<String>,
+    pub uri: Option<String>,
+    pub metadata: Vec<u8>,
+    pub image: Option<TierVectors>,
+    pub text: Option<TierVectors>,
+}
+
+impl Row {
+    pub fn vectors(&self, modality: Modality) -> Option<&TierVectors> {
+        match modality {
+            Modality::Image => self.image.as_ref(),
+            Modality::Text => self.text.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! What readers see: a [`View`] is a list of [`Source`]s (immutable segments and frozen
+//! memtable batches), each with the tombstones current when the view was taken.
+
+use std::sync::Arc;
+
+use crate::bitmap::Bitmap;
+use crate::column::VectorColumn;
+use crate::schema::{ElemType, Modality, Row, Schema};
+use crate::segment::Segment;
+use crate::vectors::{OwnedColumn, stride};
+
+/// Caption, URI and user metadata of one row, borrowed from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowMeta<'a> {
+    pub caption: Option<&'a str>,
+    pub uri: Option<&'a str>,
+    pub metadata: &'a [u8],
+}
+
+#[derive(Debug, Clone)]
+struct OwnedMeta {
+    caption: Option<String>,
+    uri: Option<String>,
+    metadata: Vec<u8>,
+}
+
+/// Rows inserted by one `insert` call (or several, merged), encoded exactly as a segment
+/// stores them. Immutable once built: readers share it through an `Arc`.
+#[derive(Debug)]
+pub(crate) struct MemBatch {
+    ids: Vec<u64>,
+    /// Rows by ascending id.
+    order: Vec<u32>,
+    metas: Vec<OwnedMeta>,
+    has: [Bitmap; 2],
+    /// Per modality: `[coarse, fine]`, `None` when no row of the batch has that modality.
+    columns: [Option<[OwnedColumn; 2]>; 2],
+}
+
+fn mi(m: Modality) -> usize {
+    match m {
+        Modality::Image => 0,
+        Modality::Text => 1,
+    }
+}
+
+impl MemBatch {
+    /// Encodes validated rows.
+    pub fn from_rows(schema: &Schema, rows: &[Row]) -> MemBatch {
+        let n = rows.len();
+        let mut has = [Bitmap::new(n), Bitmap::new(n)];
+        let mut columns: [Option<[OwnedColumn; 2]>; 2] = [None, None];
+        for m in Modality::ALL {
+            if !rows.iter().any(|r| r.vectors(m).is_some()) {
+                continue;
+            }
+            let mut coarse = OwnedColumn::zeroed(schema.coarse_type, schema.coarse_dim, n);
+            let mut fine = OwnedColumn::zeroed(schema.fine_type, schema.fine_dim, n);
+            for (i, r) in rows.iter().enumerate() {
+                if let Some(v) = r.vectors(m) {
+                    has[mi(m)].set(i);
+                    coarse.set_f32(i, &v.coarse);
+                    fine.set_f32(i, &v.fine);
+                }
+            }
+            columns[mi(m)] = Some([coarse, fine]);
+        }
+        let metas = rows
+            .iter()
+            .map(|r| OwnedMeta {
+                caption: r.caption.clone(),
+                uri: r.uri.clone(),
+                metadata: r.metadata.clone(),
+            })
+            .collect();
+        Self::assemble(rows.iter().map(|r| r.id).collect(), metas, has, columns)
+    }
+
+    fn assemble(
+        ids: Vec<u64>,
+        metas: Vec<OwnedMeta>,
+        has: [Bitmap; 2],
+        columns: [Option<[OwnedColumn; 2]>; 2],
+    ) -> MemBatch {
+        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+        order.sort_unstable_by_key(|&r| ids[r as usize]);
+        MemBatch {
+            ids,
+            order,
+            metas,
+            has,
+            columns,
+        }
+    }
+
+    /// Decodes rows whose vectors are already encoded (WAL replay): `vectors(row, m)` yields
+    /// `(coarse bytes, coarse scale, fine bytes, fine scale)` for rows that have modality `m`.
+    pub fn from_encoded<'a>(schema: &Schema, rows: &[crate::wal::EncodedRow<'a>]) -> MemBatch {
+        let n = rows.len();
+        let mut has = [Bitmap::new(n), Bitmap::new(n)];
+        let mut columns: [Option<[OwnedColumn; 2]>; 2] = [None, None];
+        for m in Modality::ALL {
+            if !rows.iter().any(|r| r.vectors[mi(m)].is_some()) {
+                continue;
+            }
+            let mut coarse = OwnedColumn::zeroed(schema.coarse_type, schema.coarse_dim, n);
+            let mut fine = OwnedColumn::zeroed(schema.fine_type, schema.fine_dim, n);
+            for (i, r) in rows.iter().enumerate() {
+                if let Some(v) = &r.vectors[mi(m)] {
+                    has[mi(m)].set(i);
+                    coarse.set_raw(i, v.coarse, v.coarse_scale);
+                    fine.set_raw(i, v.fine, v.fine_scale);
+                }
+            }
+            columns[mi(m)] = Some([coarse, fine]);
+        }
+        let metas = rows
+            .iter()
+            .map(|r| OwnedMeta {
+                caption: r.caption.map(str::to_owned),
+                uri: r.uri.map(str::to_owned),
+                metadata: r.metadata.to_vec(),
+            })
+            .collect();
+        Self::assemble(rows.iter().map(|r| r.id).collect(), metas, has, columns)
+    }
+
+    /// Concatenates the live rows of several sources (memtable batches) into one batch.
+    pub fn merge(schema: &Schema, parts: &[&Source]) -> MemBatch {
+        let live: Vec<(&Source, usize)> = parts
+            .iter()
+            .flat_map(|s| {
+                (0..s.rows())
+                    .filter(|&r| !s.is_deleted(r))
+                    .map(move |r| (*s, r))
+            })
+            .collect();
+        let n = live.len();
+        let mut has = [Bitmap::new(n), Bitmap::new(n)];
+        let mut columns: [Option<[OwnedColumn; 2]>; 2] = [None, None];
+        for m in Modality::ALL {
+            if !live.iter().any(|(s, r)| s.has(m).get(*r)) {
+                continue;
+            }
+            let mut cols = [
+                OwnedColumn::zeroed(schema.coarse_type, schema.coarse_dim, n),
+                OwnedColumn::zeroed(schema.fine_type, schema.fine_dim, n),
+            ];
+            for (i, (s, r)) in live.iter().enumerate() {
+                if !s.has(m).get(*r) {
+                    continue;
+                }
+                has[mi(m)].set(i);
+                for (tier, col) in cols.iter_mut().enumerate() {
+                    let src = if tier == 0 { s.coarse(m) } else { s.fine(m) };
+                    col.set_raw(i, src.row_bytes(*r), src.scales().map_or(0.0, |x| x[*r]));
+                }
+            }
+            columns[mi(m)] = Some(cols);
+        }
+        let metas = live
+            .iter()
+            .map(|(s, r)| {
+                let m = s.meta(*r);
+                OwnedMeta {
+                    caption: m.caption.map(str::to_owned),
+                    uri: m.uri.map(str::to_owned),
+                    metadata: m.metadata.to_vec(),
+                }
+            })
+            .collect();
+        Self::assemble(
+            live.iter().map(|(s, r)| s.id(*r)).collect(),
+            metas,
+            has,
+            columns,
+        )
+    }
+
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backing {
+    Segment(Arc<Segment>),
+    Batch(Arc<MemBatch>),
+}
+
+/// One immutable group of rows in a [`View`]: a segment (memory-mapped files) or a frozen
+/// memtable batch, together with its tombstones at the time the view was taken.
+///
+/// Row indices run over `0..rows()` and include deleted rows; [`skip`](Self::skip) says which
+/// rows a scan of one modality must ignore.
+#[derive(Debug, Clone)]
+pub struct Source {
+    backing: Backing,
+    schema: Arc<Schema>,
+    deleted: Arc<Bitmap>,
+    /// Per modality: deleted OR without vectors of that modality.
+    skip: Arc<[Bitmap; 2]>,
+}
+
+impl Source {
+    pub(crate) fn new(backing: Backing, schema: Arc<Schema>, deleted: Arc<Bitmap>) -> Source {
+        let has = |m| match &backing {
+            Backing::Segment(s) => s.has(m).clone(),
+            Backing::Batch(b) => b.has[mi(m)].clone(),
+        };
+        let skip = Arc::new(Modality::ALL.map(|m| has(m).not().or(&deleted)));
+        Source {
+            backing,
+            schema,
+            deleted,
+            skip,
+        }
+    }
+
+    pub(crate) fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    pub(crate) fn deleted_arc(&self) -> &Arc<Bitmap> {
+        &self.deleted
+    }
+
+    /// The segment behind this source, `None` for a memtable batch.
+    pub fn segment(&self) -> Option<&Arc<Segment>> {
+        match &self.backing {
+            Backing::Segment(s) => Some(s),
+            Backing::Batch(_) => None,
+        }
+    }
+
+    /// Whether this source is a (not yet flushed) memtable batch.
+    pub fn is_memtable(&self) -> bool {
+        matches!(self.backing, Backing::Batch(_))
+    }
+
+    /// Number of rows, deleted ones included.
+    pub fn rows(&self) -> usize {
+        match &self.backing {
+            Backing::Segment(s) => s.rows(),
+            Backing::Batch(b) => b.rows(),
+        }
+    }
+
+    /// Number of rows not deleted.
+    pub fn live_rows(&self) -> usize {
+        self.rows() - self.deleted.count_ones()
+    }
+
+    fn empty_column(&self, fine: bool) -> VectorColumn<'static> {
+        let (elem, dim) = if fine {
+            (self.schema.fine_type, self.schema.fine_dim)
+        } else {
+            (self.schema.coarse_type, self.schema.coarse_dim)
+        };
+        let scales: Option<&'static [f32]> = (elem == ElemType::I8).then_some(&[]);
+        VectorColumn::from_parts(elem, dim, stride(elem, dim), &[], scales)
+    }
+
+    fn column(&self, m: Modality, fine: bool) -> VectorColumn<'_> {
+        let col = match &self.backing {
+            Backing::Segment(s) => s.column(m, fine),
+            Backing::Batch(b) => b.columns[mi(m)]
+                .as_ref()
+                .map(|c| c[usize::from(fine)].column()),
+        };
+        col.unwrap_or_else(|| self.empty_column(fine))
+    }
+
+    /// Coarse vectors of modality `m`: `rows()` rows, or none at all (`len() == 0`) when no
+    /// row of this source has vectors of `m` (then every row is in [`skip(m)`](Self::skip)).
+    /// Rows without vectors of `m` hold zeros.
+    pub fn coarse(&self, m: Modality) -> VectorColumn<'_> {
+        self.column(m, false)
+    }
+
+    /// Fine vectors of modality `m`; same shape rules as [`coarse`](Self::coarse).
+    pub fn fine(&self, m: Modality) -> VectorColumn<'_> {
+        self.column(m, true)
+    }
+
+    /// Rows a scan of modality `m` must ignore: deleted, or without vectors of `m`.
+    pub fn skip(&self, m: Modality) -> &Bitmap {
+        &self.skip[mi(m)]
+    }
+
+    /// Deleted rows (tombstones).
+    pub fn deleted(&self) -> &Bitmap {
+        &self.deleted
+    }
+
+    pub fn is_deleted(&self, row: usize) -> bool {
+        self.deleted.get(row)
+    }
+
+    /// Rows that have vectors of modality `m` (deleted or not).
+    pub fn has(&self, m: Modality) -> &Bitmap {
+        match &self.backing {
+            Backing::Segment(s) => s.has(m),
+            Backing::Batch(b) => &b.has[mi(m)],
+        }
+    }
+
+    /// External id of `row`. Panics if `row >= rows()`, like slice indexing.
+    pub fn id(&self, row: usize) -> u64 {
+        match &self.backing {
+            Backing::Segment(s) => s.id_at(row),
+            Backing::Batch(b) => b.ids[row],
+        }
+    }
+
+    /// Caption, URI and metadata of `row`. Panics if `row >= rows()`.
+    pub fn meta(&self, row: usize) -> RowMeta<'_> {
+        match &self.backing {
+            Backing::Segment(s) => s.meta(row),
+            Backing::Batch(b) => {
+                let m = &b.metas[row];
+                RowMeta {
+                    caption: m.caption.as_deref(),
+                    uri: m.uri.as_deref(),
+                    metadata: &m.metadata,
+                }
+            }
+        }
+    }
+
+    /// Row of `id` in this source, whether deleted or not.
+    pub fn locate_any(&self, id: u64) -> Option<usize> {
+        match &self.backing {
+            Backing::Segment(s) => s.locate(id),
+            Backing::Batch(b) => b
+                .order
+                .binary_search_by_key(&id, |&r| b.ids[r as usize])
+                .ok()
+                .map(|p| b.order[p] as usize),
+        }
+    }
+
+    /// Row of `id` in this source if it is live (not deleted).
+    pub fn locate(&self, id: u64) -> Option<usize> {
+        self.locate_any(id).filter(|&r| !self.is_deleted(r))
+    }
+}
+
+/// A consistent, immutable snapshot of the database for readers: cheap to take
+/// ([`Store::view`](crate::Store::view)), cheap to clone, and unaffected by later inserts,
+/// deletes, flushes and compactions (the segments it maps stay on disk until it is dropped).
+#[derive(Debug, Clone)]
+pub struct View {
+    inner: Arc<ViewInner>,
+}
+
+#[derive(Debug)]
+struct ViewInner {
+    schema: Arc<Schema>,
+    sources: Vec<Source>,
+    live: usize,
+}
+
+impl View {
+    pub(crate) fn new(schema: Arc<Schema>, sources: Vec<Source>) -> View {
+        let live = sources.iter().map(Source::live_rows).sum();
+        View {
+            inner: Arc::new(ViewInner {
+                schema,
+                sources,
+                live,
+            }),
+        }
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.inner.schema
+    }
+
+    /// Segments first (oldest first), then memtable batches (oldest first).
+    pub fn sources(&self) -> &[Source] {
+        &self.inner.sources
+    }
+
+    /// Live (not deleted) rows.
+    pub fn len(&self) -> usize {
+        self.inner.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.live == 0
+    }
+
+    /// The source and row holding live id `id`.
+    pub fn locate(&self, id: u64) -> Option<(&Source, usize)> {
+        self.inner
+            .sources
+            .iter()
+            .find_map(|s| s.locate(id).map(|r| (s, r)))
+    }
+}

@@ -1,0 +1,1274 @@
+//! [`Store`]: a database directory opened for writing (one writer, advisory lock) or reading.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::bitmap::Bitmap;
+use crate::codec::VerifyLevel;
+use crate::error::{
+    CommitError, CompactionError, CorruptionError, InvalidInput, IoError, OpenError, SnapshotError,
+    Tier,
+};
+use crate::manifest::{self, Manifest, manifest_file_name, sync_dir};
+use crate::merge::{MergePolicy, SegmentStats};
+use crate::schema::{ElemType, Modality, Row, Schema};
+use crate::segment::{
+    CoarseRewrite, RowRef, Segment, SegmentInfo, read_tombstones, tombstone_file_name,
+    write_segment, write_tombstones,
+};
+use crate::source::{Backing, MemBatch, Source, View};
+use crate::wal::{self, MAX_RECORD_LEN, WalRecord, WalWriter, wal_file_name};
+
+/// Largest caption, in bytes.
+pub const MAX_CAPTION_BYTES: usize = 64 * 1024;
+/// Largest URI, in bytes.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// Largest user metadata blob, in bytes.
+pub const MAX_METADATA_BYTES: usize = 1 << 20;
+/// Largest property key, in bytes.
+pub const MAX_PROPERTY_KEY_BYTES: usize = 1024;
+/// The memtable is flushed when the WAL grows past this many bytes (deletes alone can grow it).
+const WAL_FLUSH_BYTES: u64 = 256 << 20;
+/// A run of this many memtable batches of the same size class is merged into one, so a view
+/// holds O(log n) memtable sources while each row is copied O(log n) times.
+const BATCH_MERGE_FAN_IN: usize = 8;
+
+/// When a write is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every write is fsynced before the call returns: it survives a process kill and a power
+    /// loss.
+    #[default]
+    Sync,
+    /// Group commit: each write reaches the OS before the call returns (so it survives
+    /// `kill -9` of the process), and the WAL is fsynced by [`Store::sync`], [`Store::flush`],
+    /// on drop, and by the first write after
+    /// [`buffered_sync_interval`](StoreOptions::buffered_sync_interval) has passed since the
+    /// last fsync. A power loss can lose writes since the last fsync.
+    Buffered,
+}
+
+/// How to open a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Open without the writer lock; every write returns [`CommitError::ReadOnly`]. The view
+    /// is the state at open time (segments, plus the WAL replayed into memory, never
+    /// modified). Any number of read-only handles may coexist with one writer.
+    pub read_only: bool,
+    /// The memtable is flushed to a new segment once it holds this many rows.
+    pub memtable_rows: usize,
+    /// How much of the vector files is checked on open.
+    pub verify: VerifyLevel,
+    /// See [`Durability::Buffered`].
+    pub buffered_sync_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            read_only: false,
+            memtable_rows: 50_000,
+            verify: VerifyLevel::Cheap,
+            buffered_sync_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Counts and sizes, for monitoring and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    pub segments: usize,
+    /// Rows in segments, deleted ones included.
+    pub segment_rows: usize,
+    /// Rows in the memtable (not yet flushed), deleted ones included.
+    pub memtable_rows: usize,
+    pub memtable_batches: usize,
+    pub live_rows: usize,
+    /// Rows with tombstones, not yet dropped by compaction.
+    pub deleted_rows: usize,
+    /// Bytes of the active WAL file(s).
+    pub wal_bytes: u64,
+    /// Bytes of all files in the database directory.
+    pub disk_bytes: u64,
+    pub next_id: u64,
+}
+
+/// What [`Store::compact`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments merged away.
+    pub segments_merged: usize,
+    /// Segments written.
+    pub segments_written: usize,
+    pub rows_written: usize,
+    /// Deleted rows dropped.
+    pub rows_dropped: usize,
+    /// Bytes of the merged segments' files.
+    pub bytes_before: u64,
+    /// Bytes of the new segments' files.
+    pub bytes_after: u64,
+}
+
+#[derive(Debug)]
+struct SegSlot {
+    seg: Arc<Segment>,
+    source: Source,
+    /// Tombstone generation recorded in the manifest.
+    del_gen: u64,
+    /// Tombstones changed since the manifest was written (the WAL holds the deletes).
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Writer {
+    /// `None` for read-only handles.
+    wal: Option<WalWriter>,
+    /// WAL files replayed on open besides the active one (deleted at the next flush).
+    old_wals: Vec<u64>,
+    manifest_number: u64,
+    /// As last installed.
+    manifest: Manifest,
+    segments: Vec<SegSlot>,
+    mem: Vec<Source>,
+    properties: Arc<BTreeMap<String, Vec<u8>>>,
+    poisoned: Option<String>,
+}
+
+enum Slot {
+    Segment(usize),
+    Mem(usize),
+}
+
+/// An open hivlp database directory. `Send + Sync`: share it with an `Arc`; readers call
+/// [`view`](Self::view), writes are serialised internally.
+///
+/// ```
+/// use hivlp_storage::*;
+/// let dir = tempfile::tempdir().unwrap();
+/// let schema = Schema { fine_dim: 4, coarse_dim: 2, fine_type: ElemType::F32,
+///                       coarse_type: ElemType::I8, metric: Metric::Cosine };
+/// let store = Store::create(dir.path().join("db"), schema, StoreOptions::default()).unwrap();
+/// store.insert(vec![Row {
+///     id: 7,
+///     caption: Some("a cat".into()),
+///     image: Some(TierVectors { coarse: vec![0.6, 0.8], fine: vec![0.5, 0.5, 0.5, 0.5] }),
+///     ..Row::default()
+/// }]).unwrap();
+/// let view = store.view();
+/// let (source, row) = view.locate(7).unwrap();
+/// assert_eq!(source.meta(row).caption, Some("a cat"));
+/// drop(store);
+/// let store = Store::open(dir.path().join("db"), StoreOptions::default()).unwrap();
+/// assert_eq!(store.view().len(), 1);
+/// ```
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    schema: Arc<Schema>,
+    options: StoreOptions,
+    /// Holds the advisory lock while the store is open (writers only).
+    _lock: Option<File>,
+    published: RwLock<View>,
+    writer: Mutex<Writer>,
+    properties: RwLock<Arc<BTreeMap<String, Vec<u8>>>>,
+    next_id: AtomicU64,
+    compaction: Mutex<()>,
+}
+
+fn take_lock(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| IoError::at(&path, "open", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(IoError::at(&path, "lock", e).into()),
+    }
+}
+
+impl Store {
+    /// Creates a new database at `path` (the directory may exist, but must not hold a
+    /// database) and opens it for writing.
+    pub fn create(
+        path: impl AsRef<Path>,
+        schema: Schema,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        let dir = path.as_ref();
+        manifest::check_schema(&schema).map_err(OpenError::InvalidSchema)?;
+        if options.read_only {
+            return Err(OpenError::InvalidSchema(
+                "cannot create a database read-only".into(),
+            ));
+        }
+        if dir.join("CURRENT").exists() {
+            return Err(OpenError::AlreadyExists {
+                path: dir.to_path_buf(),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| IoError::at(dir, "create directory", e))?;
+        let lock = take_lock(dir)?;
+        if dir.join("CURRENT").exists() {
+            return Err(OpenError::AlreadyExists {
+                path: dir.to_path_buf(),
+            });
+        }
+        let manifest = Manifest {
+            schema,
+            next_id: 0,
+            next_segment_id: 1,
+            log_number: 1,
+            next_seq: 1,
+            segments: Vec::new(),
+            properties: BTreeMap::new(),
+        };
+        // Leftovers of an interrupted create (no CURRENT yet) are removed first.
+        let _ = std::fs::remove_file(dir.join(wal_file_name(1)));
+        manifest.install(dir, 1)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Self::load(dir, options, Some(lock))
+    }
+
+    /// Opens an existing database: replays the WAL into the memtable (a torn final record is
+    /// dropped, and cut off the file when writing), removes files no manifest references
+    /// (writers only). A second writer gets [`OpenError::Locked`].
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
+        let dir = path.as_ref();
+        if !dir.join("CURRENT").exists() {
+            return Err(OpenError::NotFound {
+                path: dir.to_path_buf(),
+            });
+        }
+        if options.read_only {
+            // A concurrent writer may replace the manifest and delete files between our
+            // reads; retry a few times before reporting what we saw.
+            let mut attempt = 0;
+            loop {
+                match Self::load(dir, options.clone(), None) {
+                    Err(OpenError::Io(_) | OpenError::Corruption(_)) if attempt < 3 => {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    r => return r,
+                }
+            }
+        }
+        let lock = take_lock(dir)?;
+        Self::load(dir, options, Some(lock))
+    }
+
+    fn load(dir: &Path, options: StoreOptions, lock: Option<File>) -> Result<Store, OpenError> {
+        let writable = lock.is_some();
+        let (manifest_number, manifest) = manifest::read_current(dir)?;
+        let schema = Arc::new(manifest.schema.clone());
+        let mut segments = Vec::with_capacity(manifest.segments.len());
+        for info in &manifest.segments {
+            let seg = Segment::open(dir, info, &schema, options.verify)?;
+            let deleted = if info.del_gen == 0 {
+                Bitmap::new(seg.rows())
+            } else {
+                read_tombstones(
+                    &dir.join(tombstone_file_name(info.id, info.del_gen)),
+                    seg.rows(),
+                )?
+            };
+            segments.push(SegSlot::new(Arc::new(seg), &schema, deleted, info.del_gen));
+        }
+        let mut w = Writer {
+            wal: None,
+            old_wals: Vec::new(),
+            manifest_number,
+            manifest: manifest.clone(),
+            segments,
+            mem: Vec::new(),
+            properties: Arc::new(manifest.properties.clone()),
+            poisoned: None,
+        };
+        let mut next_id = manifest.next_id;
+        // Replay every WAL from the manifest's log number on, in order.
+        let mut numbers = list_numbered(dir, "wal-", ".log")?;
+        numbers.retain(|&n| n >= manifest.log_number);
+        numbers.sort_unstable();
+        let mut next_seq = manifest.next_seq;
+        let mut last_valid_len = 0;
+        for (i, &n) in numbers.iter().enumerate() {
+            let path = dir.join(wal_file_name(n));
+            let bytes = std::fs::read(&path).map_err(|e| IoError::at(&path, "read", e))?;
+            let log = wal::decode_log(&bytes, &schema, &path, Some(next_seq))?;
+            if let Some(at) = log.torn_tail
+                && i + 1 < numbers.len()
+            {
+                return Err(CorruptionError::new(
+                    &path,
+                    at,
+                    "damaged record at the end of a WAL file that is not the last",
+                )
+                .into());
+            }
+            for (seq, record) in log.records {
+                next_seq = seq + 1;
+                w.replay(&schema, record, &path, &mut next_id)?;
+            }
+            last_valid_len = log.valid_len;
+        }
+        if writable {
+            let wal = match numbers.last() {
+                Some(&n) => WalWriter::reopen(dir, n, last_valid_len, next_seq)?,
+                None => {
+                    let wal = WalWriter::create(dir, manifest.log_number, next_seq)?;
+                    sync_dir(dir)?;
+                    wal
+                }
+            };
+            w.old_wals = numbers
+                .iter()
+                .copied()
+                .filter(|&n| n != wal.number())
+                .collect();
+            w.wal = Some(wal);
+            remove_orphans(dir, &w)?;
+        }
+        let view = w.view(&schema);
+        let properties = w.properties.clone();
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            schema,
+            options,
+            _lock: lock,
+            published: RwLock::new(view),
+            writer: Mutex::new(w),
+            properties: RwLock::new(properties),
+            next_id: AtomicU64::new(next_id),
+            compaction: Mutex::new(()),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// A consistent snapshot for reading: an `Arc` clone, never blocked by writers or
+    /// compaction for longer than a pointer swap.
+    pub fn view(&self) -> View {
+        self.published.read().clone()
+    }
+
+    /// Smallest id never used (nor handed out by [`allocate_ids`](Self::allocate_ids)).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.load(Ordering::SeqCst)
+    }
+
+    /// Reserves `n` fresh ids for rows about to be inserted. Reservations are not durable:
+    /// after a restart, unused reserved ids may be handed out again.
+    pub fn allocate_ids(&self, n: u64) -> Range<u64> {
+        let start = self.next_id.fetch_add(n, Ordering::SeqCst);
+        start..start + n
+    }
+
+    fn writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>, CommitError> {
+        if self.options.read_only {
+            return Err(CommitError::ReadOnly);
+        }
+        let w = self.writer.lock();
+        if let Some(why) = &w.poisoned {
+            return Err(CommitError::Poisoned(why.clone()));
+        }
+        Ok(w)
+    }
+
+    /// Inserts a batch of rows: all of them or none. Rows are validated first (dimensions,
+    /// finite values, f16 range, sizes, ids unique in the batch and not live in the database;
+    /// see [`InvalidInput`]), then written as one WAL record, made durable per
+    /// [`Durability`], then made visible. Vectors are stored as given (Cosine databases
+    /// expect the caller to have normalised them).
+    pub fn insert(&self, rows: Vec<Row>) -> Result<(), CommitError> {
+        if self.options.read_only {
+            return Err(CommitError::ReadOnly);
+        }
+        validate_rows(&self.schema, &rows)?;
+        let n = rows.len();
+        let batch = Arc::new(MemBatch::from_rows(&self.schema, &rows));
+        let source = Source::new(
+            Backing::Batch(batch),
+            self.schema.clone(),
+            Arc::new(Bitmap::new(n)),
+        );
+        let body = wal::encode_insert(&source);
+        if body.len() + 8 > MAX_RECORD_LEN {
+            return Err(InvalidInput::BatchTooLarge {
+                len: body.len() + 8,
+                max: MAX_RECORD_LEN,
+            }
+            .into());
+        }
+        let max_id = rows.iter().map(|r| r.id).max().unwrap_or(0);
+        drop(rows);
+        let mut w = self.writer()?;
+        for r in 0..n {
+            let id = source.id(r);
+            if w.find_live(id).is_some() {
+                return Err(InvalidInput::IdExists { id, row: r }.into());
+            }
+        }
+        self.append(&mut w, &body, self.options.durability)?;
+        w.push_mem(&self.schema, source);
+        self.next_id.fetch_max(max_id + 1, Ordering::SeqCst);
+        self.publish(&w);
+        self.maybe_flush(&mut w)
+    }
+
+    /// Deletes rows by id; ids not present are ignored. Returns how many rows were deleted.
+    /// One WAL record, durable per [`Durability`].
+    pub fn delete(&self, ids: &[u64]) -> Result<usize, CommitError> {
+        if self.options.read_only {
+            return Err(CommitError::ReadOnly);
+        }
+        let mut w = self.writer()?;
+        let mut found: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| w.find_live(id).is_some())
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        if found.is_empty() {
+            return Ok(0);
+        }
+        self.append(&mut w, &wal::encode_delete(&found), self.options.durability)?;
+        let n = w.apply_delete(&self.schema, &found);
+        self.publish(&w);
+        self.maybe_flush(&mut w)?;
+        Ok(n)
+    }
+
+    /// The value of an engine property, as last set.
+    pub fn property(&self, key: &str) -> Option<Vec<u8>> {
+        self.properties.read().get(key).cloned()
+    }
+
+    /// Sets an engine property (kept in the manifest; opaque to storage). Always fsynced
+    /// before returning, whatever the durability mode.
+    pub fn set_property(&self, key: &str, value: Vec<u8>) -> Result<(), CommitError> {
+        if key.len() > MAX_PROPERTY_KEY_BYTES {
+            return Err(InvalidInput::PropertyTooLarge {
+                len: key.len(),
+                max: MAX_PROPERTY_KEY_BYTES,
+            }
+            .into());
+        }
+        let body = wal::encode_set_property(key, &value);
+        if body.len() + 8 > MAX_RECORD_LEN {
+            return Err(InvalidInput::BatchTooLarge {
+                len: body.len() + 8,
+                max: MAX_RECORD_LEN,
+            }
+            .into());
+        }
+        let mut w = self.writer()?;
+        self.append(&mut w, &body, Durability::Sync)?;
+        let mut props = (*w.properties).clone();
+        props.insert(key.to_owned(), value);
+        w.properties = Arc::new(props);
+        *self.properties.write() = w.properties.clone();
+        Ok(())
+    }
+
+    /// Makes every acknowledged write durable (fsyncs the WAL).
+    pub fn sync(&self) -> Result<(), CommitError> {
+        let mut w = self.writer()?;
+        let result = w.wal.as_mut().map_or(Ok(()), WalWriter::sync);
+        result.map_err(|e| poison(&mut w, e))
+    }
+
+    /// Writes the memtable to a new segment, persists tombstones and properties in a new
+    /// manifest, and starts a new WAL. A no-op when nothing changed since the last flush.
+    pub fn flush(&self) -> Result<(), CommitError> {
+        let mut w = self.writer()?;
+        self.flush_locked(&mut w)
+    }
+
+    fn append(
+        &self,
+        w: &mut Writer,
+        body: &[u8],
+        durability: Durability,
+    ) -> Result<(), CommitError> {
+        let Some(wal) = w.wal.as_mut() else {
+            return Err(CommitError::ReadOnly);
+        };
+        let result = wal.append(body).and_then(|()| match durability {
+            Durability::Sync => wal.sync(),
+            Durability::Buffered if wal.since_sync() >= self.options.buffered_sync_interval => {
+                wal.sync()
+            }
+            Durability::Buffered => Ok(()),
+        });
+        result.map_err(|e| poison(w, e))
+    }
+
+    fn maybe_flush(&self, w: &mut Writer) -> Result<(), CommitError> {
+        let mem_rows: usize = w.mem.iter().map(Source::live_rows).sum();
+        let wal_len = w.wal.as_ref().map_or(0, WalWriter::len);
+        if mem_rows >= self.options.memtable_rows.max(1) || wal_len >= WAL_FLUSH_BYTES {
+            self.flush_locked(w)?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self, w: &Writer) {
+        *self.published.write() = w.view(&self.schema);
+    }
+
+    fn flush_locked(&self, w: &mut Writer) -> Result<(), CommitError> {
+        let Some(wal) = w.wal.as_ref() else {
+            return Err(CommitError::ReadOnly);
+        };
+        let nothing_new = wal.len() == 0 && w.mem.is_empty() && !w.segments.iter().any(|s| s.dirty);
+        if nothing_new && w.manifest.next_id == self.next_id() {
+            return Ok(());
+        }
+        match self.try_flush(w) {
+            Ok(()) => {
+                self.publish(w);
+                Ok(())
+            }
+            Err(e) => Err(poison(w, e)),
+        }
+    }
+
+    fn try_flush(&self, w: &mut Writer) -> Result<(), IoError> {
+        let dir = &self.dir;
+        if let Some(wal) = w.wal.as_mut() {
+            wal.sync()?;
+        }
+        let mut manifest = w.manifest.clone();
+        let mut new_slot = None;
+        let rows: Vec<RowRef<'_>> = w
+            .mem
+            .iter()
+            .flat_map(|s| {
+                (0..s.rows())
+                    .filter(|&r| !s.is_deleted(r))
+                    .map(move |row| RowRef { source: s, row })
+            })
+            .collect();
+        if !rows.is_empty() {
+            let id = manifest.next_segment_id;
+            manifest.next_segment_id += 1;
+            let info = write_segment(dir, id, &self.schema, &rows, None).map_err(|e| match e {
+                CompactionError::Io(io) => io,
+                other => IoError::new("writing segment", std::io::Error::other(other.to_string())),
+            })?;
+            let seg = Segment::open(dir, &info, &self.schema, VerifyLevel::Cheap).map_err(|e| {
+                IoError::new(
+                    "reopening a new segment",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+            let rows = seg.rows();
+            new_slot = Some(SegSlot::new(
+                Arc::new(seg),
+                &self.schema,
+                Bitmap::new(rows),
+                0,
+            ));
+        }
+        let mut superseded = Vec::new();
+        let mut new_gens = Vec::with_capacity(w.segments.len());
+        for slot in &w.segments {
+            if slot.dirty {
+                let id = slot.seg.id();
+                let gen_ = slot.del_gen + 1;
+                write_tombstones(dir, id, gen_, slot.source.deleted())?;
+                if slot.del_gen != 0 {
+                    superseded.push(dir.join(tombstone_file_name(id, slot.del_gen)));
+                }
+                new_gens.push(gen_);
+            } else {
+                new_gens.push(slot.del_gen);
+            }
+        }
+        let (wal_number, next_seq) = w
+            .wal
+            .as_ref()
+            .map_or((manifest.log_number, manifest.next_seq), |wal| {
+                (wal.number(), wal.next_seq())
+            });
+        let new_wal = WalWriter::create(dir, wal_number + 1, next_seq)?;
+        manifest.segments = w
+            .segments
+            .iter()
+            .zip(&new_gens)
+            .map(|(s, &g)| SegmentInfo {
+                del_gen: g,
+                ..s.seg.info().clone()
+            })
+            .chain(new_slot.as_ref().map(|s| s.seg.info().clone()))
+            .collect();
+        manifest.next_id = self.next_id();
+        manifest.log_number = new_wal.number();
+        manifest.next_seq = next_seq;
+        manifest.properties = (*w.properties).clone();
+        let number = w.manifest_number + 1;
+        manifest.install(dir, number)?;
+        // The new state is durable; now retire what it replaced.
+        superseded.push(dir.join(manifest_file_name(w.manifest_number)));
+        superseded.push(dir.join(wal_file_name(wal_number)));
+        superseded.extend(w.old_wals.drain(..).map(|n| dir.join(wal_file_name(n))));
+        for (slot, g) in w.segments.iter_mut().zip(new_gens) {
+            slot.del_gen = g;
+            slot.dirty = false;
+        }
+        w.segments.extend(new_slot);
+        w.mem.clear();
+        w.wal = Some(new_wal);
+        w.manifest = manifest;
+        w.manifest_number = number;
+        for f in superseded {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(())
+    }
+
+    /// Merges segments chosen by `policy` into new segments without their deleted rows,
+    /// then swaps the manifest. Inserts, deletes and readers continue meanwhile: the writer
+    /// lock is held only to pick the segments and to install the result; the merged
+    /// segments' files are deleted when the last [`View`] using them is dropped.
+    ///
+    /// With `rewrite`, the memtable is flushed first and every merged row's coarse vectors
+    /// are recomputed from its fine vectors (use [`MergeAll`](crate::MergeAll) so that
+    /// every row is rewritten).
+    pub fn compact(
+        &self,
+        policy: &dyn MergePolicy,
+        rewrite: Option<&CoarseRewrite>,
+    ) -> Result<CompactionReport, CompactionError> {
+        if self.options.read_only {
+            return Err(CompactionError::ReadOnly);
+        }
+        let _one_at_a_time = self.compaction.lock();
+        if rewrite.is_some() {
+            self.flush()?;
+        }
+        // 1. Plan, under the writer lock.
+        let (groups, first_id) = {
+            let mut w = self.writer()?;
+            let stats: Vec<SegmentStats> = w
+                .segments
+                .iter()
+                .map(|s| SegmentStats {
+                    id: s.seg.id(),
+                    rows: s.seg.rows(),
+                    deleted: s.source.deleted().count_ones(),
+                    bytes: file_bytes(s.seg.files()),
+                })
+                .collect();
+            let mut taken = std::collections::HashSet::new();
+            let groups: Vec<Vec<(Arc<Segment>, Source)>> = policy
+                .plan(&stats)
+                .into_iter()
+                .map(|g| {
+                    g.into_iter()
+                        .filter(|id| taken.insert(*id))
+                        .filter_map(|id| {
+                            w.segments
+                                .iter()
+                                .find(|s| s.seg.id() == id)
+                                .map(|s| (s.seg.clone(), s.source.clone()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .filter(|g| !g.is_empty())
+                .collect();
+            let first_id = w.manifest.next_segment_id;
+            w.manifest.next_segment_id += groups.len() as u64;
+            (groups, first_id)
+        };
+        if groups.is_empty() {
+            return Ok(CompactionReport::default());
+        }
+        // 2. Merge, without the lock.
+        let mut report = CompactionReport::default();
+        let mut outputs = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            let rows: Vec<RowRef<'_>> = group
+                .iter()
+                .flat_map(|(_, s)| {
+                    (0..s.rows())
+                        .filter(|&r| !s.is_deleted(r))
+                        .map(move |row| RowRef { source: s, row })
+                })
+                .collect();
+            report.segments_merged += group.len();
+            for (seg, s) in group {
+                report.rows_dropped += s.deleted().count_ones();
+                report.bytes_before += file_bytes(seg.files());
+            }
+            if rows.is_empty() {
+                outputs.push(None);
+                continue;
+            }
+            let info = write_segment(&self.dir, first_id + i as u64, &self.schema, &rows, rewrite)?;
+            let seg =
+                Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap).map_err(|e| {
+                    IoError::new(
+                        "reopening a merged segment",
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+            report.rows_written += rows.len();
+            report.segments_written += 1;
+            report.bytes_after += file_bytes(seg.files());
+            outputs.push(Some(Arc::new(seg)));
+        }
+        sync_dir(&self.dir)?;
+        // 3. Install, under the writer lock.
+        let mut w = self.writer()?;
+        self.install_compaction(&mut w, &groups, outputs)
+            .map_err(|e| CompactionError::Commit(poison(&mut w, e)))?;
+        self.publish(&w);
+        Ok(report)
+    }
+
+    fn install_compaction(
+        &self,
+        w: &mut Writer,
+        groups: &[Vec<(Arc<Segment>, Source)>],
+        outputs: Vec<Option<Arc<Segment>>>,
+    ) -> Result<(), IoError> {
+        let mut slots: Vec<Option<SegSlot>> = std::mem::take(&mut w.segments)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut retired = Vec::new();
+        let mut superseded = Vec::new();
+        for (group, output) in groups.iter().zip(outputs) {
+            let mut carried = output.as_ref().map(|s| Bitmap::new(s.rows()));
+            let mut next_row = 0usize;
+            let mut first_pos = None;
+            for (seg, input) in group {
+                let pos = slots
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| s.seg.id() == seg.id()));
+                let Some(slot) = pos.and_then(|p| slots[p].take()) else {
+                    continue;
+                };
+                first_pos = first_pos.or(pos);
+                // Rows deleted while the merge ran: carry their tombstones over.
+                for r in (0..input.rows()).filter(|&r| !input.is_deleted(r)) {
+                    if slot.source.is_deleted(r)
+                        && let Some(c) = carried.as_mut()
+                    {
+                        c.set(next_row);
+                    }
+                    next_row += 1;
+                }
+                if slot.del_gen != 0 {
+                    superseded.push(self.dir.join(tombstone_file_name(seg.id(), slot.del_gen)));
+                }
+                retired.push(slot.seg);
+            }
+            let (Some(seg), Some(pos), Some(carried)) = (output, first_pos, carried) else {
+                continue;
+            };
+            let mut del_gen = 0;
+            if carried.count_ones() > 0 {
+                write_tombstones(&self.dir, seg.id(), 1, &carried)?;
+                del_gen = 1;
+            }
+            slots[pos] = Some(SegSlot::new(seg, &self.schema, carried, del_gen));
+        }
+        let segments: Vec<SegSlot> = slots.into_iter().flatten().collect();
+        let mut manifest = w.manifest.clone();
+        manifest.segments = segments
+            .iter()
+            .map(|s| SegmentInfo {
+                del_gen: s.del_gen,
+                ..s.seg.info().clone()
+            })
+            .collect();
+        let number = w.manifest_number + 1;
+        let installed = manifest.install(&self.dir, number);
+        w.segments = segments;
+        installed?;
+        superseded.push(self.dir.join(manifest_file_name(w.manifest_number)));
+        w.manifest = manifest;
+        w.manifest_number = number;
+        for seg in retired {
+            seg.mark_obsolete();
+        }
+        for f in superseded {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the database as it is at this moment into `dest` (which
+    /// must not exist), ready to open. Segment files are hard-linked (copied where the file
+    /// system refuses links), tombstones are written from memory, and the memtable becomes a
+    /// segment of the copy. Readers are never blocked; writers only while the state is
+    /// captured.
+    pub fn snapshot(&self, dest: &Path) -> Result<(), SnapshotError> {
+        if dest.exists() {
+            return Err(SnapshotError::DestinationExists {
+                path: dest.to_path_buf(),
+            });
+        }
+        let (view, mut manifest) = {
+            let w = self.writer.lock();
+            let mut m = w.manifest.clone();
+            m.next_id = self.next_id();
+            m.properties = (*w.properties).clone();
+            (w.view(&self.schema), m)
+        };
+        std::fs::create_dir_all(dest).map_err(|e| IoError::at(dest, "create directory", e))?;
+        let result = self.write_snapshot(dest, &view, &mut manifest);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(dest);
+        }
+        result
+    }
+
+    fn write_snapshot(
+        &self,
+        dest: &Path,
+        view: &View,
+        manifest: &mut Manifest,
+    ) -> Result<(), SnapshotError> {
+        let mut segments = Vec::new();
+        let mut mem_rows = Vec::new();
+        for s in view.sources() {
+            let Some(seg) = s.segment() else {
+                mem_rows.extend(
+                    (0..s.rows())
+                        .filter(|&r| !s.is_deleted(r))
+                        .map(|row| RowRef { source: s, row }),
+                );
+                continue;
+            };
+            for f in seg.files() {
+                let Some(name) = f.file_name() else { continue };
+                link_or_copy(f, &dest.join(name))?;
+            }
+            let mut info = seg.info().clone();
+            info.del_gen = 0;
+            if s.deleted().count_ones() > 0 {
+                write_tombstones(dest, info.id, 1, s.deleted())?;
+                info.del_gen = 1;
+            }
+            segments.push(info);
+        }
+        if !mem_rows.is_empty() {
+            let id = manifest.next_segment_id;
+            manifest.next_segment_id += 1;
+            let info =
+                write_segment(dest, id, &self.schema, &mem_rows, None).map_err(|e| match e {
+                    CompactionError::Io(io) => io,
+                    other => {
+                        IoError::new("writing segment", std::io::Error::other(other.to_string()))
+                    }
+                })?;
+            segments.push(info);
+        }
+        manifest.segments = segments;
+        manifest.log_number = 1;
+        manifest.next_seq = 1;
+        manifest.install(dest, 1)?;
+        Ok(())
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> StoreStats {
+        let (wal_bytes, view) = {
+            let w = self.writer.lock();
+            (
+                w.wal.as_ref().map_or(0, WalWriter::len),
+                w.view(&self.schema),
+            )
+        };
+        let mut s = StoreStats {
+            segments: 0,
+            segment_rows: 0,
+            memtable_rows: 0,
+            memtable_batches: 0,
+            live_rows: view.len(),
+            deleted_rows: 0,
+            wal_bytes,
+            disk_bytes: dir_bytes(&self.dir),
+            next_id: self.next_id(),
+        };
+        for src in view.sources() {
+            if src.is_memtable() {
+                s.memtable_batches += 1;
+                s.memtable_rows += src.rows();
+            } else {
+                s.segments += 1;
+                s.segment_rows += src.rows();
+            }
+            s.deleted_rows += src.deleted().count_ones();
+        }
+        s
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(wal) = self.writer.get_mut().wal.as_mut() {
+            // Best effort; Buffered callers who need to know call `sync` or `flush`.
+            let _ = wal.sync();
+        }
+    }
+}
+
+fn poison(w: &mut Writer, e: IoError) -> CommitError {
+    w.poisoned = Some(e.to_string());
+    CommitError::Io(e)
+}
+
+impl SegSlot {
+    fn new(seg: Arc<Segment>, schema: &Arc<Schema>, deleted: Bitmap, del_gen: u64) -> SegSlot {
+        SegSlot {
+            source: Source::new(
+                Backing::Segment(seg.clone()),
+                schema.clone(),
+                Arc::new(deleted),
+            ),
+            seg,
+            del_gen,
+            dirty: false,
+        }
+    }
+}
+
+impl Writer {
+    fn view(&self, schema: &Arc<Schema>) -> View {
+        let sources = self
+            .segments
+            .iter()
+            .map(|s| s.source.clone())
+            .chain(self.mem.iter().cloned())
+            .collect();
+        View::new(schema.clone(), sources)
+    }
+
+    fn find_live(&self, id: u64) -> Option<(Slot, usize)> {
+        if let Some((i, r)) = self
+            .mem
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, s)| s.locate(id).map(|r| (i, r)))
+        {
+            return Some((Slot::Mem(i), r));
+        }
+        self.segments
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.source.locate(id).map(|r| (Slot::Segment(i), r)))
+    }
+
+    /// Tombstones the live rows of `ids`; returns how many there were.
+    fn apply_delete(&mut self, schema: &Arc<Schema>, ids: &[u64]) -> usize {
+        let mut by_slot: HashMap<(bool, usize), Vec<usize>> = HashMap::new();
+        for &id in ids {
+            match self.find_live(id) {
+                Some((Slot::Segment(i), r)) => by_slot.entry((true, i)).or_default().push(r),
+                Some((Slot::Mem(i), r)) => by_slot.entry((false, i)).or_default().push(r),
+                None => {}
+            }
+        }
+        let mut n = 0;
+        for ((is_seg, i), rows) in by_slot {
+            let source = if is_seg {
+                &mut self.segments[i].source
+            } else {
+                &mut self.mem[i]
+            };
+            let mut deleted = (**source.deleted_arc()).clone();
+            for r in rows {
+                n += usize::from(!deleted.set(r));
+            }
+            *source = Source::new(source.backing().clone(), schema.clone(), Arc::new(deleted));
+            if is_seg {
+                self.segments[i].dirty = true;
+            }
+        }
+        n
+    }
+
+    /// Adds a batch to the memtable, merging the trailing run of same-size-class batches.
+    fn push_mem(&mut self, schema: &Arc<Schema>, source: Source) {
+        self.mem.push(source);
+        let class = |s: &Source| s.rows().max(1).ilog(BATCH_MERGE_FAN_IN);
+        loop {
+            let Some(last) = self.mem.last() else { return };
+            let c = class(last);
+            let run = self.mem.iter().rev().take_while(|s| class(s) == c).count();
+            if run < BATCH_MERGE_FAN_IN {
+                return;
+            }
+            let start = self.mem.len() - run;
+            let parts: Vec<&Source> = self.mem[start..].iter().collect();
+            let merged = MemBatch::merge(schema, &parts);
+            let rows = merged.rows();
+            self.mem.truncate(start);
+            if rows > 0 {
+                self.mem.push(Source::new(
+                    Backing::Batch(Arc::new(merged)),
+                    schema.clone(),
+                    Arc::new(Bitmap::new(rows)),
+                ));
+            }
+        }
+    }
+
+    fn replay(
+        &mut self,
+        schema: &Arc<Schema>,
+        record: WalRecord<'_>,
+        file: &Path,
+        next_id: &mut u64,
+    ) -> Result<(), CorruptionError> {
+        match record {
+            WalRecord::Insert(rows) => {
+                for r in &rows {
+                    if self.find_live(r.id).is_some() {
+                        return Err(CorruptionError::new(
+                            file,
+                            0,
+                            format!("WAL inserts id {} which is already live", r.id),
+                        ));
+                    }
+                    *next_id = (*next_id).max(r.id.saturating_add(1));
+                }
+                let batch = MemBatch::from_encoded(schema, &rows);
+                let n = batch.rows();
+                self.push_mem(
+                    schema,
+                    Source::new(
+                        Backing::Batch(Arc::new(batch)),
+                        schema.clone(),
+                        Arc::new(Bitmap::new(n)),
+                    ),
+                );
+            }
+            WalRecord::Delete(ids) => {
+                self.apply_delete(schema, &ids);
+            }
+            WalRecord::SetProperty { key, value } => {
+                let mut props = (*self.properties).clone();
+                props.insert(key.to_owned(), value.to_vec());
+                self.properties = Arc::new(props);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_rows(schema: &Schema, rows: &[Row]) -> Result<(), InvalidInput> {
+    if rows.is_empty() {
+        return Err(InvalidInput::EmptyBatch);
+    }
+    let mut seen: HashMap<u64, usize> = HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let id = r.id;
+        if id == u64::MAX {
+            return Err(InvalidInput::ReservedId { id, row: i });
+        }
+        if let Some(first) = seen.insert(id, i) {
+            return Err(InvalidInput::DuplicateId {
+                id,
+                first,
+                second: i,
+            });
+        }
+        let sizes = [
+            (
+                "caption",
+                r.caption.as_ref().map_or(0, String::len),
+                MAX_CAPTION_BYTES,
+            ),
+            ("uri", r.uri.as_ref().map_or(0, String::len), MAX_URI_BYTES),
+            ("metadata", r.metadata.len(), MAX_METADATA_BYTES),
+        ];
+        for (field, len, max) in sizes {
+            if len > max {
+                return Err(InvalidInput::TooLarge {
+                    row: i,
+                    id,
+                    field,
+                    len,
+                    max,
+                });
+            }
+        }
+        if r.image.is_none() && r.text.is_none() {
+            return Err(InvalidInput::NoVectors { row: i, id });
+        }
+        for m in Modality::ALL {
+            let Some(v) = r.vectors(m) else { continue };
+            let tiers = [
+                (
+                    Tier::Coarse,
+                    &v.coarse,
+                    schema.coarse_dim,
+                    schema.coarse_type,
+                ),
+                (Tier::Fine, &v.fine, schema.fine_dim, schema.fine_type),
+            ];
+            for (tier, values, dim, elem) in tiers {
+                if values.len() != dim {
+                    return Err(InvalidInput::Dimension {
+                        row: i,
+                        id,
+                        modality: m,
+                        tier,
+                        expected: dim,
+                        got: values.len(),
+                    });
+                }
+                for (index, &value) in values.iter().enumerate() {
+                    if !value.is_finite() {
+                        return Err(InvalidInput::NonFinite {
+                            row: i,
+                            id,
+                            modality: m,
+                            tier,
+                            index,
+                            value,
+                        });
+                    }
+                    if elem == ElemType::F16 && value.abs() > f32::from(half::f16::MAX) {
+                        return Err(InvalidInput::OutOfRange {
+                            row: i,
+                            id,
+                            modality: m,
+                            tier,
+                            index,
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Numbers `n` of files named `<prefix><n><suffix>` in `dir`.
+fn list_numbered(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<u64>, IoError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
+        let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(suffix))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes files of ours that the current manifest does not reference: leftovers of an
+/// interrupted flush, compaction or create.
+fn remove_orphans(dir: &Path, w: &Writer) -> Result<(), IoError> {
+    let wanted_seg = |id: u64| w.manifest.segments.iter().find(|s| s.id == id);
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
+        let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let orphan = if name == "CURRENT.tmp" {
+            true
+        } else if let Some(n) = name.strip_prefix("MANIFEST-") {
+            n.parse::<u64>().is_ok_and(|n| n != w.manifest_number)
+        } else if let Some(n) = name
+            .strip_prefix("wal-")
+            .and_then(|r| r.strip_suffix(".log"))
+        {
+            n.parse::<u64>().is_ok_and(|n| n < w.manifest.log_number)
+        } else if let Some(rest) = name.strip_prefix("seg-") {
+            let (id, kind) = rest.split_once('.').unwrap_or((rest, ""));
+            match id.parse::<u64>() {
+                Err(_) => false,
+                Ok(id) => match wanted_seg(id) {
+                    None => true,
+                    Some(info) => kind
+                        .strip_prefix("del-")
+                        .and_then(|g| g.parse::<u64>().ok())
+                        .is_some_and(|g| g != info.del_gen),
+                },
+            }
+        } else {
+            false
+        };
+        if orphan {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| IoError::at(&path, "remove", e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), IoError> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map_err(|e| IoError::at(to, "copy to", e))?;
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| IoError::at(to, "fsync", e))
+}
+
+fn file_bytes(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,140 @@
+use super::*;
+
+#[test]
+fn compaction_drops_deleted_rows_and_reclaims_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::I8);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    for chunk in 0..4u64 {
+        store.insert(rows(&s, chunk * 50..chunk * 50 + 50)).unwrap();
+        store.flush().unwrap();
+    }
+    let doomed: Vec<u64> = (0..200).filter(|i| i % 4 == 0).collect();
+    store.delete(&doomed).unwrap();
+    store.flush().unwrap();
+    let expected = dump(&store.view());
+    let old_view = store.view();
+    let bytes_before = store.stats().disk_bytes;
+    let old_files: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| f.starts_with("seg-"))
+        .collect();
+    let report = store.compact(&MergeAll, None).unwrap();
+    assert_eq!(report.segments_merged, 4);
+    assert_eq!(report.segments_written, 1);
+    assert_eq!(report.rows_written, 150);
+    assert_eq!(report.rows_dropped, 50);
+    assert_eq!(dump(&store.view()), expected);
+    // The old view still reads the old, still-mapped files.
+    assert_eq!(dump(&old_view), expected);
+    assert!(
+        old_files
+            .iter()
+            .all(|f| dir.path().join(f).exists() || f.contains(".del-"))
+    );
+    drop(old_view);
+    let now = files(dir.path());
+    assert!(old_files.iter().all(|f| !now.contains(f)), "{now:?}");
+    assert!(store.stats().disk_bytes < bytes_before);
+    assert_eq!(store.stats().segments, 1);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), expected);
+}
+
+#[test]
+fn deletes_during_compaction_are_carried_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F16, ElemType::F32);
+    let store = std::sync::Arc::new(Store::create(dir.path(), s.clone(), opts()).unwrap());
+    for chunk in 0..3u64 {
+        store
+            .insert(rows(&s, chunk * 100..chunk * 100 + 100))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    store.delete(&[1, 2, 3]).unwrap();
+    let writer = {
+        let store = store.clone();
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 0..30u64 {
+                store.delete(&[10 + i]).unwrap();
+                store.insert(rows(&s, [1000 + i])).unwrap();
+            }
+        })
+    };
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                let v = store.view();
+                let d = dump(&v);
+                assert!(d.len() >= 297 - 30 && d.len() <= 297 + 30);
+            }
+        })
+    };
+    store.compact(&MergeAll, None).unwrap();
+    writer.join().unwrap();
+    reader.join().unwrap();
+    let expected = dump(&store.view());
+    assert_eq!(expected.len(), 300 - 3 - 30 + 30);
+    assert!(!expected.contains_key(&10) && expected.contains_key(&1029));
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), expected);
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), expected);
+}
+
+#[test]
+fn coarse_rewrite_recomputes_coarse_from_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..10)).unwrap();
+    store.flush().unwrap();
+    store.insert(rows(&s, 10..20)).unwrap();
+    let prefix = |_: Modality, fine: &[f32], coarse: &mut [f32]| {
+        coarse.copy_from_slice(&fine[..coarse.len()]);
+    };
+    store.compact(&MergeAll, Some(&prefix)).unwrap();
+    let view = store.view();
+    assert_eq!(view.sources().len(), 1);
+    let src = &view.sources()[0];
+    let (mut c, mut f) = (Vec::new(), Vec::new());
+    for r in 0..src.rows() {
+        src.coarse(Modality::Image).row_to_f32(r, &mut c);
+        src.fine(Modality::Image).row_to_f32(r, &mut f);
+        assert_eq!(c, f[..6]);
+    }
+    let bad = |_: Modality, _: &[f32], coarse: &mut [f32]| coarse[0] = f32::NAN;
+    store.insert(rows(&s, [30])).unwrap();
+    assert!(matches!(
+        store.compact(&MergeAll, Some(&bad)),
+        Err(CompactionError::Rewrite(_))
+    ));
+    assert_eq!(store.view().len(), 21);
+    // No leftovers from the failed merge.
+    let segs: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| f.ends_with(".meta"))
+        .collect();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+}
+
+#[test]
+fn default_policy_is_a_no_op_when_nothing_pays() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..10)).unwrap();
+    store.flush().unwrap();
+    let r = store.compact(&DefaultMergePolicy::default(), None).unwrap();
+    assert_eq!(r, CompactionReport::default());
+    store.delete(&(0..5).collect::<Vec<_>>()).unwrap();
+    let r = store.compact(&DefaultMergePolicy::default(), None).unwrap();
+    assert_eq!((r.segments_merged, r.rows_written), (1, 5));
+}

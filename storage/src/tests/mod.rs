@@ -1,0 +1,121 @@
+//! Store-level tests, split by concern. Helpers build small deterministic rows.
+
+mod compaction;
+mod lock;
+mod recovery;
+mod roundtrip;
+mod snapshot;
+mod validation;
+
+use std::path::Path;
+
+use crate::*;
+
+pub(crate) fn schema(fine_type: ElemType, coarse_type: ElemType) -> Schema {
+    Schema {
+        fine_dim: 20,
+        coarse_dim: 6,
+        fine_type,
+        coarse_type,
+        metric: Metric::InnerProduct,
+    }
+}
+
+/// A deterministic pseudo-random vector for `(id, salt)`.
+pub(crate) fn vector(id: u64, salt: u64, dim: usize) -> Vec<f32> {
+    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    (0..dim)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Row `id`: image vectors always, text vectors for even ids, caption for ids divisible by 3.
+pub(crate) fn row(s: &Schema, id: u64) -> Row {
+    let tv = |salt| TierVectors {
+        coarse: vector(id, salt, s.coarse_dim),
+        fine: vector(id, salt + 1, s.fine_dim),
+    };
+    Row {
+        id,
+        caption: id.is_multiple_of(3).then(|| format!("caption {id}")),
+        uri: Some(format!("file:///{id}.png")),
+        metadata: id.to_le_bytes().to_vec(),
+        image: Some(tv(10)),
+        text: id.is_multiple_of(2).then(|| tv(20)),
+    }
+}
+
+pub(crate) fn rows(s: &Schema, ids: impl IntoIterator<Item = u64>) -> Vec<Row> {
+    ids.into_iter().map(|id| row(s, id)).collect()
+}
+
+pub(crate) fn opts() -> StoreOptions {
+    StoreOptions {
+        memtable_rows: 1000,
+        ..StoreOptions::default()
+    }
+}
+
+/// Everything a view holds, per live id: (caption, uri, metadata, per modality (coarse
+/// bytes, coarse scale, fine bytes, fine scale)). Comparing two of these is bit-exact.
+pub(crate) type Dump = std::collections::BTreeMap<
+    u64,
+    (
+        Option<String>,
+        Option<String>,
+        Vec<u8>,
+        Vec<Option<(Vec<u8>, f32, Vec<u8>, f32)>>,
+    ),
+>;
+
+pub(crate) fn dump(view: &View) -> Dump {
+    let mut out = Dump::new();
+    for s in view.sources() {
+        for r in 0..s.rows() {
+            if s.is_deleted(r) {
+                continue;
+            }
+            let m = s.meta(r);
+            let vecs = Modality::ALL
+                .iter()
+                .map(|&md| {
+                    (!s.skip(md).get(r)).then(|| {
+                        let (c, f) = (s.coarse(md), s.fine(md));
+                        (
+                            c.row_bytes(r).to_vec(),
+                            c.scales().map_or(0.0, |x| x[r]),
+                            f.row_bytes(r).to_vec(),
+                            f.scales().map_or(0.0, |x| x[r]),
+                        )
+                    })
+                })
+                .collect();
+            let prev = out.insert(
+                s.id(r),
+                (
+                    m.caption.map(str::to_owned),
+                    m.uri.map(str::to_owned),
+                    m.metadata.to_vec(),
+                    vecs,
+                ),
+            );
+            assert!(prev.is_none(), "id {} live twice", s.id(r));
+        }
+    }
+    assert_eq!(out.len(), view.len());
+    out
+}
+
+pub(crate) fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}

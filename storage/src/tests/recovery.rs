@@ -1,0 +1,175 @@
+use super::*;
+use crate::wal::wal_file_name;
+
+fn wal_path(dir: &Path) -> std::path::PathBuf {
+    let n = files(dir)
+        .into_iter()
+        .filter(|f| f.starts_with("wal-"))
+        .max()
+        .unwrap();
+    dir.join(n)
+}
+
+#[test]
+fn torn_wal_tail_is_dropped_and_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::I8);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..3)).unwrap();
+    let two = dump(&store.view());
+    let len_two = store.stats().wal_bytes;
+    store.insert(rows(&s, 3..6)).unwrap();
+    drop(store);
+    let wal = wal_path(dir.path());
+    let full = std::fs::read(&wal).unwrap();
+    // Every cut inside the second record recovers exactly the first batch.
+    for cut in [
+        len_two + 1,
+        len_two + 8,
+        len_two + 50,
+        full.len() as u64 - 1,
+    ] {
+        std::fs::write(&wal, &full[..cut as usize]).unwrap();
+        let store = Store::open(dir.path(), opts()).unwrap();
+        assert_eq!(dump(&store.view()), two, "cut at {cut}");
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), len_two, "truncated");
+        // Appending after recovery works and survives another reopen.
+        store.insert(rows(&s, [50])).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), opts()).unwrap();
+        assert_eq!(store.view().len(), 4);
+        drop(store);
+        std::fs::write(&wal, &full).unwrap();
+    }
+}
+
+#[test]
+fn damaged_wal_record_before_valid_ones_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..3)).unwrap();
+    store.insert(rows(&s, 3..6)).unwrap();
+    drop(store);
+    let wal = wal_path(dir.path());
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&wal, &bytes).unwrap();
+    match Store::open(dir.path(), opts()) {
+        Err(OpenError::Corruption(e)) => assert_eq!(e.file, wal),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    let report = verify(dir.path(), VerifyLevel::Full).unwrap();
+    assert_eq!(report.problems.len(), 1);
+    assert_eq!(report.problems[0].file, wal);
+}
+
+#[test]
+fn interrupted_flush_leftovers_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..3)).unwrap();
+    let expected = dump(&store.view());
+    drop(store);
+    // What a crash in the middle of a flush leaves behind: segment files and a newer WAL
+    // and manifest that CURRENT does not name.
+    for f in [
+        "seg-000001.meta",
+        "seg-000001.image.fine",
+        "MANIFEST-000002",
+        "CURRENT.tmp",
+    ] {
+        std::fs::write(dir.path().join(f), b"partial").unwrap();
+    }
+    std::fs::write(dir.path().join(wal_file_name(2)), b"").unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), expected);
+    let left = files(dir.path());
+    assert!(
+        !left
+            .iter()
+            .any(|f| f.starts_with("seg-") || f == "MANIFEST-000002" || f == "CURRENT.tmp"),
+        "{left:?}"
+    );
+    store.insert(rows(&s, [9])).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.view().len(), 4);
+    let left = files(dir.path());
+    assert_eq!(
+        left.iter().filter(|f| f.starts_with("wal-")).count(),
+        1,
+        "{left:?}"
+    );
+    assert_eq!(
+        left.iter().filter(|f| f.starts_with("MANIFEST-")).count(),
+        1,
+        "{left:?}"
+    );
+}
+
+#[test]
+fn every_damaged_segment_file_is_reported_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F16, ElemType::I8);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..40)).unwrap();
+    store.delete(&[3, 4]).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let names: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| f.starts_with("seg-") || f.starts_with("MANIFEST") || f == "CURRENT")
+        .collect();
+    assert!(names.len() >= 7, "{names:?}");
+    for name in &names {
+        let path = dir.path().join(name);
+        let original = std::fs::read(&path).unwrap();
+        let n = original.len();
+        let offsets: Vec<usize> = (0..n).step_by((n / 60).max(1)).chain([n - 1]).collect();
+        let mut mutations: Vec<Vec<u8>> = offsets
+            .iter()
+            .map(|&i| {
+                let mut b = original.clone();
+                b[i] ^= 0x5a;
+                b
+            })
+            .collect();
+        mutations.extend([0, 1, n / 2, n - 1].iter().map(|&k| original[..k].to_vec()));
+        for bad in mutations {
+            std::fs::write(&path, &bad).unwrap();
+            let report = verify(dir.path(), VerifyLevel::Full);
+            let opened = Store::open(
+                dir.path(),
+                StoreOptions {
+                    verify: VerifyLevel::Full,
+                    ..opts()
+                },
+            );
+            match (&report, &opened) {
+                (Ok(r), Ok(_)) => assert!(
+                    r.is_ok(),
+                    "{name}: verify found {:?} but open succeeded",
+                    r.problems
+                ),
+                (Ok(r), Err(_)) => assert!(!r.is_ok(), "{name}: open failed but verify is clean"),
+                (Err(_), Err(_)) => {}
+                (Err(e), Ok(_)) => panic!("{name}: verify failed ({e}) but open succeeded"),
+            }
+            if let Ok(r) = &report
+                && let Some(p) = r.problems.first()
+            {
+                assert!(
+                    p.file.ends_with(name) || name == "CURRENT",
+                    "{name}: problem names {}",
+                    p.file.display()
+                );
+            }
+            drop(opened);
+        }
+        std::fs::write(&path, &original).unwrap();
+    }
+    assert!(verify(dir.path(), VerifyLevel::Full).unwrap().is_ok());
+}

@@ -1,0 +1,145 @@
+use super::*;
+
+#[test]
+fn bad_input_is_rejected_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F16);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, [1])).unwrap();
+    let wal_before = store.stats().wal_bytes;
+    let check = |batch: Vec<Row>, want: &dyn Fn(&InvalidInput) -> bool| match store.insert(batch) {
+        Err(CommitError::InvalidInput(e)) => assert!(want(&e), "{e}"),
+        other => panic!("expected invalid input, got {other:?}"),
+    };
+    check(vec![], &|e| matches!(e, InvalidInput::EmptyBatch));
+    let mut r = row(&s, 2);
+    r.image.as_mut().unwrap().fine.pop();
+    check(vec![r], &|e| {
+        matches!(
+            e,
+            InvalidInput::Dimension {
+                tier: Tier::Fine,
+                expected: 20,
+                got: 19,
+                ..
+            }
+        )
+    });
+    let mut r = row(&s, 2);
+    r.text.as_mut().unwrap().coarse[3] = f32::NAN;
+    check(rows(&s, [5]).into_iter().chain([r]).collect(), &|e| {
+        matches!(
+            e,
+            InvalidInput::NonFinite {
+                row: 1,
+                index: 3,
+                modality: Modality::Text,
+                ..
+            }
+        )
+    });
+    let mut r = row(&s, 2);
+    r.image.as_mut().unwrap().fine[0] = f32::INFINITY;
+    check(vec![r], &|e| matches!(e, InvalidInput::NonFinite { .. }));
+    let mut r = row(&s, 2);
+    r.image.as_mut().unwrap().coarse[0] = 1e6; // beyond f16
+    check(vec![r], &|e| matches!(e, InvalidInput::OutOfRange { .. }));
+    check(rows(&s, [3, 4, 3]), &|e| {
+        matches!(
+            e,
+            InvalidInput::DuplicateId {
+                id: 3,
+                first: 0,
+                second: 2
+            }
+        )
+    });
+    check(rows(&s, [3, 1]), &|e| {
+        matches!(e, InvalidInput::IdExists { id: 1, row: 1 })
+    });
+    check(rows(&s, [u64::MAX]), &|e| {
+        matches!(e, InvalidInput::ReservedId { .. })
+    });
+    let mut r = row(&s, 2);
+    r.metadata = vec![0; MAX_METADATA_BYTES + 1];
+    check(vec![r], &|e| {
+        matches!(
+            e,
+            InvalidInput::TooLarge {
+                field: "metadata",
+                ..
+            }
+        )
+    });
+    let mut r = row(&s, 2);
+    r.caption = Some("x".repeat(MAX_CAPTION_BYTES + 1));
+    check(vec![r], &|e| {
+        matches!(
+            e,
+            InvalidInput::TooLarge {
+                field: "caption",
+                ..
+            }
+        )
+    });
+    let mut r = row(&s, 2);
+    (r.image, r.text) = (None, None);
+    check(vec![r], &|e| matches!(e, InvalidInput::NoVectors { .. }));
+    assert_eq!(store.stats().wal_bytes, wal_before);
+    assert_eq!(store.view().len(), 1);
+    assert!(matches!(
+        store.set_property(&"k".repeat(2000), vec![]),
+        Err(CommitError::InvalidInput(
+            InvalidInput::PropertyTooLarge { .. }
+        ))
+    ));
+}
+
+#[test]
+fn bad_schemas_and_paths_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = schema(ElemType::F32, ElemType::F32);
+    s.coarse_dim = 0;
+    assert!(matches!(
+        Store::create(dir.path(), s, opts()),
+        Err(OpenError::InvalidSchema(_))
+    ));
+    assert!(matches!(
+        Store::open(dir.path().join("nope"), opts()),
+        Err(OpenError::NotFound { .. })
+    ));
+    let s = schema(ElemType::F32, ElemType::F32);
+    drop(Store::create(dir.path(), s.clone(), opts()).unwrap());
+    assert!(matches!(
+        Store::create(dir.path(), s, opts()),
+        Err(OpenError::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn read_only_handles_refuse_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let w = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    w.insert(rows(&s, 0..3)).unwrap();
+    let ro = StoreOptions {
+        read_only: true,
+        ..opts()
+    };
+    let r = Store::open(dir.path(), ro).unwrap();
+    assert_eq!(r.view().len(), 3);
+    assert!(matches!(
+        r.insert(rows(&s, [9])),
+        Err(CommitError::ReadOnly)
+    ));
+    assert!(matches!(r.delete(&[0]), Err(CommitError::ReadOnly)));
+    assert!(matches!(r.flush(), Err(CommitError::ReadOnly)));
+    assert!(matches!(
+        r.compact(&MergeAll, None),
+        Err(CompactionError::ReadOnly)
+    ));
+    // The writer carries on while the reader is open.
+    w.insert(rows(&s, [4])).unwrap();
+    w.flush().unwrap();
+    assert_eq!(r.view().len(), 3);
+}

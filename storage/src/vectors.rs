@@ -1,0 +1,166 @@
+//! Conversion of `f32` input vectors to stored element types, and 64-byte aligned in-memory
+//! columns (the memtable's equivalent of a mapped vector file).
+
+use crate::column::VectorColumn;
+use crate::schema::ElemType;
+
+/// Row alignment of every vector column, in memory and on disk.
+pub const ROW_ALIGN: usize = 64;
+
+/// Bytes from one row's start to the next: the row rounded up to [`ROW_ALIGN`].
+pub fn stride(elem: ElemType, dim: usize) -> usize {
+    (dim * elem.size()).div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN
+}
+
+/// Encodes `values` as `elem` into `out` (exactly `values.len() * elem.size()` bytes) and
+/// returns the row's dequantisation scale (`I8` only: `max|x| / 127`, 0 for an all-zero row).
+///
+/// Deterministic, so re-encoding the same input always gives the same bytes.
+pub fn encode_row(elem: ElemType, values: &[f32], out: &mut [u8]) -> f32 {
+    match elem {
+        ElemType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(values) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+            0.0
+        }
+        ElemType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(values) {
+                o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+            }
+            0.0
+        }
+        ElemType::I8 => {
+            let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = max / 127.0;
+            for (o, v) in out.iter_mut().zip(values) {
+                let q = if scale > 0.0 {
+                    (v / scale).round().clamp(-127.0, 127.0)
+                } else {
+                    0.0
+                };
+                *o = (q as i8) as u8;
+            }
+            scale
+        }
+    }
+}
+
+/// A heap buffer whose first byte is 64-byte aligned (the allocation is over-sized by
+/// [`ROW_ALIGN`] and the slice starts at the first aligned byte).
+#[derive(Debug)]
+pub(crate) struct AlignedBuf {
+    data: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> Self {
+        let data = vec![0u8; len + ROW_ALIGN];
+        let start = data.as_ptr().align_offset(ROW_ALIGN).min(ROW_ALIGN);
+        Self { data, start, len }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.start + self.len]
+    }
+}
+
+/// An owned column of `rows` vectors, laid out exactly like a vector file's body.
+#[derive(Debug)]
+pub(crate) struct OwnedColumn {
+    elem: ElemType,
+    dim: usize,
+    stride: usize,
+    buf: AlignedBuf,
+    /// One per row for `I8`, empty otherwise.
+    scales: Vec<f32>,
+}
+
+impl OwnedColumn {
+    /// `rows` all-zero rows.
+    pub fn zeroed(elem: ElemType, dim: usize, rows: usize) -> Self {
+        let stride = stride(elem, dim);
+        Self {
+            elem,
+            dim,
+            stride,
+            buf: AlignedBuf::zeroed(rows * stride),
+            scales: if elem == ElemType::I8 {
+                vec![0.0; rows]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Encodes `values` (already validated: `dim` finite values) into row `row`.
+    pub fn set_f32(&mut self, row: usize, values: &[f32]) {
+        let n = self.dim * self.elem.size();
+        let start = row * self.stride;
+        let scale = encode_row(
+            self.elem,
+            values,
+            &mut self.buf.as_mut_slice()[start..start + n],
+        );
+        if let Some(s) = self.scales.get_mut(row) {
+            *s = scale;
+        }
+    }
+
+    /// Copies an already encoded row (bit-exact).
+    pub fn set_raw(&mut self, row: usize, bytes: &[u8], scale: f32) {
+        let start = row * self.stride;
+        self.buf.as_mut_slice()[start..start + bytes.len()].copy_from_slice(bytes);
+        if let Some(s) = self.scales.get_mut(row) {
+            *s = scale;
+        }
+    }
+
+    pub fn column(&self) -> VectorColumn<'_> {
+        let scales = (self.elem == ElemType::I8).then_some(&self.scales[..]);
+        VectorColumn::from_parts(
+            self.elem,
+            self.dim,
+            self.stride,
+            self.buf.as_slice(),
+            scales,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strides_are_aligned() {
+        assert_eq!(stride(ElemType::F32, 1), 64);
+        assert_eq!(stride(ElemType::F32, 16), 64);
+        assert_eq!(stride(ElemType::F32, 17), 128);
+        assert_eq!(stride(ElemType::I8, 64), 64);
+        assert_eq!(stride(ElemType::F16, 33), 128);
+    }
+
+    #[test]
+    fn owned_column_round_trips() {
+        for elem in [ElemType::F32, ElemType::F16, ElemType::I8] {
+            let mut c = OwnedColumn::zeroed(elem, 3, 2);
+            c.set_f32(1, &[1.0, -0.5, 0.25]);
+            let col = c.column();
+            assert_eq!(col.bytes().as_ptr() as usize % ROW_ALIGN, 0);
+            let mut out = Vec::new();
+            col.row_to_f32(1, &mut out);
+            for (a, b) in out.iter().zip([1.0, -0.5, 0.25]) {
+                assert!((a - b).abs() < 0.01, "{elem:?}: {a} vs {b}");
+            }
+            col.row_to_f32(0, &mut out);
+            assert_eq!(out, vec![0.0; 3]);
+        }
+    }
+}

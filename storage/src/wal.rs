@@ -1,0 +1,511 @@
+//! The write-ahead log: `wal-<n>.log` files of framed records `[len u32][crc32 u32][payload]`.
+//!
+//! `crc32` covers the four length bytes and the payload, so a damaged length is caught too.
+//! The payload starts with a sequence number (`u64`, +1 per record, continuing across files)
+//! and a record kind. [`decode_log`] is the entry point of the WAL fuzz target.
+//!
+//! Torn tail versus corruption: appends are sequential, so a crash can only damage the
+//! record being written, which is the last one. When a frame fails its checks, the decoder
+//! looks for any valid frame further on (plausible length, the next sequence numbers, crc
+//! match). If one exists, the bad frame is in the middle of acknowledged data: corruption.
+//! If none does, it is a torn tail: replay stops there and the writer truncates it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::codec::{Decoder, Encoder};
+use crate::error::{CorruptionError, IoError};
+use crate::schema::{ElemType, Modality, Schema};
+use crate::source::Source;
+
+/// Largest payload one record may hold (a batch that encodes larger is refused).
+pub const MAX_RECORD_LEN: usize = 1 << 30;
+const HEADER_LEN: usize = 8;
+/// Sequence number and kind.
+const MIN_PAYLOAD: usize = 9;
+/// How far past the last good sequence number a frame found after a bad one may be.
+const SEQ_WINDOW: u64 = 1 << 32;
+
+const KIND_INSERT: u8 = 1;
+const KIND_DELETE: u8 = 2;
+const KIND_SET_PROPERTY: u8 = 3;
+
+/// `wal-<n>.log`.
+pub fn wal_file_name(number: u64) -> String {
+    format!("wal-{number:06}.log")
+}
+
+/// The encoded vectors of one modality of a row in an insert record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncodedVectors<'a> {
+    pub coarse: &'a [u8],
+    pub coarse_scale: f32,
+    pub fine: &'a [u8],
+    pub fine_scale: f32,
+}
+
+/// One row of an insert record, borrowing the log's bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedRow<'a> {
+    pub id: u64,
+    pub caption: Option<&'a str>,
+    pub uri: Option<&'a str>,
+    pub metadata: &'a [u8],
+    /// Image, text.
+    pub vectors: [Option<EncodedVectors<'a>>; 2],
+}
+
+/// A decoded WAL record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalRecord<'a> {
+    Insert(Vec<EncodedRow<'a>>),
+    Delete(Vec<u64>),
+    SetProperty { key: &'a str, value: &'a [u8] },
+}
+
+/// The valid prefix of a log file.
+#[derive(Debug)]
+pub struct LogContents<'a> {
+    /// Records with their sequence numbers, in order.
+    pub records: Vec<(u64, WalRecord<'a>)>,
+    /// Bytes of valid frames; a writer truncates the file to this length.
+    pub valid_len: u64,
+    /// Offset of a torn (incomplete or damaged) final record, if any.
+    pub torn_tail: Option<u64>,
+}
+
+/// Decodes a whole log file. `first_seq`, when known, is the sequence number its first record
+/// must carry. Errors are corruption: a bad frame followed by valid ones, a sequence gap, or
+/// a well-framed record whose payload does not decode against `schema`.
+pub fn decode_log<'a>(
+    bytes: &'a [u8],
+    schema: &Schema,
+    file: &Path,
+    first_seq: Option<u64>,
+) -> Result<LogContents<'a>, CorruptionError> {
+    let mut records = Vec::new();
+    let mut pos = 0usize;
+    let mut expected = first_seq;
+    while pos < bytes.len() {
+        let Some((seq, payload)) = frame_at(bytes, pos) else {
+            let last = expected.map(|e| e.saturating_sub(1));
+            if let Some(next) = find_valid_frame(bytes, pos + 1, last) {
+                return Err(CorruptionError::new(
+                    file,
+                    pos as u64,
+                    format!("damaged WAL record followed by a valid one at byte {next}"),
+                ));
+            }
+            return Ok(LogContents {
+                records,
+                valid_len: pos as u64,
+                torn_tail: Some(pos as u64),
+            });
+        };
+        if let Some(e) = expected
+            && seq != e
+        {
+            return Err(CorruptionError::new(
+                file,
+                pos as u64 + HEADER_LEN as u64,
+                format!("WAL sequence number {seq}, expected {e}"),
+            ));
+        }
+        let base = (pos + HEADER_LEN) as u64;
+        records.push((seq, decode_payload(payload, schema, file, base)?));
+        expected = Some(seq + 1);
+        pos += HEADER_LEN + payload.len();
+    }
+    Ok(LogContents {
+        records,
+        valid_len: pos as u64,
+        torn_tail: None,
+    })
+}
+
+/// Decodes one framed record at the start of `bytes`, returning it, its sequence number and
+/// the bytes it spans. `None` for a frame that is incomplete or fails its crc.
+pub fn decode_record<'a>(
+    bytes: &'a [u8],
+    schema: &Schema,
+) -> Option<Result<(u64, WalRecord<'a>, usize), CorruptionError>> {
+    let (seq, payload) = frame_at(bytes, 0)?;
+    let path = Path::new("<record>");
+    Some(
+        decode_payload(payload, schema, path, HEADER_LEN as u64)
+            .map(|r| (seq, r, HEADER_LEN + payload.len())),
+    )
+}
+
+/// The sequence number and payload of a well-formed frame at `pos`.
+fn frame_at(bytes: &[u8], pos: usize) -> Option<(u64, &[u8])> {
+    let header = bytes.get(pos..pos.checked_add(HEADER_LEN)?)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(MIN_PAYLOAD..=MAX_RECORD_LEN).contains(&len) {
+        return None;
+    }
+    let start = pos + HEADER_LEN;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[0..4]);
+    h.update(payload);
+    if h.finalize() != crc {
+        return None;
+    }
+    let mut s = [0u8; 8];
+    s.copy_from_slice(&payload[..8]);
+    Some((u64::from_le_bytes(s), payload))
+}
+
+/// Offset of a valid frame at or after `from` whose sequence number follows `last_seq`.
+/// Cheap filters (length, sequence window) run before the crc, so scanning a large torn
+/// region stays linear.
+fn find_valid_frame(bytes: &[u8], from: usize, last_seq: Option<u64>) -> Option<usize> {
+    let (lo, hi) = match last_seq {
+        Some(l) => (l.saturating_add(1), l.saturating_add(SEQ_WINDOW)),
+        None => (0, SEQ_WINDOW << 8),
+    };
+    let end = bytes.len().checked_sub(HEADER_LEN + MIN_PAYLOAD)?;
+    (from..=end).find(|&p| {
+        let len = u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]) as usize;
+        if len < MIN_PAYLOAD || len > bytes.len() - p - HEADER_LEN {
+            return false;
+        }
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&bytes[p + HEADER_LEN..p + HEADER_LEN + 8]);
+        let seq = u64::from_le_bytes(s);
+        (lo..=hi).contains(&seq) && frame_at(bytes, p).is_some()
+    })
+}
+
+fn vector_bytes(elem: ElemType, dim: usize) -> usize {
+    elem.size() * dim
+}
+
+fn decode_payload<'a>(
+    payload: &'a [u8],
+    schema: &Schema,
+    file: &Path,
+    base: u64,
+) -> Result<WalRecord<'a>, CorruptionError> {
+    let mut d = Decoder::new(payload, base, file);
+    d.u64("sequence number")?;
+    let kind = d.u8("record kind")?;
+    let record = match kind {
+        KIND_INSERT => {
+            let n = d.len(d.remaining(), "row count")?;
+            let mut rows = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = d.u64("id")?;
+                let caption = d.opt_string("caption")?;
+                let uri = d.opt_string("uri")?;
+                let metadata = d.bytes("metadata")?;
+                let mask = d.u8("modality mask")?;
+                if mask & !3 != 0 {
+                    return Err(d.error(format!("modality mask {mask:#x}")));
+                }
+                let mut vectors = [None, None];
+                for (i, v) in vectors.iter_mut().enumerate() {
+                    if mask & (1 << i) == 0 {
+                        continue;
+                    }
+                    let mut tier = |elem: ElemType, dim: usize| -> Result<_, CorruptionError> {
+                        let scale = if elem == ElemType::I8 {
+                            f32::from_bits(d.u32("scale")?)
+                        } else {
+                            0.0
+                        };
+                        Ok((d.take(vector_bytes(elem, dim), "vector")?, scale))
+                    };
+                    let (coarse, coarse_scale) = tier(schema.coarse_type, schema.coarse_dim)?;
+                    let (fine, fine_scale) = tier(schema.fine_type, schema.fine_dim)?;
+                    *v = Some(EncodedVectors {
+                        coarse,
+                        coarse_scale,
+                        fine,
+                        fine_scale,
+                    });
+                }
+                if mask == 0 {
+                    return Err(d.error(format!("row {id} has no vectors")));
+                }
+                rows.push(EncodedRow {
+                    id,
+                    caption,
+                    uri,
+                    metadata,
+                    vectors,
+                });
+            }
+            if rows.is_empty() {
+                return Err(d.error("empty insert record"));
+            }
+            WalRecord::Insert(rows)
+        }
+        KIND_DELETE => {
+            let n = d.len(d.remaining() / 8, "id count")?;
+            WalRecord::Delete((0..n).map(|_| d.u64("id")).collect::<Result<_, _>>()?)
+        }
+        KIND_SET_PROPERTY => WalRecord::SetProperty {
+            key: d.string("property key")?,
+            value: d.bytes("property value")?,
+        },
+        k => return Err(d.error(format!("unknown record kind {k}"))),
+    };
+    d.finish("WAL record")?;
+    Ok(record)
+}
+
+/// Payload body (after sequence number and kind) of an insert of all rows of `batch`.
+pub(crate) fn encode_insert(batch: &Source) -> Vec<u8> {
+    let mut e = Encoder::default();
+    e.u8(KIND_INSERT);
+    e.u32(batch.rows() as u32);
+    for r in 0..batch.rows() {
+        e.u64(batch.id(r));
+        let m = batch.meta(r);
+        e.opt_str(m.caption);
+        e.opt_str(m.uri);
+        e.bytes(m.metadata);
+        let mask = Modality::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| batch.has(**m).get(r))
+            .fold(0u8, |acc, (i, _)| acc | (1 << i));
+        e.u8(mask);
+        for m in Modality::ALL {
+            if !batch.has(m).get(r) {
+                continue;
+            }
+            for col in [batch.coarse(m), batch.fine(m)] {
+                if let Some(s) = col.scales() {
+                    e.u32(s[r].to_bits());
+                }
+                e.buf.extend_from_slice(col.row_bytes(r));
+            }
+        }
+    }
+    e.buf
+}
+
+pub(crate) fn encode_delete(ids: &[u64]) -> Vec<u8> {
+    let mut e = Encoder::default();
+    e.u8(KIND_DELETE);
+    e.u32(ids.len() as u32);
+    for id in ids {
+        e.u64(*id);
+    }
+    e.buf
+}
+
+pub(crate) fn encode_set_property(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut e = Encoder::default();
+    e.u8(KIND_SET_PROPERTY);
+    e.bytes(key.as_bytes());
+    e.bytes(value);
+    e.buf
+}
+
+/// The open WAL file a writer appends to.
+#[derive(Debug)]
+pub(crate) struct WalWriter {
+    file: File,
+    path: PathBuf,
+    number: u64,
+    len: u64,
+    next_seq: u64,
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+impl WalWriter {
+    /// Creates a new, empty log (the caller fsyncs the directory).
+    pub fn create(dir: &Path, number: u64, next_seq: u64) -> Result<Self, IoError> {
+        let path = dir.join(wal_file_name(number));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| IoError::at(&path, "create", e))?;
+        Ok(Self::from_parts(file, path, number, 0, next_seq))
+    }
+
+    /// Reopens an existing log for appending after its first `valid_len` bytes (a torn tail
+    /// past them is cut off and the cut made durable).
+    pub fn reopen(dir: &Path, number: u64, valid_len: u64, next_seq: u64) -> Result<Self, IoError> {
+        let path = dir.join(wal_file_name(number));
+        let file = File::options()
+            .write(true)
+            .open(&path)
+            .map_err(|e| IoError::at(&path, "open", e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| IoError::at(&path, "stat", e))?
+            .len();
+        if len != valid_len {
+            file.set_len(valid_len)
+                .map_err(|e| IoError::at(&path, "truncate torn tail of", e))?;
+            file.sync_all()
+                .map_err(|e| IoError::at(&path, "fsync", e))?;
+        }
+        use std::io::Seek;
+        let mut w = Self::from_parts(file, path, number, valid_len, next_seq);
+        w.file
+            .seek(std::io::SeekFrom::Start(valid_len))
+            .map_err(|e| IoError::at(&w.path, "seek", e))?;
+        Ok(w)
+    }
+
+    fn from_parts(file: File, path: PathBuf, number: u64, len: u64, next_seq: u64) -> Self {
+        Self {
+            file,
+            path,
+            number,
+            len,
+            next_seq,
+            unsynced: false,
+            last_sync: Instant::now(),
+        }
+    }
+
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Sequence number the next record will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends one record (`body` starts with the kind byte) in a single write.
+    pub fn append(&mut self, body: &[u8]) -> Result<(), IoError> {
+        let len = 8 + body.len();
+        let mut frame = Vec::with_capacity(HEADER_LEN + len);
+        frame.extend_from_slice(&(len as u32).to_le_bytes());
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&self.next_seq.to_le_bytes());
+        frame.extend_from_slice(body);
+        let mut h = crc32fast::Hasher::new();
+        h.update(&frame[0..4]);
+        h.update(&frame[HEADER_LEN..]);
+        let crc = h.finalize();
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.file
+            .write_all(&frame)
+            .map_err(|e| IoError::at(&self.path, "append to", e))?;
+        self.len += frame.len() as u64;
+        self.next_seq += 1;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// fsyncs the log if anything was appended since the last sync.
+    pub fn sync(&mut self) -> Result<(), IoError> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| IoError::at(&self.path, "fsync", e))?;
+            self.unsynced = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Time since the last fsync.
+    pub fn since_sync(&self) -> std::time::Duration {
+        self.last_sync.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Metric;
+
+    fn schema() -> Schema {
+        Schema {
+            fine_dim: 4,
+            coarse_dim: 2,
+            fine_type: ElemType::F32,
+            coarse_type: ElemType::I8,
+            metric: Metric::Cosine,
+        }
+    }
+
+    fn log_with(n: u64) -> (tempfile::TempDir, Vec<u8>, Vec<usize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1, 1).unwrap();
+        let mut ends = Vec::new();
+        for i in 0..n {
+            w.append(&encode_delete(&[i, i + 100])).unwrap();
+            ends.push(w.len() as usize);
+        }
+        w.sync().unwrap();
+        let bytes = std::fs::read(dir.path().join(wal_file_name(1))).unwrap();
+        (dir, bytes, ends)
+    }
+
+    #[test]
+    fn round_trip_and_torn_tail_at_every_length() {
+        let (_d, bytes, ends) = log_with(5);
+        let p = Path::new("wal");
+        let full = decode_log(&bytes, &schema(), p, Some(1)).unwrap();
+        assert_eq!(full.records.len(), 5);
+        assert_eq!(full.records[2], (3, WalRecord::Delete(vec![2, 102])));
+        assert_eq!(full.torn_tail, None);
+        for cut in 0..bytes.len() {
+            let log = decode_log(&bytes[..cut], &schema(), p, Some(1)).unwrap();
+            let complete = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(log.records.len(), complete, "cut at {cut}");
+            assert_eq!(
+                log.valid_len as usize,
+                ends.get(complete.wrapping_sub(1)).map_or(0, |e| *e)
+            );
+        }
+        // Zeros appended after a crash (file extended, data not written) are a torn tail.
+        let mut zeros = bytes.clone();
+        zeros.extend_from_slice(&[0; 100]);
+        let log = decode_log(&zeros, &schema(), p, Some(1)).unwrap();
+        assert_eq!(
+            (log.records.len(), log.torn_tail),
+            (5, Some(bytes.len() as u64))
+        );
+    }
+
+    #[test]
+    fn damage_before_valid_records_is_corruption() {
+        let (_d, bytes, ends) = log_with(5);
+        let p = Path::new("wal");
+        for i in 0..ends[3] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            let err = decode_log(&bad, &schema(), p, Some(1)).unwrap_err();
+            assert!(err.offset <= i as u64, "flip at {i}: {err}");
+        }
+        // Damage in the last record only is a torn tail.
+        let mut bad = bytes.clone();
+        bad[ends[3] + 10] ^= 1;
+        let log = decode_log(&bad, &schema(), p, Some(1)).unwrap();
+        assert_eq!(log.records.len(), 4);
+    }
+
+    #[test]
+    fn reopen_truncates_torn_tail() {
+        let (d, bytes, ends) = log_with(3);
+        let path = d.path().join(wal_file_name(1));
+        std::fs::write(&path, &bytes[..ends[2] - 3]).unwrap();
+        let mut w = WalWriter::reopen(d.path(), 1, ends[1] as u64, 3).unwrap();
+        w.append(&encode_delete(&[7])).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let log = decode_log(&bytes, &schema(), Path::new("w"), Some(1)).unwrap();
+        assert_eq!(log.records.len(), 3);
+        assert_eq!(log.records[2], (3, WalRecord::Delete(vec![7])));
+    }
+}
