@@ -31,6 +31,14 @@ CANDIDATE_QUERIES = [
 ]
 
 
+GENERIC = {"the", "and", "with", "for", "icon", "icons", "computer", "action", "application", "theme", "lemon",
+           "people", "clip", "art", "openclipart", "svg", "symbol", "symbols", "signs", "jean", "victor", "balin",
+           "cartoon", "simple", "black", "white", "part", "collection", "flat", "other", "object", "objects",
+           "image", "drawing", "from", "this", "that", "are", "was", "has", "one", "two", "mimetypes",
+           "mapsym", "eps", "converted", "gnome", "mime", "led", "webpage", "aiga", "stock", "red", "shape", "sign",
+           "filesystem", "filesystems", "apps", "miscellany", "various", "united", "nations", "member", "remix"}
+
+
 def slug(s, n=4):
     w = re.findall(r"[a-z0-9]+", s.lower())
     return "_".join(w[:n]) or "item"
@@ -73,31 +81,49 @@ def main():
     txt_s = E.session(os.path.join(a.bundle, "text.onnx"))
     zi = E.encode_images(img_s, [os.path.join(a.out, n + ".png") for n, _ in rows])
     caps = [p["caption"].lower() for _, p in rows]
-    scored = []
-    zq = E.encode_texts(txt_s, [q for q, _ in CANDIDATE_QUERIES])
-    for (q, keys), v in zip(CANDIDATE_QUERIES, zq):
-        top = np.argsort(-(zi @ v))[:5]
-        hits = sum(any(k in caps[i] for k in keys) for i in top)
-        scored.append((hits, q, [rows[i][0] for i in top]))
-    scored.sort(key=lambda x: -x[0])
-    good = scored[:6]
-    # image query: the demo image whose 4 nearest other images share the most caption words
+    # candidate queries: a fixed list plus "a <word>" for frequent caption words of the demo set
     words = [set(re.findall(r"[a-z]{3,}", c)) for c in caps]
+    freq = {}
+    for ws in words:
+        for w in ws:
+            freq[w] = freq.get(w, 0) + 1
+    cands = list(CANDIDATE_QUERIES) + [(w, [w]) for w, n in sorted(freq.items())
+                                       if 4 <= n <= 25 and w not in GENERIC]
+    zq = E.encode_texts(txt_s, [q for q, _ in cands])
+    scored = []
+    for (q, keys), v in zip(cands, zq):
+        top = np.argsort(-(zi @ v))[:5]
+        hits = sum(any(re.search(r"\b" + k, caps[i]) for k in keys) for i in top)
+        scored.append((hits, q, [rows[i][0] for i in top]))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    good, used = [], set()
+    for hits, q, top in scored:
+        if len(good) < 6 and not (set(top[:3]) & used):
+            good.append((hits, q, top))
+            used |= set(top[:3])
+    # image query: the demo image whose 4 nearest other images share the most caption words
     best = None
     sims = zi @ zi.T
     for i in range(len(rows)):
         nn = [j for j in np.argsort(-sims[i]) if j != i][:4]
-        s = sum(len(words[i] & words[j]) > 0 for j in nn)
+        s = sum(len(words[i] & words[j] - GENERIC) > 0 for j in nn)
         if best is None or s > best[0]:
             best = (s, i, nn)
     with open(os.path.join(a.out, "queries.txt"), "w") as f:
-        f.write("# Text queries that give good results on this demo set with hivlp-default\n")
-        f.write("# (checked with onnxruntime; '# top5:' lines show the expected top 5)\n")
         for hits, q, top in good:
-            f.write(f"{q}\n# top5 ({hits}/5 relevant): {' '.join(top)}\n")
-        f.write(f"image: {rows[best[1]][0]}.png\n# nearest: {' '.join(rows[j][0] for j in best[2])}\n")
-    for hits, q, top in scored:
+            f.write(q + "\n")
+        f.write(f"image: {rows[best[1]][0]}.png\n")
+    with open(os.path.join(a.out, "README.md"), "w") as f:
+        f.write("# hivlp demo set\n\n300 clip-art images with captions from the held-out test split of "
+                "hivlp-default (see LICENSES.md). `queries.txt` holds text queries (one a line) and one "
+                "`image: <file>` query, chosen with `encoders/train/make_demo.py`, which checked them with "
+                "onnxruntime against the bundled model. Expected top 5 (hivlp-default, fine 256-d, cosine):\n\n")
+        for hits, q, top in good:
+            f.write(f"- `{q}` ({hits}/5 captions contain the query word): {', '.join(top)}\n")
+        f.write(f"- `image: {rows[best[1]][0]}.png` nearest others: {', '.join(rows[j][0] for j in best[2])}\n")
+    for hits, q, top in scored[:15]:
         print(hits, q, top)
+    print("chosen", [q for _, q, _ in good])
     print("image query", rows[best[1]][0], [rows[j][0] for j in best[2]])
 
     with open(os.path.join(a.out, "LICENSES.md"), "w", encoding="utf-8") as f:
