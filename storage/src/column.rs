@@ -31,7 +31,9 @@ impl<'a> VectorColumn<'a> {
         if stride < row_bytes || !stride.is_multiple_of(elem.size()) || stride == 0 {
             return None;
         }
-        if !bytes.len().is_multiple_of(stride) || !(bytes.as_ptr() as usize).is_multiple_of(elem.size()) {
+        if !bytes.len().is_multiple_of(stride)
+            || !(bytes.as_ptr() as usize).is_multiple_of(elem.size())
+        {
             return None;
         }
         let rows = bytes.len() / stride;

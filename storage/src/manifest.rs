@@ -159,6 +159,9 @@ impl Manifest {
     pub(crate) fn install(&self, dir: &Path, number: u64) -> Result<(), IoError> {
         let name = manifest_file_name(number);
         write_durable(&dir.join(&name), &self.encode())?;
+        // Every file the new manifest references (segments, tombstones, the WAL) must be
+        // durably linked into the directory before CURRENT can name it.
+        sync_dir(dir)?;
         let tmp = dir.join("CURRENT.tmp");
         write_durable(&tmp, format!("{name}\n").as_bytes())?;
         let current = dir.join("CURRENT");

@@ -385,8 +385,14 @@ impl Store {
     /// Reserves `n` fresh ids for rows about to be inserted. Reservations are not durable:
     /// after a restart, unused reserved ids may be handed out again.
     pub fn allocate_ids(&self, n: u64) -> Range<u64> {
-        let start = self.next_id.fetch_add(n, Ordering::SeqCst);
-        start..start + n
+        let bump = |id: u64| Some(id.saturating_add(n).min(u64::MAX - 1));
+        let start = match self
+            .next_id
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, bump)
+        {
+            Ok(v) | Err(v) => v,
+        };
+        start..bump(start).unwrap_or(start)
     }
 
     fn writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>, CommitError> {
@@ -846,6 +852,9 @@ impl Store {
             (w.view(&self.schema), m)
         };
         std::fs::create_dir_all(dest).map_err(|e| IoError::at(dest, "create directory", e))?;
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         let result = self.write_snapshot(dest, &view, &mut manifest);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(dest);
@@ -1055,12 +1064,13 @@ impl Writer {
     ) -> Result<(), CorruptionError> {
         match record {
             WalRecord::Insert(rows) => {
+                let mut seen = std::collections::HashSet::with_capacity(rows.len());
                 for r in &rows {
-                    if self.find_live(r.id).is_some() {
+                    if r.id == u64::MAX || !seen.insert(r.id) || self.find_live(r.id).is_some() {
                         return Err(CorruptionError::new(
                             file,
                             0,
-                            format!("WAL inserts id {} which is already live", r.id),
+                            format!("WAL inserts id {} twice or a reserved id", r.id),
                         ));
                     }
                     *next_id = (*next_id).max(r.id.saturating_add(1));

@@ -197,7 +197,8 @@ fn decode_payload<'a>(
     let record = match kind {
         KIND_INSERT => {
             let n = d.len(d.remaining(), "row count")?;
-            let mut rows = Vec::with_capacity(n);
+            // Each row takes at least 15 bytes; never trust the count for the allocation.
+            let mut rows = Vec::with_capacity(n.min(d.remaining() / 15));
             for _ in 0..n {
                 let id = d.u64("id")?;
                 let caption = d.opt_string("caption")?;
