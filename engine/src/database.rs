@@ -1,0 +1,759 @@
+//! [`Database`]: the storage engine, the coarse derivation and (optionally) the encoders,
+//! behind one handle.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hivlp_storage::{
+    CoarseRewrite, CompactionReport, MergeAll, MergePolicy, Metric, Modality, Row, Schema,
+    SegmentStats, Store, StoreOptions, StoreStats, Tier, TierVectors, VerifyLevel, VerifyReport,
+};
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, InvalidInput, ModelError};
+use crate::params::{Hit, Item, ModelChoice, Options, Query, SearchParams, SearchTiming};
+use crate::projection::{self, CoarseDerivation, CoarseMode, Projection};
+use crate::scan::QueryVec;
+use crate::search::{self, PreparedQuery};
+use crate::{Embedding, Encoder, ImageInput, Result, Target};
+
+/// Store property naming the model bundle whose embeddings the database holds.
+const MODEL_PROPERTY: &str = "hivlp.model";
+/// Most fine vectors a PCA refit at compaction reads.
+const PCA_MAX_SAMPLES: usize = 16_384;
+/// Coarse width of databases created for a `fine_only` model.
+const DEFAULT_COARSE_DIM: usize = 64;
+
+/// An embedded vector database of image–text items with coarse-to-fine search.
+///
+/// `Send + Sync`: any number of threads may search at once while one of them writes; a search
+/// sees the database as it was when the search began.
+///
+/// ```
+/// use hivlp::{Database, ElemType, Item, Embedding, Metric, Options, Query, Schema, SearchParams};
+///
+/// let dir = tempfile::tempdir()?;
+/// let schema = Schema { fine_dim: 4, coarse_dim: 2, fine_type: ElemType::F32,
+///                       coarse_type: ElemType::I8, metric: Metric::Cosine };
+/// let db = Database::create(dir.path().join("db"), schema, Options::default())?;
+/// let ids = db.insert(vec![
+///     Item { caption: Some("red".into()),
+///            image: Some(Embedding { fine: vec![1.0, 0.0, 0.0, 0.0], coarse: None }),
+///            ..Item::default() },
+///     Item { caption: Some("blue".into()),
+///            image: Some(Embedding { fine: vec![0.0, 1.0, 0.0, 0.0], coarse: None }),
+///            ..Item::default() },
+/// ])?;
+/// let hits = db.search(&Query::new(vec![0.9, 0.1, 0.0, 0.0]), &SearchParams { k: 1, ..Default::default() })?;
+/// assert_eq!(hits[0].id, ids[0]);
+/// assert_eq!(hits[0].caption.as_deref(), Some("red"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Database {
+    store: Store,
+    pool: rayon::ThreadPool,
+    /// How coarse vectors are derived; replaced (whole) when the projection is refitted.
+    coarse: RwLock<Arc<CoarseMode>>,
+    /// Serialises writers with projection refits, so every row's coarse vector comes from the
+    /// projection in force when it is stored.
+    writer: Mutex<()>,
+    encoder: Option<Encoder>,
+    projection_fit_rows: usize,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.store.path())
+            .field("schema", self.store.schema())
+            .field("coarse", &self.coarse.read().name())
+            .field("encoder", &self.encoder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored item, as [`Database::get`] returns it (vectors as stored: normalised, and
+/// rounded to the schema's element types).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: u64,
+    pub caption: Option<String>,
+    pub uri: Option<String>,
+    pub metadata: Vec<u8>,
+    pub image: Option<Embedding>,
+    pub text: Option<Embedding>,
+}
+
+/// An image–caption pair for [`Database::insert_pairs`], encoded by the database's model.
+#[derive(Debug, Clone)]
+pub struct Pair<'a> {
+    pub id: Option<u64>,
+    pub image: ImageInput<'a>,
+    /// Also stored as the item's caption; `None`: an image-only item.
+    pub caption: Option<&'a str>,
+    pub uri: Option<String>,
+    pub metadata: Vec<u8>,
+}
+
+/// Counts and sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub store: StoreStats,
+    /// How image and text coarse vectors are derived.
+    pub coarse: [CoarseDerivation; 2],
+}
+
+/// Rewrites every segment (compaction with a coarse rewrite must touch every row).
+#[derive(Debug)]
+struct RewriteAll;
+
+impl MergePolicy for RewriteAll {
+    fn plan(&self, segments: &[SegmentStats]) -> Vec<Vec<u64>> {
+        if segments.is_empty() {
+            Vec::new()
+        } else {
+            vec![segments.iter().map(|s| s.id).collect()]
+        }
+    }
+}
+
+fn store_options(opts: &Options) -> StoreOptions {
+    StoreOptions {
+        durability: opts.durability,
+        read_only: opts.read_only,
+        memtable_rows: opts.memtable_rows,
+        ..StoreOptions::default()
+    }
+}
+
+fn load_encoder(opts: &Options) -> Result<Option<Encoder>> {
+    let dir = match &opts.model {
+        ModelChoice::None => return Ok(None),
+        ModelChoice::Default => Encoder::default_bundle_dir(),
+        ModelChoice::Path(p) => p.clone(),
+    };
+    Ok(Some(
+        Encoder::load(&dir, opts.encoder.clone()).map_err(ModelError::Load)?,
+    ))
+}
+
+/// `name`, version and content hash of a bundle, as recorded in the store.
+fn model_tag(encoder: &Encoder) -> String {
+    let info = encoder.info();
+    format!("{} v{} ({})", info.name, info.version, info.content_hash)
+}
+
+fn model_metric(encoder: &Encoder) -> Metric {
+    match encoder.info().metric {
+        hivlp_encoders::Metric::Cosine => Metric::Cosine,
+        _ => Metric::InnerProduct,
+    }
+}
+
+/// The first coarse mode of a new database: fixed by the model's layout, or decided by the
+/// first insert when there is no model.
+fn initial_mode(schema: &Schema, encoder: Option<&Encoder>) -> CoarseMode {
+    match encoder.map(|e| e.info().layout) {
+        None => CoarseMode::Undecided,
+        Some(hivlp_encoders::Layout::Matryoshka) => CoarseMode::Prefix,
+        Some(hivlp_encoders::Layout::Separate) => CoarseMode::Supplied,
+        Some(_) => CoarseMode::random(schema.fine_dim, schema.coarse_dim),
+    }
+}
+
+fn check_model_schema(encoder: &Encoder, schema: &Schema) -> Result<()> {
+    let info = encoder.info();
+    let mismatch = |what, model: String, schema: String| -> Result<()> {
+        Err(ModelError::Schema {
+            what,
+            model,
+            schema,
+        }
+        .into())
+    };
+    if info.fine_dim != schema.fine_dim {
+        return mismatch(
+            "fine dimension",
+            info.fine_dim.to_string(),
+            schema.fine_dim.to_string(),
+        );
+    }
+    if let Some(c) = info.coarse_dim.filter(|&c| c != schema.coarse_dim) {
+        return mismatch(
+            "coarse dimension",
+            c.to_string(),
+            schema.coarse_dim.to_string(),
+        );
+    }
+    if model_metric(encoder) != schema.metric {
+        return mismatch(
+            "metric",
+            format!("{:?}", model_metric(encoder)),
+            format!("{:?}", schema.metric),
+        );
+    }
+    Ok(())
+}
+
+/// Checks one vector's length and values; `item: None` for a query.
+fn check_vector(
+    values: &[f32],
+    expected: usize,
+    tier: Tier,
+    item: Option<(usize, Target)>,
+) -> Result<()> {
+    if values.len() != expected {
+        return Err(match item {
+            Some((item, target)) => InvalidInput::ItemDimension {
+                item,
+                target,
+                tier,
+                expected,
+                got: values.len(),
+            },
+            None => InvalidInput::QueryDimension {
+                tier,
+                expected,
+                got: values.len(),
+            },
+        }
+        .into());
+    }
+    if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(match item {
+            Some((item, target)) => InvalidInput::ItemNonFinite {
+                item,
+                target,
+                tier,
+                index,
+                value,
+            },
+            None => InvalidInput::QueryNonFinite { tier, index, value },
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A copy of `values`, unit length for cosine databases.
+fn normalized(
+    values: &[f32],
+    metric: Metric,
+    tier: Tier,
+    item: Option<(usize, Target)>,
+) -> Result<Vec<f32>> {
+    let mut v = values.to_vec();
+    if metric == Metric::Cosine && !projection::normalize(&mut v) {
+        return Err(match item {
+            Some((item, target)) => InvalidInput::ItemZero { item, target, tier },
+            None => InvalidInput::QueryZero { tier },
+        }
+        .into());
+    }
+    Ok(v)
+}
+
+impl Database {
+    /// Creates a database at `path` (which must not hold one). With `opts.model`, the schema's
+    /// dimensions and metric must match the bundle (or use [`create_with_model`](Self::create_with_model)).
+    pub fn create(path: impl AsRef<Path>, schema: Schema, opts: Options) -> Result<Database> {
+        let encoder = load_encoder(&opts)?;
+        Self::create_inner(path.as_ref(), schema, opts, encoder)
+    }
+
+    /// Creates a database whose dimensions and metric come from the model in `opts.model`
+    /// (fine vectors `f32`, coarse vectors `coarse_type`).
+    pub fn create_with_model(
+        path: impl AsRef<Path>,
+        coarse_type: hivlp_storage::ElemType,
+        opts: Options,
+    ) -> Result<Database> {
+        let encoder = load_encoder(&opts)?.ok_or(ModelError::NoModel)?;
+        let info = encoder.info();
+        let schema = Schema {
+            fine_dim: info.fine_dim,
+            coarse_dim: info
+                .coarse_dim
+                .unwrap_or(DEFAULT_COARSE_DIM.min(info.fine_dim)),
+            fine_type: hivlp_storage::ElemType::F32,
+            coarse_type,
+            metric: model_metric(&encoder),
+        };
+        Self::create_inner(path.as_ref(), schema, opts, Some(encoder))
+    }
+
+    fn create_inner(
+        path: &Path,
+        schema: Schema,
+        opts: Options,
+        encoder: Option<Encoder>,
+    ) -> Result<Database> {
+        if let Some(encoder) = &encoder {
+            check_model_schema(encoder, &schema)?;
+        }
+        let mode = initial_mode(&schema, encoder.as_ref());
+        let store = Store::create(path, schema, store_options(&opts))?;
+        store.set_property(projection::PROPERTY, mode.encode())?;
+        if let Some(encoder) = &encoder {
+            store.set_property(MODEL_PROPERTY, model_tag(encoder).into_bytes())?;
+        }
+        Self::assemble(store, mode, encoder, &opts)
+    }
+
+    /// Opens an existing database (replaying its write-ahead log). With `opts.model`, the
+    /// bundle must be the one the database was written with, unless
+    /// `opts.allow_model_mismatch`.
+    pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Database> {
+        let store = Store::open(path.as_ref(), store_options(&opts))?;
+        let encoder = load_encoder(&opts)?;
+        if let Some(encoder) = &encoder {
+            check_model_schema(encoder, store.schema())?;
+            let tag = model_tag(encoder);
+            match store.property(MODEL_PROPERTY) {
+                Some(stored) if stored != tag.as_bytes() && !opts.allow_model_mismatch => {
+                    return Err(ModelError::Mismatch {
+                        stored: String::from_utf8_lossy(&stored).into_owned(),
+                        opened: tag,
+                    }
+                    .into());
+                }
+                None if !opts.read_only => store.set_property(MODEL_PROPERTY, tag.into_bytes())?,
+                _ => {}
+            }
+        }
+        let schema = store.schema().clone();
+        let decode = |key: &str| -> Result<Option<CoarseMode>> {
+            match store.property(key) {
+                None => Ok(None),
+                Some(b) if b.is_empty() => Ok(None),
+                Some(b) => CoarseMode::decode(&b, schema.fine_dim, schema.coarse_dim)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        hivlp_storage::CorruptionError::new(
+                            store.path().join("MANIFEST"),
+                            0,
+                            format!("engine property {key} cannot be decoded"),
+                        )
+                        .into()
+                    }),
+            }
+        };
+        let mode = decode(projection::PROPERTY)?
+            .unwrap_or_else(|| initial_mode(&schema, encoder.as_ref()));
+        let pending = decode(projection::PENDING_PROPERTY)?;
+        let db = Self::assemble(store, mode, encoder, &opts)?;
+        if let (Some(pending), false) = (pending, opts.read_only) {
+            // A refit was interrupted: finish rewriting the rows, then switch.
+            let _writer = db.writer.lock();
+            db.install_projection(pending)?;
+        }
+        Ok(db)
+    }
+
+    fn assemble(
+        store: Store,
+        mode: CoarseMode,
+        encoder: Option<Encoder>,
+        opts: &Options,
+    ) -> Result<Database> {
+        if opts.threads == Some(0) {
+            return Err(InvalidInput::ZeroThreads.into());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.unwrap_or(0))
+            .thread_name(|i| format!("hivlp-search-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::Io(hivlp_storage::IoError {
+                    context: "start search threads".into(),
+                    source: std::io::Error::other(e),
+                })
+            })?;
+        Ok(Database {
+            store,
+            pool,
+            coarse: RwLock::new(Arc::new(mode)),
+            writer: Mutex::new(()),
+            encoder,
+            projection_fit_rows: opts.projection_fit_rows.max(1),
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        self.store.schema()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// The encoder of the model given at open, if any.
+    pub fn encoder(&self) -> Option<&Encoder> {
+        self.encoder.as_ref()
+    }
+
+    fn require_encoder(&self) -> Result<&Encoder> {
+        self.encoder
+            .as_ref()
+            .ok_or_else(|| ModelError::NoModel.into())
+    }
+
+    /// Inserts items (all or none) and returns their ids: the given ones, or fresh ones for
+    /// items without. Fine vectors (and given coarse vectors) are normalised in cosine
+    /// databases; a missing coarse vector is derived from the fine one.
+    pub fn insert(&self, items: Vec<Item>) -> Result<Vec<u64>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _writer = self.writer.lock();
+        let schema = self.store.schema().clone();
+        let mut mode = self.coarse.read().clone();
+        if *mode == CoarseMode::Undecided {
+            let supplied = items
+                .iter()
+                .flat_map(|i| [&i.image, &i.text])
+                .flatten()
+                .any(|e| e.coarse.is_some());
+            mode = Arc::new(if supplied {
+                CoarseMode::Supplied
+            } else {
+                CoarseMode::random(schema.fine_dim, schema.coarse_dim)
+            });
+        }
+        let auto_ids = items.iter().filter(|i| i.id.is_none()).count() as u64;
+        let mut fresh = self.store.allocate_ids(auto_ids);
+        let mut rows = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            let id = item.id.or_else(|| fresh.next()).unwrap_or(u64::MAX);
+            if item.image.is_none() && item.text.is_none() {
+                return Err(InvalidInput::ItemEmpty { item: index }.into());
+            }
+            let tier = |e: Option<Embedding>, target| {
+                e.map(|e| self.tier_vectors(&schema, &mode, index, target, e))
+                    .transpose()
+            };
+            rows.push(Row {
+                id,
+                image: tier(item.image, Target::Image)?,
+                text: tier(item.text, Target::Text)?,
+                caption: item.caption,
+                uri: item.uri,
+                metadata: item.metadata,
+            });
+        }
+        let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+        if **self.coarse.read() != *mode {
+            self.store
+                .set_property(projection::PROPERTY, mode.encode())?;
+            *self.coarse.write() = mode;
+        }
+        self.store.insert(rows)?;
+        self.fit_projection_if_due()?;
+        Ok(ids)
+    }
+
+    fn tier_vectors(
+        &self,
+        schema: &Schema,
+        mode: &CoarseMode,
+        item: usize,
+        target: Target,
+        e: Embedding,
+    ) -> Result<TierVectors> {
+        let at = Some((item, target));
+        check_vector(&e.fine, schema.fine_dim, Tier::Fine, at)?;
+        let fine = normalized(&e.fine, schema.metric, Tier::Fine, at)?;
+        let coarse = match (e.coarse, mode) {
+            (Some(_), CoarseMode::Projected(_)) => {
+                return Err(InvalidInput::CoarseNotExpected {
+                    item,
+                    target,
+                    mode: mode.name(),
+                }
+                .into());
+            }
+            (Some(c), _) => {
+                check_vector(&c, schema.coarse_dim, Tier::Coarse, at)?;
+                normalized(&c, schema.metric, Tier::Coarse, at)?
+            }
+            (None, mode) => {
+                let mut c = vec![0.0; schema.coarse_dim];
+                if !mode.derive(target, schema.metric, &fine, &mut c) {
+                    return Err(InvalidInput::CoarseRequired { item, target }.into());
+                }
+                c
+            }
+        };
+        Ok(TierVectors { coarse, fine })
+    }
+
+    /// Encodes image–caption pairs with the database's model (images and captions in
+    /// batches) and inserts them. An image that cannot be decoded fails the whole call,
+    /// naming its index; nothing is written then.
+    pub fn insert_pairs(&self, pairs: &[Pair<'_>]) -> Result<Vec<u64>> {
+        let encoder = self.require_encoder()?;
+        let images: Vec<ImageInput<'_>> = pairs.iter().map(|p| p.image).collect();
+        let image_embeddings = encoder.encode_images(&images).map_err(ModelError::Encode)?;
+        let captions: Vec<&str> = pairs.iter().filter_map(|p| p.caption).collect();
+        let mut text_embeddings = encoder
+            .encode_texts(&captions)
+            .map_err(ModelError::Encode)?
+            .into_iter();
+        let items = pairs
+            .iter()
+            .zip(image_embeddings)
+            .map(|(pair, image)| Item {
+                id: pair.id,
+                caption: pair.caption.map(str::to_owned),
+                uri: pair.uri.clone(),
+                metadata: pair.metadata.clone(),
+                image: Some(image),
+                text: pair.caption.and_then(|_| text_embeddings.next()),
+            })
+            .collect();
+        self.insert(items)
+    }
+
+    /// Deletes rows by id (unknown ids are ignored); returns how many were deleted.
+    pub fn delete(&self, ids: &[u64]) -> Result<usize> {
+        Ok(self.store.delete(ids)?)
+    }
+
+    /// Makes every acknowledged write durable (for [`Durability::Buffered`](crate::Durability::Buffered)).
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.store.sync()?)
+    }
+
+    /// Writes the memtable to a new immutable segment.
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.store.flush()?)
+    }
+
+    /// Merges segments and drops deleted rows. When coarse vectors come from a projection and
+    /// enough rows exist, the PCA projection is refitted first and every row's coarse vector
+    /// recomputed.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        let _writer = self.writer.lock();
+        if let Some(refit) = self.refit(PCA_MAX_SAMPLES, |_| true) {
+            return self.install_projection(refit);
+        }
+        Ok(self.store.compact(&MergeAll, None)?)
+    }
+
+    /// Copies a consistent state of the database into the new directory `dest`.
+    pub fn snapshot(&self, dest: &Path) -> Result<()> {
+        Ok(self.store.snapshot(dest)?)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mode = self.coarse.read().clone();
+        Stats {
+            store: self.store.stats(),
+            coarse: [
+                mode.derivation(Modality::Image),
+                mode.derivation(Modality::Text),
+            ],
+        }
+    }
+
+    /// Live (not deleted) items.
+    pub fn len(&self) -> usize {
+        self.store.view().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The live item with this id.
+    pub fn get(&self, id: u64) -> Option<Record> {
+        let view = self.store.view();
+        let (source, row) = view.locate(id)?;
+        let embedding = |m: Modality| {
+            if !source.has(m).get(row) {
+                return None;
+            }
+            let (mut fine, mut coarse) = (Vec::new(), Vec::new());
+            source.fine(m).row_to_f32(row, &mut fine);
+            source.coarse(m).row_to_f32(row, &mut coarse);
+            Some(Embedding {
+                fine,
+                coarse: Some(coarse),
+            })
+        };
+        let meta = source.meta(row);
+        Some(Record {
+            id,
+            caption: meta.caption.map(str::to_owned),
+            uri: meta.uri.map(str::to_owned),
+            metadata: meta.metadata.to_vec(),
+            image: embedding(Modality::Image),
+            text: embedding(Modality::Text),
+        })
+    }
+
+    /// The `k` best items for a query vector: coarse scan keeping `candidates` rows, exact fine
+    /// re-rank (or, with `exact`, a flat scan of the fine vectors).
+    pub fn search(&self, query: &Query, params: &SearchParams) -> Result<Vec<Hit>> {
+        Ok(self.search_with_timing(query, params)?.0)
+    }
+
+    /// [`search`](Self::search), also returning the time of each stage.
+    pub fn search_with_timing(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hit>, SearchTiming)> {
+        let candidates = params.checked_candidates()?;
+        let prepared = [self.prepare(query, params)?];
+        let view = self.store.view();
+        let (mut hits, [coarse, fine]) = self
+            .pool
+            .install(|| search::search(&view, &prepared, params, candidates));
+        Ok((
+            hits.pop().unwrap_or_default(),
+            SearchTiming { coarse, fine },
+        ))
+    }
+
+    /// Many queries in one pass: each block of coarse vectors is read once for the whole
+    /// batch. Hits per query, in order.
+    pub fn search_batch(&self, queries: &[Query], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
+        let candidates = params.checked_candidates()?;
+        let prepared = queries
+            .iter()
+            .map(|q| self.prepare(q, params))
+            .collect::<Result<Vec<_>>>()?;
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let view = self.store.view();
+        Ok(self
+            .pool
+            .install(|| search::search(&view, &prepared, params, candidates))
+            .0)
+    }
+
+    /// Encodes `text` with the model and searches (`params.target: Image` for text→image).
+    pub fn search_text(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>> {
+        params.checked_candidates()?;
+        let embedding = self
+            .require_encoder()?
+            .encode_texts(&[text])
+            .map_err(ModelError::Encode)?;
+        let query = embedding
+            .into_iter()
+            .next()
+            .map(Query::from)
+            .unwrap_or_default();
+        self.search(&query, params)
+    }
+
+    /// Encodes `image` with the model and searches (`params.target: Text` for image→text).
+    pub fn search_image(&self, image: ImageInput<'_>, params: &SearchParams) -> Result<Vec<Hit>> {
+        params.checked_candidates()?;
+        let embedding = self
+            .require_encoder()?
+            .encode_images(&[image])
+            .map_err(ModelError::Encode)?;
+        let query = embedding
+            .into_iter()
+            .next()
+            .map(Query::from)
+            .unwrap_or_default();
+        self.search(&query, params)
+    }
+
+    fn prepare(&self, query: &Query, params: &SearchParams) -> Result<PreparedQuery> {
+        let schema = self.store.schema();
+        check_vector(&query.fine, schema.fine_dim, Tier::Fine, None)?;
+        let fine = normalized(&query.fine, schema.metric, Tier::Fine, None)?;
+        let coarse = match &query.coarse {
+            Some(c) => {
+                check_vector(c, schema.coarse_dim, Tier::Coarse, None)?;
+                normalized(c, schema.metric, Tier::Coarse, None)?
+            }
+            None => {
+                let mode = self.coarse.read().clone();
+                let mut c = vec![0.0; schema.coarse_dim];
+                let derived = mode.derive(params.target, schema.metric, &fine, &mut c);
+                // An exact search never reads coarse vectors; an empty database has none.
+                if !derived && !params.exact && *mode != CoarseMode::Undecided {
+                    return Err(InvalidInput::QueryCoarseRequired.into());
+                }
+                c
+            }
+        };
+        Ok(PreparedQuery {
+            coarse: QueryVec::new(&coarse),
+            fine: QueryVec::new(&fine),
+        })
+    }
+
+    /// After an insert: fits PCA for each modality still on its random projection once it
+    /// has `projection_fit_rows` rows.
+    fn fit_projection_if_due(&self) -> Result<()> {
+        let due = |p: &Projection| !p.fitted;
+        match self.refit(self.projection_fit_rows, due) {
+            Some(mode) => self.install_projection(mode).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// A new projection mode with PCA refitted (on up to `samples` rows) for each modality
+    /// selected by `select` that has at least `projection_fit_rows` rows; `None` when
+    /// nothing would change or coarse vectors are not projected.
+    fn refit(&self, samples: usize, select: impl Fn(&Projection) -> bool) -> Option<CoarseMode> {
+        let CoarseMode::Projected(current) = &**self.coarse.read() else {
+            return None;
+        };
+        if self.store.options().read_only {
+            return None;
+        }
+        let schema = self.store.schema();
+        let view = self.store.view();
+        let mut next = current.clone();
+        let mut changed = false;
+        for (m, p) in Modality::ALL.into_iter().zip(next.iter_mut()) {
+            if select(p) && projection::rows_with(&view, m) >= self.projection_fit_rows {
+                let sample =
+                    projection::sample_fine(&view, m, samples.max(self.projection_fit_rows));
+                *p = Projection {
+                    fitted: true,
+                    matrix: self.pool.install(|| {
+                        projection::fit_pca(&sample, schema.fine_dim, schema.coarse_dim)
+                    }),
+                };
+                changed = true;
+            }
+        }
+        changed.then_some(CoarseMode::Projected(next))
+    }
+
+    /// Rewrites every row's coarse vector with `mode` (a compaction), then makes it the mode
+    /// in force. Recorded as pending first, so that an interrupted rewrite is finished by the
+    /// next open. Callers hold the writer lock.
+    fn install_projection(&self, mode: CoarseMode) -> Result<CompactionReport> {
+        let encoded = mode.encode();
+        self.store
+            .set_property(projection::PENDING_PROPERTY, encoded.clone())?;
+        let metric = self.store.schema().metric;
+        let mode = Arc::new(mode);
+        let for_rows = mode.clone();
+        let rewrite = move |m: Modality, fine: &[f32], out: &mut [f32]| {
+            for_rows.derive(m, metric, fine, out);
+        };
+        let hook: &CoarseRewrite = &rewrite;
+        let report = self.store.compact(&RewriteAll, Some(hook))?;
+        self.store.set_property(projection::PROPERTY, encoded)?;
+        self.store
+            .set_property(projection::PENDING_PROPERTY, Vec::new())?;
+        *self.coarse.write() = mode;
+        Ok(report)
+    }
+}
+
+/// Checks every file of the database at `path` (footers, checksums, manifest references).
+pub fn verify(path: &Path) -> Result<VerifyReport> {
+    Ok(hivlp_storage::verify(path, VerifyLevel::Full)?)
+}

@@ -1,0 +1,189 @@
+//! What callers pass in and get back: options, items, queries, search parameters, hits.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hivlp_storage::{Durability, Modality as Target};
+
+use crate::error::InvalidInput;
+use crate::{Embedding, EncoderOptions};
+
+/// Candidates (M) kept by the coarse stage when [`SearchParams::candidates`] is `None`.
+pub const DEFAULT_CANDIDATES: usize = 200;
+
+/// Which embedding model a database uses to encode text and images.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// No model: only vector inserts and vector queries.
+    #[default]
+    None,
+    /// The bundle in `hivlp_encoders::Encoder::default_bundle_dir()`.
+    Default,
+    /// A bundle directory (holding `model.toml`).
+    Path(PathBuf),
+}
+
+/// How to open or create a [`Database`](crate::Database).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// When a write is durable (see [`Durability`]).
+    pub durability: Durability,
+    /// Open without the writer lock; any number of read-only handles may coexist with one
+    /// writer. Writes return [`Error::ReadOnly`](crate::Error::ReadOnly).
+    pub read_only: bool,
+    /// The memtable becomes an immutable segment once it holds this many rows.
+    pub memtable_rows: usize,
+    /// Search threads; `None`: one per core.
+    pub threads: Option<usize>,
+    pub model: ModelChoice,
+    pub encoder: EncoderOptions,
+    /// Open a database written with another model bundle anyway.
+    pub allow_model_mismatch: bool,
+    /// When coarse vectors are derived by projection (no coarse vectors supplied, no
+    /// Matryoshka model): the projection is fitted by PCA once the database holds this many
+    /// rows of a modality, on those rows (a random orthogonal projection is used before).
+    pub projection_fit_rows: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            read_only: false,
+            memtable_rows: 50_000,
+            threads: None,
+            model: ModelChoice::None,
+            encoder: EncoderOptions::default(),
+            allow_model_mismatch: false,
+            projection_fit_rows: 4096,
+        }
+    }
+}
+
+/// One item to insert: vectors of either or both modalities plus what search results return.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Item {
+    /// External id; `None`: the database assigns the next free one.
+    pub id: Option<u64>,
+    pub caption: Option<String>,
+    pub uri: Option<String>,
+    pub metadata: Vec<u8>,
+    pub image: Option<Embedding>,
+    pub text: Option<Embedding>,
+}
+
+/// A query vector. `coarse: None` derives it from `fine` the way the database derives the
+/// coarse vectors of its rows (Matryoshka prefix or the fitted projection).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    pub fine: Vec<f32>,
+    pub coarse: Option<Vec<f32>>,
+}
+
+impl Query {
+    pub fn new(fine: Vec<f32>) -> Self {
+        Self { fine, coarse: None }
+    }
+}
+
+impl From<Embedding> for Query {
+    fn from(e: Embedding) -> Self {
+        Self {
+            fine: e.fine,
+            coarse: e.coarse,
+        }
+    }
+}
+
+/// Restricts which ids a search may return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Only these ids.
+    Allow(HashSet<u64>),
+    /// Any id but these.
+    Deny(HashSet<u64>),
+}
+
+impl Filter {
+    pub fn allows(&self, id: u64) -> bool {
+        match self {
+            Filter::Allow(ids) => ids.contains(&id),
+            Filter::Deny(ids) => !ids.contains(&id),
+        }
+    }
+}
+
+/// How to search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchParams {
+    /// Which vectors of the items are searched: a text query searching `Image` is
+    /// text→image retrieval.
+    pub target: Target,
+    /// Hits to return.
+    pub k: usize,
+    /// Rows kept by the coarse stage and re-ranked with fine vectors (M);
+    /// `None`: [`DEFAULT_CANDIDATES`] (or `k` if larger).
+    pub candidates: Option<usize>,
+    /// Flat scan of the fine vectors instead: exact, slower (the ground truth).
+    pub exact: bool,
+    pub filter: Option<Filter>,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        Self {
+            target: Target::Image,
+            k: 10,
+            candidates: None,
+            exact: false,
+            filter: None,
+        }
+    }
+}
+
+impl SearchParams {
+    /// The number of coarse candidates to re-rank, after checking `k` and `candidates`.
+    pub(crate) fn checked_candidates(&self) -> Result<usize, InvalidInput> {
+        if self.k == 0 {
+            return Err(InvalidInput::ZeroK);
+        }
+        match self.candidates {
+            Some(m) if m < self.k => Err(InvalidInput::CandidatesBelowK {
+                candidates: m,
+                k: self.k,
+            }),
+            Some(m) => Ok(m),
+            None => Ok(DEFAULT_CANDIDATES.max(self.k)),
+        }
+    }
+}
+
+/// Parses `"image"` / `"text"` (any case), for bindings and command lines.
+pub fn parse_target(name: &str) -> Result<Target, InvalidInput> {
+    match name.to_ascii_lowercase().as_str() {
+        "image" => Ok(Target::Image),
+        "text" => Ok(Target::Text),
+        _ => Err(InvalidInput::UnknownTarget(name.to_owned())),
+    }
+}
+
+/// One search result (or a stored row, from [`Database::get`](crate::Database::get)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: u64,
+    /// Dot product of the fine vectors (cosine similarity in a cosine database); 0 from `get`.
+    pub score: f32,
+    pub caption: Option<String>,
+    pub uri: Option<String>,
+    pub metadata: Vec<u8>,
+}
+
+/// Where a search spent its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchTiming {
+    /// Scanning coarse vectors (for exact searches: the fine scan).
+    pub coarse: Duration,
+    /// Re-ranking the candidates with fine vectors and fetching hit metadata.
+    pub fine: Duration,
+}

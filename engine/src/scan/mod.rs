@@ -1,0 +1,460 @@
+//! The scan kernels: one generic loop over the rows of a [`VectorColumn`], instantiated per
+//! element type (`f32`, `f16`, `i8` with a per-row scale), with `simsimd` computing every dot
+//! product and the top-M threshold filter fused into the loop.
+
+mod top;
+
+use std::ops::Range;
+
+use hivlp_storage::{ElemType, VectorColumn};
+use rayon::prelude::*;
+use simsimd::SpatialSimilarity;
+
+pub(crate) use top::{Candidate, TopM};
+
+/// Rows per parallel task. A multiple of 64 so that every task starts on a bitmap word.
+const TASK_ROWS: usize = 8192;
+
+/// A query vector in every element type a column may hold, converted once per search.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryVec {
+    f32: Vec<f32>,
+    f16: Vec<half::f16>,
+    /// Symmetric quantisation: `f32[j] ≈ i8[j] * i8_scale`, so an `i8` dot product times both
+    /// scales approximates the `f32` dot product.
+    i8: Vec<i8>,
+    i8_scale: f32,
+}
+
+impl QueryVec {
+    pub fn new(values: &[f32]) -> Self {
+        let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let i8_scale = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
+        Self {
+            f32: values.to_vec(),
+            f16: values.iter().map(|&v| half::f16::from_f32(v)).collect(),
+            i8: values
+                .iter()
+                .map(|&v| (v / i8_scale).round().clamp(-127.0, 127.0) as i8)
+                .collect(),
+            i8_scale,
+        }
+    }
+}
+
+/// An element type the scan can read.
+pub(crate) trait Element: bytemuck::Pod + Sync {
+    const TYPE: ElemType;
+    /// The dot product of the query with one stored row, before the row's own scale.
+    fn dot(query: &QueryVec, row: &[Self]) -> f32;
+}
+
+/// A dimension mismatch cannot occur (columns and queries are checked against the schema);
+/// should it ever, the row scores lowest instead of panicking.
+fn or_lowest(dot: Option<f64>) -> f32 {
+    dot.map_or(f32::NEG_INFINITY, |d| d as f32)
+}
+
+impl Element for f32 {
+    const TYPE: ElemType = ElemType::F32;
+    #[inline(always)]
+    fn dot(query: &QueryVec, row: &[f32]) -> f32 {
+        or_lowest(<f32 as SpatialSimilarity>::dot(&query.f32, row))
+    }
+}
+
+impl Element for half::f16 {
+    const TYPE: ElemType = ElemType::F16;
+    #[inline(always)]
+    fn dot(query: &QueryVec, row: &[half::f16]) -> f32 {
+        or_lowest(simsimd::f16::dot(
+            as_simsimd_f16(&query.f16),
+            as_simsimd_f16(row),
+        ))
+    }
+}
+
+impl Element for i8 {
+    const TYPE: ElemType = ElemType::I8;
+    #[inline(always)]
+    fn dot(query: &QueryVec, row: &[i8]) -> f32 {
+        or_lowest(<i8 as SpatialSimilarity>::dot(&query.i8, row)) * query.i8_scale
+    }
+}
+
+/// `half` and `simsimd` each define an IEEE binary16 type; the scan stores one and computes
+/// with the other.
+#[allow(unsafe_code)]
+#[inline(always)]
+fn as_simsimd_f16(values: &[half::f16]) -> &[simsimd::f16] {
+    // SAFETY: both types are `#[repr(transparent)]` wrappers of `u16` holding the same IEEE
+    // binary16 bit pattern, so the slices have identical size, alignment and validity.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<simsimd::f16>(), values.len()) }
+}
+
+/// The rows of a column as typed slices.
+struct Rows<'a, E> {
+    elems: &'a [E],
+    /// Distance between row starts, in elements.
+    stride: usize,
+    dim: usize,
+    scales: Option<&'a [f32]>,
+}
+
+impl<'a, E: Element> Rows<'a, E> {
+    /// `VectorColumn::new` guarantees the alignment and length this cast needs.
+    fn of(column: &VectorColumn<'a>) -> Self {
+        debug_assert_eq!(column.elem(), E::TYPE);
+        Self {
+            elems: bytemuck::cast_slice(column.bytes()),
+            stride: column.stride() / E::TYPE.size(),
+            dim: column.dim(),
+            scales: column.scales(),
+        }
+    }
+
+    #[inline(always)]
+    fn score(&self, query: &QueryVec, row: usize) -> f32 {
+        let start = row * self.stride;
+        let dot = E::dot(query, &self.elems[start..start + self.dim]);
+        match self.scales {
+            Some(scales) => dot * scales[row],
+            None => dot,
+        }
+    }
+}
+
+/// One column to scan, with the rows to skip (deleted, or without vectors of the modality).
+#[derive(Clone, Copy)]
+pub(crate) struct Part<'a> {
+    pub column: VectorColumn<'a>,
+    /// Bit `i` of word `i / 64` set: skip row `i`. Missing words mean "scan".
+    pub skip: &'a [u64],
+}
+
+/// Scores rows `range` of one column against every query, feeding each query's top-M.
+///
+/// Rows go in groups of 64, one bitmap word: a fully deleted group costs one compare, and a
+/// group's rows stay in L1 while every query of a batch reads them.
+fn scan_rows<E: Element>(
+    rows: &Rows<'_, E>,
+    skip: &[u64],
+    range: Range<usize>,
+    source: u32,
+    queries: &[&QueryVec],
+    accept: &(impl Fn(u32, usize) -> bool + ?Sized),
+    tops: &mut [TopM],
+) {
+    let mut start = range.start;
+    while start < range.end {
+        let word = start / 64;
+        let base = word * 64;
+        let end = (base + 64).min(range.end);
+        let in_range = bit_range(start - base, end - base);
+        let live = !skip.get(word).copied().unwrap_or(0) & in_range;
+        if live != 0 {
+            for (query, top) in queries.iter().zip(tops.iter_mut()) {
+                let mut threshold = top.threshold();
+                let mut bits = live;
+                while bits != 0 {
+                    let row = base + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let score = rows.score(query, row);
+                    if score >= threshold && accept(source, row) {
+                        top.push(Candidate {
+                            score,
+                            source,
+                            row: row as u32,
+                        });
+                        threshold = top.threshold();
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+/// Bits `from..to` of a word (`to <= 64`).
+#[inline(always)]
+fn bit_range(from: usize, to: usize) -> u64 {
+    let upper = if to >= 64 { u64::MAX } else { (1u64 << to) - 1 };
+    upper & !((1u64 << from) - 1)
+}
+
+fn scan_part(
+    part: &Part<'_>,
+    range: Range<usize>,
+    source: u32,
+    queries: &[&QueryVec],
+    accept: &(impl Fn(u32, usize) -> bool + ?Sized),
+    tops: &mut [TopM],
+) {
+    let column = &part.column;
+    match column.elem() {
+        ElemType::F32 => scan_rows(
+            &Rows::<f32>::of(column),
+            part.skip,
+            range,
+            source,
+            queries,
+            accept,
+            tops,
+        ),
+        ElemType::F16 => scan_rows(
+            &Rows::<half::f16>::of(column),
+            part.skip,
+            range,
+            source,
+            queries,
+            accept,
+            tops,
+        ),
+        ElemType::I8 => scan_rows(
+            &Rows::<i8>::of(column),
+            part.skip,
+            range,
+            source,
+            queries,
+            accept,
+            tops,
+        ),
+    }
+}
+
+/// The best `m` rows of all `parts` for each query, best first. Parallel over parts and blocks
+/// of rows on the current rayon pool; the result does not depend on the number of threads.
+///
+/// `accept(part, row)` is asked only about rows that would enter a top-M (the filter hook).
+pub(crate) fn top_m(
+    parts: &[Part<'_>],
+    queries: &[&QueryVec],
+    m: usize,
+    accept: &(impl Fn(u32, usize) -> bool + Sync + ?Sized),
+) -> Vec<Vec<Candidate>> {
+    let tasks: Vec<(u32, Range<usize>)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, part)| {
+            let rows = part.column.len();
+            (0..rows)
+                .step_by(TASK_ROWS)
+                .map(move |start| (i as u32, start..(start + TASK_ROWS).min(rows)))
+        })
+        .collect();
+    let fresh = || vec![TopM::new(m); queries.len()];
+    let tops = tasks
+        .into_par_iter()
+        .fold(fresh, |mut tops, (source, range)| {
+            scan_part(
+                &parts[source as usize],
+                range,
+                source,
+                queries,
+                accept,
+                &mut tops,
+            );
+            tops
+        })
+        .reduce(fresh, |a, b| {
+            a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect()
+        });
+    tops.into_iter().map(TopM::into_sorted).collect()
+}
+
+/// Exact scores of chosen rows of one column (the re-rank). `rows` should be ascending so the
+/// reads go forward through the file.
+pub(crate) fn score_rows(column: &VectorColumn<'_>, query: &QueryVec, rows: &[usize]) -> Vec<f32> {
+    fn typed<E: Element>(column: &VectorColumn<'_>, query: &QueryVec, rows: &[usize]) -> Vec<f32> {
+        let typed = Rows::<E>::of(column);
+        rows.iter().map(|&r| typed.score(query, r)).collect()
+    }
+    match column.elem() {
+        ElemType::F32 => typed::<f32>(column, query, rows),
+        ElemType::F16 => typed::<half::f16>(column, query, rows),
+        ElemType::I8 => typed::<i8>(column, query, rows),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            })
+            .collect()
+    }
+
+    /// A column of `rows` vectors in `elem`, stored the way storage stores them, with the
+    /// `f32` values they decode to.
+    struct Owned {
+        bytes: Vec<u64>,
+        scales: Option<Vec<f32>>,
+        elem: ElemType,
+        dim: usize,
+        decoded: Vec<f32>,
+    }
+
+    impl Owned {
+        fn new(elem: ElemType, rows: usize, dim: usize, seed: u64) -> Self {
+            let raw = values(rows * dim, seed);
+            let mut bytes: Vec<u8> = Vec::new();
+            let mut decoded = Vec::new();
+            let mut scales = Vec::new();
+            for row in raw.chunks(dim) {
+                match elem {
+                    ElemType::F32 => {
+                        bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+                        decoded.extend_from_slice(row);
+                    }
+                    ElemType::F16 => {
+                        for v in row {
+                            let h = half::f16::from_f32(*v);
+                            bytes.extend(h.to_le_bytes());
+                            decoded.push(h.to_f32());
+                        }
+                    }
+                    ElemType::I8 => {
+                        let q = QueryVec::new(row);
+                        bytes.extend(q.i8.iter().map(|&v| v as u8));
+                        decoded.extend(q.i8.iter().map(|&v| v as f32 * q.i8_scale));
+                        scales.push(q.i8_scale);
+                    }
+                }
+            }
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+            words.truncate(bytes.len() / 8);
+            Self {
+                bytes: words,
+                scales: (elem == ElemType::I8).then_some(scales),
+                elem,
+                dim,
+                decoded,
+            }
+        }
+
+        fn column(&self) -> VectorColumn<'_> {
+            let bytes: &[u8] = bytemuck::cast_slice(&self.bytes);
+            VectorColumn::new(
+                self.elem,
+                self.dim,
+                self.dim * self.elem.size(),
+                bytes,
+                self.scales.as_deref(),
+            )
+            .expect("consistent test column")
+        }
+    }
+
+    fn brute_force(owned: &Owned, query: &[f32], skip: &[u64], m: usize) -> Vec<u32> {
+        let mut scored: Vec<(f32, u32)> = owned
+            .decoded
+            .chunks(owned.dim)
+            .enumerate()
+            .filter(|(r, _)| skip.get(r / 64).is_none_or(|w| w & (1 << (r % 64)) == 0))
+            .map(|(r, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum(), r as u32))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().take(m).map(|(_, r)| r).collect()
+    }
+
+    #[test]
+    fn every_element_type_finds_the_brute_force_top_m() {
+        let (rows, dim, m) = (20_000usize, 64, 50);
+        let mut skip = vec![0u64; rows.div_ceil(64)];
+        skip[3] = u64::MAX; // a fully deleted word
+        skip[10] = 0b1011; // a partly deleted one
+        for elem in [ElemType::F32, ElemType::F16, ElemType::I8] {
+            let owned = Owned::new(elem, rows, dim, 7);
+            let query = values(dim, 99);
+            let parts = [Part {
+                column: owned.column(),
+                skip: &skip,
+            }];
+            let found = top_m(&parts, &[&QueryVec::new(&query)], m, &|_, _| true);
+            let rows_found: Vec<u32> = found[0].iter().map(|c| c.row).collect();
+            let expected = brute_force(&owned, &query, &skip, m);
+            // Quantising the query to i8 perturbs scores slightly: compare as sets, mostly.
+            let common = rows_found.iter().filter(|r| expected.contains(r)).count();
+            let needed = if elem == ElemType::I8 { m * 9 / 10 } else { m };
+            assert!(common >= needed, "{elem:?}: {common} of {m} rows agree");
+            assert!(
+                rows_found
+                    .iter()
+                    .all(|r| skip[*r as usize / 64] & (1 << (r % 64)) == 0)
+            );
+        }
+    }
+
+    #[test]
+    fn batch_equals_single_queries_and_filter_applies() {
+        let owned = Owned::new(ElemType::I8, 10_000, 64, 3);
+        let parts = [
+            Part {
+                column: owned.column(),
+                skip: &[],
+            },
+            Part {
+                column: owned.column(),
+                skip: &[u64::MAX; 10],
+            },
+        ];
+        let queries: Vec<QueryVec> = (0..5).map(|s| QueryVec::new(&values(64, s))).collect();
+        let refs: Vec<&QueryVec> = queries.iter().collect();
+        let odd_rows = |_: u32, row: usize| row % 2 == 1;
+        let batch = top_m(&parts, &refs, 20, &odd_rows);
+        for (query, expected) in refs.iter().zip(&batch) {
+            let single = top_m(&parts, &[query], 20, &odd_rows);
+            assert_eq!(&single[0], expected);
+            assert!(
+                expected
+                    .iter()
+                    .all(|c| c.row % 2 == 1 && (c.source == 0 || c.row >= 640))
+            );
+        }
+    }
+
+    #[test]
+    fn result_is_independent_of_thread_count() {
+        let owned = Owned::new(ElemType::F16, 50_000, 64, 11);
+        let parts = [Part {
+            column: owned.column(),
+            skip: &[],
+        }];
+        let query = QueryVec::new(&values(64, 5));
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool")
+                .install(|| top_m(&parts, &[&query], 100, &|_, _| true))
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn score_rows_matches_decoded_values() {
+        let owned = Owned::new(ElemType::F32, 100, 512, 1);
+        let query = values(512, 2);
+        let scores = score_rows(&owned.column(), &QueryVec::new(&query), &[0, 5, 99]);
+        for (score, row) in scores.iter().zip([0, 5, 99]) {
+            let expected: f32 = owned.decoded[row * 512..(row + 1) * 512]
+                .iter()
+                .zip(&query)
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!((score - expected).abs() < 1e-3);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The two-stage query over one [`View`]: coarse scan keeping M candidates, then exact fine
+//! scores of those candidates and the top k. Exact mode is the same scan over the fine tier.
+
+use std::time::{Duration, Instant};
+
+use hivlp_storage::{Modality, Source, View};
+use rayon::prelude::*;
+
+use crate::params::{Filter, Hit, SearchParams};
+use crate::scan::{self, Candidate, Part, QueryVec};
+
+/// A validated query, normalised as the database's metric requires, in both tiers.
+pub(crate) struct PreparedQuery {
+    pub coarse: QueryVec,
+    pub fine: QueryVec,
+}
+
+/// Hits per query, plus the time of each stage (for the whole batch).
+pub(crate) fn search(
+    view: &View,
+    queries: &[PreparedQuery],
+    params: &SearchParams,
+    candidates: usize,
+) -> (Vec<Vec<Hit>>, [Duration; 2]) {
+    let started = Instant::now();
+    let sources = view.sources();
+    let target = params.target;
+    let keep = if params.exact { params.k } else { candidates };
+    let shortlist = match &params.filter {
+        // A short allow-list is its own candidate list: no scan needed.
+        Some(Filter::Allow(ids)) if ids.len() <= keep => {
+            let listed = allowed_rows(sources, target, ids.iter().copied());
+            vec![listed; queries.len()]
+        }
+        filter => {
+            let parts: Vec<Part<'_>> = sources
+                .iter()
+                .map(|s| Part {
+                    column: if params.exact {
+                        s.fine(target)
+                    } else {
+                        s.coarse(target)
+                    },
+                    skip: s.skip(target).words(),
+                })
+                .collect();
+            let tier: Vec<&QueryVec> = queries
+                .iter()
+                .map(|q| if params.exact { &q.fine } else { &q.coarse })
+                .collect();
+            let accept = |source: u32, row: usize| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| f.allows(sources[source as usize].id(row)))
+            };
+            scan::top_m(&parts, &tier, keep, &accept)
+        }
+    };
+    let coarse = started.elapsed();
+    let hits = queries
+        .par_iter()
+        .zip(shortlist)
+        .map(|(query, shortlist)| rerank(sources, target, &query.fine, shortlist, params.k))
+        .collect();
+    (hits, [coarse, started.elapsed() - coarse])
+}
+
+/// Rows of the given ids that are live and have vectors of `target`.
+fn allowed_rows(
+    sources: &[Source],
+    target: Modality,
+    ids: impl Iterator<Item = u64>,
+) -> Vec<Candidate> {
+    let mut rows: Vec<Candidate> = ids
+        .filter_map(|id| {
+            sources.iter().enumerate().find_map(|(s, source)| {
+                let row = source.locate(id)?;
+                (!source.skip(target).get(row)).then_some(Candidate {
+                    score: 0.0,
+                    source: s as u32,
+                    row: row as u32,
+                })
+            })
+        })
+        .collect();
+    rows.sort_unstable_by_key(|c| (c.source, c.row));
+    rows
+}
+
+/// Exact fine scores of the candidates (read in file order), best `k` first; ties broken by
+/// the smaller id so results never depend on thread scheduling.
+fn rerank(
+    sources: &[Source],
+    target: Modality,
+    fine: &QueryVec,
+    mut shortlist: Vec<Candidate>,
+    k: usize,
+) -> Vec<Hit> {
+    shortlist.sort_unstable_by_key(|c| (c.source, c.row));
+    let mut scored: Vec<(f32, u64, u32, u32)> = Vec::with_capacity(shortlist.len());
+    for group in shortlist.chunk_by(|a, b| a.source == b.source) {
+        let source = &sources[group[0].source as usize];
+        let column = source.fine(target);
+        let rows: Vec<usize> = group
+            .iter()
+            .map(|c| c.row as usize)
+            .filter(|&r| r < column.len())
+            .collect();
+        let scores = scan::score_rows(&column, fine, &rows);
+        scored.extend(
+            rows.iter()
+                .zip(scores)
+                .map(|(&row, score)| (score, source.id(row), group[0].source, row as u32)),
+        );
+    }
+    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.truncate(k);
+    scored
+        .into_iter()
+        .map(|(score, id, s, row)| {
+            let meta = sources[s as usize].meta(row as usize);
+            Hit {
+                id,
+                score,
+                caption: meta.caption.map(str::to_owned),
+                uri: meta.uri.map(str::to_owned),
+                metadata: meta.metadata.to_vec(),
+            }
+        })
+        .collect()
+}
