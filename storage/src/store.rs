@@ -255,14 +255,17 @@ impl Store {
             });
         }
         if options.read_only {
-            // A concurrent writer may replace the manifest and delete files between our
-            // reads; retry a few times before reporting what we saw.
+            // A concurrent writer may install a new manifest and delete the files of the old
+            // one between our reads. That shows as a changed CURRENT: then retry.
+            let current = || std::fs::read(dir.join("CURRENT")).ok();
             let mut attempt = 0;
             loop {
+                let before = current();
                 match Self::load(dir, options.clone(), None) {
-                    Err(OpenError::Io(_) | OpenError::Corruption(_)) if attempt < 3 => {
+                    Err(OpenError::Io(_) | OpenError::Corruption(_))
+                        if attempt < 5 && current() != before =>
+                    {
                         attempt += 1;
-                        std::thread::sleep(Duration::from_millis(20));
                     }
                     r => return r,
                 }
