@@ -1,0 +1,133 @@
+//! Child process for the cross-process storage tests (`tests/tests/crash.rs`,
+//! `tests/tests/concurrency.rs`). Every line it prints is flushed before it goes on, so a parent
+//! that kills it knows exactly which operations were acknowledged.
+//!
+//! ```text
+//! storage-child crash-writer <dir> <seed>   open (or create) and write until killed
+//! storage-child try-open <dir>              open for writing once; print `opened` or `locked`
+//! storage-child hold-lock <dir>             open for writing, print `opened`, wait for stdin EOF
+//! ```
+//!
+//! `crash-writer` protocol, one line per step: `opened`, then for each operation
+//! `begin <op>` before the call and `ack <op>` after it returned `Ok`, where `<op>` is
+//! `insert <first id> <count>`, `delete <id>…`, `flush` or `compact`. Rows are
+//! [`hivlp_tests::random_row`]`(schema, seed, id)`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use hivlp_storage::{Durability, ElemType, MergeAll, OpenError, Store, StoreOptions};
+use hivlp_tests::{random_rows, small_schema};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Rows per memtable before an automatic flush: small, so that kills also land in flushes.
+pub const CRASH_MEMTABLE_ROWS: usize = 48;
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A parent that stopped reading is gone; nothing useful to do with the error.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+fn writer_options() -> StoreOptions {
+    StoreOptions {
+        durability: Durability::Sync,
+        memtable_rows: CRASH_MEMTABLE_ROWS,
+        ..StoreOptions::default()
+    }
+}
+
+fn crash_writer(dir: &Path, seed: u64) -> Result<(), String> {
+    let schema = small_schema(ElemType::F32, ElemType::F32);
+    let store = if dir.join("CURRENT").exists() {
+        Store::open(dir, writer_options())
+    } else {
+        Store::create(dir, schema.clone(), writer_options())
+    }
+    .map_err(|e| format!("open: {e}"))?;
+    say("opened");
+    let mut rng = StdRng::seed_from_u64(seed ^ store.next_id());
+    loop {
+        let roll = rng.random_range(0..100u32);
+        if roll < 80 {
+            let first = store.next_id();
+            let count = rng.random_range(1..=6u64);
+            say(&format!("begin insert {first} {count}"));
+            store
+                .insert(random_rows(&schema, seed, first..first + count))
+                .map_err(|e| format!("insert: {e}"))?;
+            say(&format!("ack insert {first} {count}"));
+        } else if roll < 90 {
+            let view = store.view();
+            let live: Vec<u64> = view
+                .sources()
+                .iter()
+                .flat_map(|s| (0..s.rows()).filter(|&r| !s.is_deleted(r)).map(|r| s.id(r)))
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            let ids: Vec<u64> = (0..rng.random_range(1..=3))
+                .map(|_| live[rng.random_range(0..live.len())])
+                .collect();
+            let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+            say(&format!("begin delete {list}"));
+            store.delete(&ids).map_err(|e| format!("delete: {e}"))?;
+            say(&format!("ack delete {list}"));
+        } else if roll < 97 {
+            say("begin flush");
+            store.flush().map_err(|e| format!("flush: {e}"))?;
+            say("ack flush");
+        } else {
+            say("begin compact");
+            store
+                .compact(&MergeAll, None)
+                .map_err(|e| format!("compact: {e}"))?;
+            say("ack compact");
+        }
+    }
+}
+
+fn try_open(dir: &Path) -> Result<(), String> {
+    match Store::open(dir, StoreOptions::default()) {
+        Ok(_) => say("opened"),
+        Err(OpenError::Locked { .. }) => say("locked"),
+        Err(e) => return Err(format!("open: {e}")),
+    }
+    Ok(())
+}
+
+fn hold_lock(dir: &Path) -> Result<(), String> {
+    let _store = Store::open(dir, StoreOptions::default()).map_err(|e| format!("open: {e}"))?;
+    say("opened");
+    let mut sink = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut sink)
+        .map_err(|e| format!("stdin: {e}"))?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["crash-writer", dir, seed] => match seed.parse() {
+            Ok(seed) => crash_writer(Path::new(dir), seed),
+            Err(e) => Err(format!("seed: {e}")),
+        },
+        ["try-open", dir] => try_open(Path::new(dir)),
+        ["hold-lock", dir] => hold_lock(Path::new(dir)),
+        _ => Err(
+            "usage: storage-child crash-writer <dir> <seed> | try-open <dir> | hold-lock <dir>"
+                .into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storage-child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
