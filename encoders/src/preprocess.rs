@@ -4,7 +4,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
 use crate::bundle::{ChannelOrder, ImageSpec, ResizeMode};
 use crate::error::ImageFailure;
@@ -32,6 +32,7 @@ pub(crate) fn decode(
     let mut limits = Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
     reader.limits(limits);
+    let format = reader.format();
     let mut decoder = reader.into_decoder().map_err(failure)?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
@@ -46,6 +47,13 @@ pub(crate) fn decode(
             max_pixels,
         });
     }
+    // The JPEG decoder fills in missing scan data silently; refuse truncated files instead of
+    // encoding a half-grey picture.
+    if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(ImageFailure::Corrupt(
+            "JPEG data ends before its end-of-image marker".into(),
+        ));
+    }
     // A broken EXIF block should not make an otherwise fine image unusable.
     let orientation = decoder
         .orientation()
@@ -53,6 +61,50 @@ pub(crate) fn decode(
     let mut image = DynamicImage::from_decoder(decoder).map_err(failure)?;
     image.apply_orientation(orientation);
     Ok(flatten(image, background))
+}
+
+/// Walks a JPEG's marker segments (skipping entropy-coded scan data, where 0xFF is always
+/// followed by 0x00 or a restart marker) and reports whether an end-of-image marker is reached
+/// before the data runs out.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    const SOS: u8 = 0xda;
+    const EOI: u8 = 0xd9;
+    let mut pos = 2; // after SOI
+    loop {
+        // Fill bytes (0xFF runs) may precede a marker.
+        while bytes.get(pos) == Some(&0xff) && bytes.get(pos + 1) == Some(&0xff) {
+            pos += 1;
+        }
+        let (Some(&0xff), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return false;
+        };
+        pos += 2;
+        match marker {
+            EOI => return true,
+            0x01 | 0xd0..=0xd7 => continue, // standalone markers
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(pos..pos + 2)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+        else {
+            return false;
+        };
+        pos += len;
+        if marker == SOS {
+            // Entropy-coded data runs to the next marker that is not a stuffed byte or RSTn.
+            loop {
+                match (bytes.get(pos), bytes.get(pos + 1)) {
+                    (Some(&0xff), Some(&next)) if next == 0x00 || (0xd0..=0xd7).contains(&next) => {
+                        pos += 2
+                    }
+                    (Some(&0xff), Some(_)) => break,
+                    (Some(_), _) => pos += 1,
+                    (None, _) => return false,
+                }
+            }
+        }
+    }
 }
 
 fn failure(error: ImageError) -> ImageFailure {
@@ -198,6 +250,24 @@ mod tests {
             geometry(1000, 10, 96, ResizeMode::Stretch),
             ((96, 96), (0, 0))
         );
+    }
+
+    #[test]
+    fn jpeg_completeness_walks_segments_and_scan_data() {
+        // SOI, APP0 (len 4), SOS (len 2) + scan data with a stuffed 0xFF00 and an RST0, EOI.
+        let complete = [
+            0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0xff, 0xd9, 0xff, 0xda, 0x00, 0x02, 0x12, 0xff,
+            0x00, 0x34, 0xff, 0xd0, 0x56, 0xff, 0xd9,
+        ];
+        assert!(jpeg_is_complete(&complete));
+        let mut trailing = complete.to_vec();
+        trailing.extend_from_slice(b"trailing bytes");
+        assert!(jpeg_is_complete(&trailing), "data after EOI is tolerated");
+        for cut in 2..complete.len() {
+            assert!(!jpeg_is_complete(&complete[..cut]), "cut at {cut}");
+        }
+        // The 0xFFD9 inside APP0 (e.g. an EXIF thumbnail) is not the end of the image.
+        assert!(!jpeg_is_complete(&complete[..12]));
     }
 
     #[test]

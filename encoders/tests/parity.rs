@@ -9,6 +9,14 @@ use hivlp_encoders::{Encoder, EncoderOptions, ImageInput};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+/// Default options, except that a `--features cuda` build without a usable GPU falls back to CPU.
+fn options() -> EncoderOptions {
+    EncoderOptions {
+        cpu_fallback: true,
+        ..Default::default()
+    }
+}
+
 /// fp32 image graph, PNG inputs: identical pixels, so only kernel-level float noise remains.
 const IMAGE_TOLERANCE: f32 = 1e-4;
 /// int8 text graph, one text per run as in the reference: same ONNX Runtime version and kernels.
@@ -31,7 +39,7 @@ fn reference() -> &'static Value {
 fn encoder() -> &'static Encoder {
     static ENCODER: OnceLock<Encoder> = OnceLock::new();
     ENCODER.get_or_init(|| {
-        Encoder::load(&Encoder::default_bundle_dir(), EncoderOptions::default())
+        Encoder::load(&Encoder::default_bundle_dir(), options())
             .expect("the committed default bundle loads")
     })
 }
