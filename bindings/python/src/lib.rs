@@ -1,1 +1,579 @@
-//! Python bindings for hivlp.
+//! Python bindings for hivlp: the module `hivlp` (see `hivlp.pyi` for the documented surface).
+//!
+//! Every call that encodes, searches, writes or compacts releases the GIL (`Python::detach`), so
+//! Python threads can search one database concurrently. NumPy inputs are read in place when
+//! C-contiguous `float32`; other arrays are converted once.
+
+mod convert;
+mod errors;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use engine::{Database, Durability, ElemType, Metric, ModelChoice, Options, Schema, SearchParams};
+use numpy::{PyArray1, PyArray2, PyArrayMethods as _};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::convert::{
+    FloatRows, ImageArg, hit_metadata, metadata_bytes, parse_dtype, parse_target, query_from,
+};
+use crate::errors::{
+    CorruptionError, HivlpError, InvalidInputError, LockedError, ModelError, map_error,
+};
+
+/// The id reported by `search_batch` where a query has fewer than `k` hits.
+const NO_ID: u64 = u64::MAX;
+
+/// Opens the database at `path`, creating it when the folder does not hold one yet.
+#[pyfunction]
+#[pyo3(signature = (
+    path, model = Some("default".to_string()), coarse_dtype = "i8", durability = "sync", *,
+    coarse_dim = None, fine_dim = None, metric = "cosine", read_only = false,
+    memtable_rows = None, threads = None, allow_model_mismatch = false
+))]
+#[allow(clippy::too_many_arguments)]
+fn open(
+    py: Python<'_>,
+    path: PathBuf,
+    model: Option<String>,
+    coarse_dtype: &str,
+    durability: &str,
+    coarse_dim: Option<usize>,
+    fine_dim: Option<usize>,
+    metric: &str,
+    read_only: bool,
+    memtable_rows: Option<usize>,
+    threads: Option<usize>,
+    allow_model_mismatch: bool,
+) -> PyResult<PyDatabase> {
+    let coarse_type = parse_dtype(coarse_dtype)?;
+    let metric = match metric {
+        "cosine" => Metric::Cosine,
+        "ip" | "inner_product" => Metric::InnerProduct,
+        other => {
+            return Err(InvalidInputError::new_err(format!(
+                "unknown metric {other:?}: use \"cosine\" or \"ip\""
+            )));
+        }
+    };
+    let durability = match durability {
+        "sync" => Durability::Sync,
+        "buffered" => Durability::Buffered,
+        other => {
+            return Err(InvalidInputError::new_err(format!(
+                "unknown durability {other:?}: use \"sync\" (durable on return) or \"buffered\" (durable at flush())"
+            )));
+        }
+    };
+    let model = match model.as_deref() {
+        None | Some("none") => ModelChoice::None,
+        Some("default") => ModelChoice::Default,
+        Some(bundle) => ModelChoice::Path(bundle.into()),
+    };
+    let mut options = Options {
+        durability,
+        read_only,
+        model: model.clone(),
+        allow_model_mismatch,
+        threads,
+        ..Options::default()
+    };
+    if let Some(rows) = memtable_rows {
+        options.memtable_rows = rows;
+    }
+    let exists =
+        path.is_dir() && std::fs::read_dir(&path).is_ok_and(|mut entries| entries.next().is_some());
+    let db = if exists || read_only {
+        py.detach(|| Database::open(&path, options))
+    } else if matches!(model, ModelChoice::None) {
+        let (Some(fine_dim), Some(coarse_dim)) = (fine_dim, coarse_dim) else {
+            return Err(InvalidInputError::new_err(format!(
+                "{} holds no database yet, and creating a vectors-only one (model=None) needs \
+                 fine_dim= and coarse_dim=",
+                path.display()
+            )));
+        };
+        let schema = Schema {
+            fine_dim,
+            coarse_dim,
+            fine_type: ElemType::F32,
+            coarse_type,
+            metric,
+        };
+        py.detach(|| Database::create(&path, schema, options))
+    } else {
+        py.detach(|| Database::create_with_model(&path, coarse_type, options))
+    }
+    .map_err(map_error)?;
+    Ok(PyDatabase {
+        inner: RwLock::new(Some(Arc::new(db))),
+        path,
+    })
+}
+
+/// Checks every file of the database at `path`; raises `CorruptionError` if anything is wrong.
+#[pyfunction]
+fn verify<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let report = py.detach(|| engine::verify(&path)).map_err(map_error)?;
+    if !report.is_ok() {
+        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        return Err(CorruptionError::new_err(format!(
+            "{} failed verification: {}; restore it from a snapshot",
+            path.display(),
+            problems.join("; ")
+        )));
+    }
+    convert::verify_report(py, &report)
+}
+
+/// One search result.
+#[pyclass(name = "Hit", module = "hivlp", frozen, get_all)]
+struct PyHit {
+    id: u64,
+    score: f32,
+    caption: Option<String>,
+    uri: Option<String>,
+    /// The item's metadata: a dict when it was stored as a JSON object, bytes otherwise, None
+    /// when empty.
+    metadata: Py<PyAny>,
+}
+
+#[pymethods]
+impl PyHit {
+    fn __repr__(&self) -> String {
+        format!(
+            "Hit(id={}, score={:.4}, caption={:?}, uri={:?})",
+            self.id, self.score, self.caption, self.uri
+        )
+    }
+}
+
+impl PyHit {
+    fn from_hit(py: Python<'_>, hit: engine::Hit) -> PyResult<Self> {
+        Ok(PyHit {
+            id: hit.id,
+            score: hit.score,
+            caption: hit.caption,
+            uri: hit.uri,
+            metadata: hit_metadata(py, &hit.metadata)?,
+        })
+    }
+
+    fn from_record(py: Python<'_>, record: engine::Record) -> PyResult<Self> {
+        Ok(PyHit {
+            id: record.id,
+            score: 0.0,
+            caption: record.caption,
+            uri: record.uri,
+            metadata: hit_metadata(py, &record.metadata)?,
+        })
+    }
+}
+
+/// An open database. Close it with `close()` or use it as a context manager.
+#[pyclass(name = "Database", module = "hivlp", frozen)]
+struct PyDatabase {
+    inner: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+}
+
+impl PyDatabase {
+    /// The open database, or a `HivlpError` after `close()`.
+    fn db(&self) -> PyResult<Arc<Database>> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                HivlpError::new_err(format!(
+                    "the database {} is closed; open it again with hivlp.open()",
+                    self.path.display()
+                ))
+            })
+    }
+}
+
+#[pymethods]
+impl PyDatabase {
+    /// Encodes images (paths or encoded bytes) and captions with the model and inserts them.
+    #[pyo3(signature = (images = None, captions = None, metadata = None, ids = None, uris = None))]
+    fn insert(
+        &self,
+        py: Python<'_>,
+        images: Option<Vec<ImageArg>>,
+        captions: Option<Vec<Option<String>>>,
+        metadata: Option<Vec<Option<Bound<'_, PyAny>>>>,
+        ids: Option<Vec<u64>>,
+        uris: Option<Vec<Option<String>>>,
+    ) -> PyResult<Vec<u64>> {
+        let db = self.db()?;
+        let n = match (&images, &captions) {
+            (Some(images), _) => images.len(),
+            (None, Some(captions)) => captions.len(),
+            (None, None) => {
+                return Err(InvalidInputError::new_err(
+                    "insert() needs images=, captions= or both",
+                ));
+            }
+        };
+        convert::check_len("captions", captions.as_ref().map(Vec::len), n)?;
+        convert::check_len("metadata", metadata.as_ref().map(Vec::len), n)?;
+        convert::check_len("ids", ids.as_ref().map(Vec::len), n)?;
+        convert::check_len("uris", uris.as_ref().map(Vec::len), n)?;
+        let captions = captions.unwrap_or_else(|| vec![None; n]);
+        let metadata = match metadata {
+            Some(list) => list
+                .iter()
+                .map(|m| metadata_bytes(py, m.as_ref()))
+                .collect::<PyResult<Vec<_>>>()?,
+            None => vec![Vec::new(); n],
+        };
+        let mut uris = uris.unwrap_or_else(|| vec![None; n]);
+        match images {
+            Some(images) => {
+                for (image, uri) in images.iter().zip(uris.iter_mut()) {
+                    image.check_exists()?;
+                    if uri.is_none() {
+                        *uri = image.default_uri();
+                    }
+                }
+                py.detach(|| {
+                    let pairs: Vec<engine::Pair<'_>> = (0..n)
+                        .map(|i| engine::Pair {
+                            id: ids.as_ref().map(|ids| ids[i]),
+                            image: images[i].input(),
+                            caption: captions[i].as_deref(),
+                            uri: uris[i].clone(),
+                            metadata: metadata[i].clone(),
+                        })
+                        .collect();
+                    db.insert_pairs(&pairs)
+                })
+            }
+            None => {
+                let texts: Vec<&str> = captions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        c.as_deref().ok_or_else(|| {
+                            InvalidInputError::new_err(format!(
+                                "captions[{i}] is None and there is no image to insert instead"
+                            ))
+                        })
+                    })
+                    .collect::<PyResult<_>>()?;
+                let encoder = db.encoder().ok_or_else(convert::no_model)?;
+                py.detach(|| {
+                    let embeddings = encoder
+                        .encode_texts(&texts)
+                        .map_err(|e| engine::Error::from(engine::ModelError::Encode(e)))?;
+                    let items = embeddings
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, text)| engine::Item {
+                            id: ids.as_ref().map(|ids| ids[i]),
+                            caption: Some(texts[i].to_string()),
+                            uri: uris[i].clone(),
+                            metadata: metadata[i].clone(),
+                            image: None,
+                            text: Some(text),
+                        })
+                        .collect();
+                    db.insert(items)
+                })
+            }
+        }
+        .map_err(map_error)
+    }
+
+    /// Inserts precomputed vectors (rows of 2-D float32 arrays; one 1-D array is one row).
+    #[pyo3(signature = (
+        image_fine = None, image_coarse = None, text_fine = None, text_coarse = None,
+        captions = None, ids = None, uris = None, metadata = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn insert_vectors(
+        &self,
+        py: Python<'_>,
+        image_fine: Option<Bound<'_, PyAny>>,
+        image_coarse: Option<Bound<'_, PyAny>>,
+        text_fine: Option<Bound<'_, PyAny>>,
+        text_coarse: Option<Bound<'_, PyAny>>,
+        captions: Option<Vec<Option<String>>>,
+        ids: Option<Vec<u64>>,
+        uris: Option<Vec<Option<String>>>,
+        metadata: Option<Vec<Option<Bound<'_, PyAny>>>>,
+    ) -> PyResult<Vec<u64>> {
+        let db = self.db()?;
+        let image_fine = FloatRows::optional("image_fine", image_fine.as_ref())?;
+        let image_coarse = FloatRows::optional("image_coarse", image_coarse.as_ref())?;
+        let text_fine = FloatRows::optional("text_fine", text_fine.as_ref())?;
+        let text_coarse = FloatRows::optional("text_coarse", text_coarse.as_ref())?;
+        if image_coarse.is_some() && image_fine.is_none() {
+            return Err(InvalidInputError::new_err(
+                "image_coarse= needs image_fine=",
+            ));
+        }
+        if text_coarse.is_some() && text_fine.is_none() {
+            return Err(InvalidInputError::new_err("text_coarse= needs text_fine="));
+        }
+        let n = match (&image_fine, &text_fine) {
+            (Some(a), _) | (None, Some(a)) => a.rows(),
+            (None, None) => {
+                return Err(InvalidInputError::new_err(
+                    "insert_vectors() needs image_fine=, text_fine= or both",
+                ));
+            }
+        };
+        for (name, a) in [
+            ("image_fine", &image_fine),
+            ("image_coarse", &image_coarse),
+            ("text_fine", &text_fine),
+            ("text_coarse", &text_coarse),
+        ] {
+            convert::check_len(name, a.as_ref().map(FloatRows::rows), n)?;
+        }
+        convert::check_len("captions", captions.as_ref().map(Vec::len), n)?;
+        convert::check_len("ids", ids.as_ref().map(Vec::len), n)?;
+        convert::check_len("uris", uris.as_ref().map(Vec::len), n)?;
+        convert::check_len("metadata", metadata.as_ref().map(Vec::len), n)?;
+        let metadata = match metadata {
+            Some(list) => list
+                .iter()
+                .map(|m| metadata_bytes(py, m.as_ref()))
+                .collect::<PyResult<Vec<_>>>()?,
+            None => vec![Vec::new(); n],
+        };
+        let image_fine = image_fine.as_ref().map(|a| a.view()).transpose()?;
+        let image_coarse = image_coarse.as_ref().map(|a| a.view()).transpose()?;
+        let text_fine = text_fine.as_ref().map(|a| a.view()).transpose()?;
+        let text_coarse = text_coarse.as_ref().map(|a| a.view()).transpose()?;
+        py.detach(|| {
+            let embedding = |fine: &Option<convert::RowsView<'_>>,
+                             coarse: &Option<convert::RowsView<'_>>,
+                             i: usize| {
+                fine.as_ref().map(|fine| engine::Embedding {
+                    fine: fine.row(i).to_vec(),
+                    coarse: coarse.as_ref().map(|c| c.row(i).to_vec()),
+                })
+            };
+            let items = (0..n)
+                .map(|i| engine::Item {
+                    id: ids.as_ref().map(|ids| ids[i]),
+                    caption: captions.as_ref().and_then(|c| c[i].clone()),
+                    uri: uris.as_ref().and_then(|u| u[i].clone()),
+                    metadata: metadata[i].clone(),
+                    image: embedding(&image_fine, &image_coarse, i),
+                    text: embedding(&text_fine, &text_coarse, i),
+                })
+                .collect();
+            db.insert(items)
+        })
+        .map_err(map_error)
+    }
+
+    /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
+    #[pyo3(signature = (
+        text = None, image = None, vector = None, k = 10, candidates = None, target = "image",
+        exact = false, coarse_vector = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &self,
+        py: Python<'_>,
+        text: Option<String>,
+        image: Option<ImageArg>,
+        vector: Option<Bound<'_, PyAny>>,
+        k: usize,
+        candidates: Option<usize>,
+        target: &str,
+        exact: bool,
+        coarse_vector: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<PyHit>> {
+        let db = self.db()?;
+        let params = SearchParams {
+            target: parse_target(target)?,
+            k,
+            candidates,
+            exact,
+            ..SearchParams::default()
+        };
+        let hits = match (text, image, vector) {
+            (Some(text), None, None) => py.detach(|| db.search_text(&text, &params)),
+            (None, Some(image), None) => {
+                image.check_exists()?;
+                py.detach(|| db.search_image(image.input(), &params))
+            }
+            (None, None, Some(vector)) => {
+                let query = query_from(&vector, coarse_vector.as_ref())?;
+                py.detach(|| db.search(&query, &params))
+            }
+            _ => {
+                return Err(InvalidInputError::new_err(
+                    "search() takes exactly one of text=, image= or vector=",
+                ));
+            }
+        }
+        .map_err(map_error)?;
+        hits.into_iter().map(|h| PyHit::from_hit(py, h)).collect()
+    }
+
+    /// Searches many fine query vectors at once; returns `(ids, scores)` as `(q, k)` arrays of
+    /// uint64 and float32. Rows with fewer than `k` hits are padded with id `NO_ID` and score
+    /// `-inf`.
+    #[pyo3(signature = (vectors, target = "image", k = 10, candidates = None, exact = false, coarse_vectors = None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn search_batch<'py>(
+        &self,
+        py: Python<'py>,
+        vectors: Bound<'py, PyAny>,
+        target: &str,
+        k: usize,
+        candidates: Option<usize>,
+        exact: bool,
+        coarse_vectors: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
+        let db = self.db()?;
+        let params = SearchParams {
+            target: parse_target(target)?,
+            k,
+            candidates,
+            exact,
+            ..SearchParams::default()
+        };
+        let fine = FloatRows::new("vectors", &vectors)?;
+        let coarse = FloatRows::optional("coarse_vectors", coarse_vectors.as_ref())?;
+        convert::check_len(
+            "coarse_vectors",
+            coarse.as_ref().map(FloatRows::rows),
+            fine.rows(),
+        )?;
+        let fine = fine.view()?;
+        let coarse = coarse.as_ref().map(|c| c.view()).transpose()?;
+        let (ids, scores) = py
+            .detach(|| {
+                let queries: Vec<engine::Query> = (0..fine.rows())
+                    .map(|i| engine::Query {
+                        fine: fine.row(i).to_vec(),
+                        coarse: coarse.as_ref().map(|c| c.row(i).to_vec()),
+                    })
+                    .collect();
+                let results = db.search_batch(&queries, &params)?;
+                let mut ids = vec![NO_ID; queries.len() * k];
+                let mut scores = vec![f32::NEG_INFINITY; queries.len() * k];
+                for (q, hits) in results.iter().enumerate() {
+                    for (j, hit) in hits.iter().take(k).enumerate() {
+                        ids[q * k + j] = hit.id;
+                        scores[q * k + j] = hit.score;
+                    }
+                }
+                Ok::<_, engine::Error>((ids, scores))
+            })
+            .map_err(map_error)?;
+        let q = ids.len().checked_div(k).unwrap_or(fine.rows());
+        let ids = PyArray1::from_vec(py, ids).reshape([q, k])?;
+        let scores = PyArray1::from_vec(py, scores).reshape([q, k])?;
+        Ok((ids, scores))
+    }
+
+    /// The item with this id, as a `Hit` with score 0.0, or None.
+    fn get(&self, py: Python<'_>, id: u64) -> PyResult<Option<PyHit>> {
+        let db = self.db()?;
+        match py.detach(|| db.get(id)) {
+            Some(record) => PyHit::from_record(py, record).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes items by id; returns how many existed.
+    fn delete(&self, py: Python<'_>, ids: Vec<u64>) -> PyResult<usize> {
+        let db = self.db()?;
+        py.detach(|| db.delete(&ids)).map_err(map_error)
+    }
+
+    /// Makes buffered writes durable and moves the in-memory rows into a segment on disk.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.flush()).map_err(map_error)
+    }
+
+    /// Merges segments and drops deleted rows; returns a report dict.
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let db = self.db()?;
+        let report = py.detach(|| db.compact()).map_err(map_error)?;
+        convert::compaction_report(py, &report)
+    }
+
+    /// Writes a consistent copy of the database to the new folder `dest`.
+    fn snapshot(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.snapshot(&dest)).map_err(map_error)
+    }
+
+    /// Counts, sizes and the schema as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let db = self.db()?;
+        convert::stats(py, &db)
+    }
+
+    /// The database's folder.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
+    /// Closes the database and releases its write lock; further calls raise `HivlpError`.
+    fn close(&self, py: Python<'_>) {
+        let db = self.inner.write().unwrap_or_else(|e| e.into_inner()).take();
+        // Dropping may wait for a concurrent search still holding the handle.
+        py.detach(|| drop(db));
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.db()?.len())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { "closed" } else { "open" };
+        format!("<hivlp.Database {} ({state})>", self.path.display())
+    }
+}
+
+/// hivlp: an embedded vector database for coarse-to-fine image–text retrieval.
+#[pymodule]
+#[pyo3(name = "hivlp")]
+fn hivlp_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_class::<PyDatabase>()?;
+    m.add_class::<PyHit>()?;
+    m.add("HivlpError", py.get_type::<HivlpError>())?;
+    m.add("LockedError", py.get_type::<LockedError>())?;
+    m.add("CorruptionError", py.get_type::<CorruptionError>())?;
+    m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
+    m.add("ModelError", py.get_type::<ModelError>())?;
+    m.add("NO_ID", NO_ID)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! The small commands: create, search, delete, compact, snapshot, stats, verify.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use hivlp::{
+    Database, ElemType, Metric, ModelChoice, Options, Query, Schema, SearchParams, Target,
+};
+
+use crate::error::CliError;
+use crate::html::{self, QueryResults, ShownHit};
+use crate::{CliResult, CreateArgs, Dtype, MetricArg, ModelArg, SearchArgs, TargetArg};
+
+impl ModelArg {
+    pub fn choice(&self) -> ModelChoice {
+        match self.model.as_str() {
+            "default" => ModelChoice::Default,
+            "none" => ModelChoice::None,
+            path => ModelChoice::Path(path.into()),
+        }
+    }
+}
+
+impl From<Dtype> for ElemType {
+    fn from(d: Dtype) -> Self {
+        match d {
+            Dtype::I8 => ElemType::I8,
+            Dtype::F16 => ElemType::F16,
+            Dtype::F32 => ElemType::F32,
+        }
+    }
+}
+
+impl From<TargetArg> for Target {
+    fn from(t: TargetArg) -> Self {
+        match t {
+            TargetArg::Image => Target::Image,
+            TargetArg::Text => Target::Text,
+        }
+    }
+}
+
+/// Opens an existing database for writing with the given model (`ModelChoice::None` for
+/// maintenance commands that never encode).
+pub fn open(db: &Path, model: ModelChoice) -> Result<Database, CliError> {
+    if !db.exists() {
+        return Err(CliError::usage(format!("no database at {}", db.display()))
+            .hint(format!("create one with `hivlp create {}`", db.display())));
+    }
+    let options = Options {
+        model,
+        ..Options::default()
+    };
+    Ok(Database::open(db, options)?)
+}
+
+pub fn create(args: CreateArgs) -> CliResult {
+    let coarse_type = ElemType::from(args.coarse_dtype);
+    let choice = args.model.choice();
+    let options = Options {
+        model: choice.clone(),
+        ..Options::default()
+    };
+    let db = if matches!(choice, ModelChoice::None) {
+        let (Some(fine_dim), Some(coarse_dim)) = (args.fine_dim, args.coarse_dim) else {
+            return Err(
+                CliError::usage("--model none needs --fine-dim and --coarse-dim")
+                    .hint("e.g. `hivlp create DB --model none --fine-dim 512 --coarse-dim 64`"),
+            );
+        };
+        let schema = Schema {
+            fine_dim,
+            coarse_dim,
+            fine_type: ElemType::F32,
+            coarse_type,
+            metric: match args.metric {
+                MetricArg::Cosine => Metric::Cosine,
+                MetricArg::InnerProduct => Metric::InnerProduct,
+            },
+        };
+        Database::create(&args.db, schema, options)?
+    } else {
+        if args.fine_dim.is_some() || args.coarse_dim.is_some() {
+            return Err(
+                CliError::usage("--fine-dim/--coarse-dim only apply with --model none")
+                    .hint("a model bundle fixes the dimensions"),
+            );
+        }
+        Database::create_with_model(&args.db, coarse_type, options)?
+    };
+    let schema = db.schema();
+    println!(
+        "created {} (fine {}-d, coarse {}-d {:?}, {:?})",
+        args.db.display(),
+        schema.fine_dim,
+        schema.coarse_dim,
+        schema.coarse_type,
+        schema.metric
+    );
+    Ok(())
+}
+
+pub fn search(args: SearchArgs) -> CliResult {
+    let db = open(&args.db, args.model.choice())?;
+    let params = SearchParams {
+        target: args.target.into(),
+        k: args.k,
+        candidates: args.candidates,
+        exact: args.exact,
+        ..SearchParams::default()
+    };
+    let (label, query_image, query) = match (&args.text, &args.image) {
+        (Some(text), _) => (text.clone(), None, text_query(&db, text)?),
+        (None, Some(image)) => (
+            format!("image: {}", image.display()),
+            Some(image.to_string_lossy().into_owned()),
+            image_query(&db, image)?,
+        ),
+        (None, None) => unreachable!("clap requires --text or --image"),
+    };
+    let (hits, timing) = db.search_with_timing(&query, &params)?;
+    let shown = QueryResults {
+        label,
+        query_image,
+        hits: hits
+            .iter()
+            .map(|h| ShownHit {
+                id: h.id,
+                score: h.score,
+                caption: h.caption.clone(),
+                uri: h.uri.clone(),
+            })
+            .collect(),
+        timing: Some((timing.coarse, timing.fine)),
+    };
+    if args.json {
+        let json = serde_json::json!({
+            "query": shown.label,
+            "target": target_name(params.target),
+            "k": params.k,
+            "timing_ms": { "coarse": ms(timing.coarse), "fine": ms(timing.fine) },
+            "hits": hits.iter().enumerate().map(|(rank, h)| serde_json::json!({
+                "rank": rank + 1,
+                "id": h.id,
+                "score": h.score,
+                "caption": h.caption,
+                "uri": h.uri,
+                "metadata": metadata_json(&h.metadata),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{json:#}");
+    } else {
+        print_table(&shown);
+    }
+    if let Some(page) = &args.html {
+        html::write_page(page, "hivlp search", std::slice::from_ref(&shown))
+            .map_err(|e| CliError::other(format!("cannot write {}: {e}", page.display())))?;
+        eprintln!("wrote {}", page.display());
+    }
+    Ok(())
+}
+
+/// Encodes `text` with the database's model.
+pub fn text_query(db: &Database, text: &str) -> Result<Query, CliError> {
+    let encoder = require_encoder(db)?;
+    let embedding = encoder
+        .encode_texts(&[text])
+        .map_err(|e| CliError::new(crate::error::Kind::Model, e.to_string()))?
+        .pop()
+        .expect("one embedding per text");
+    Ok(Query {
+        fine: embedding.fine,
+        coarse: embedding.coarse,
+    })
+}
+
+/// Encodes the image file at `path` with the database's model.
+pub fn image_query(db: &Database, path: &Path) -> Result<Query, CliError> {
+    let encoder = require_encoder(db)?;
+    if !path.is_file() {
+        return Err(CliError::usage(format!(
+            "no image file at {}",
+            path.display()
+        )));
+    }
+    let embedding = encoder
+        .encode_images(&[hivlp::ImageInput::Path(path)])
+        .map_err(|e| CliError::invalid_input(e.to_string()))?
+        .pop()
+        .expect("one embedding per image");
+    Ok(Query {
+        fine: embedding.fine,
+        coarse: embedding.coarse,
+    })
+}
+
+fn require_encoder(db: &Database) -> Result<&hivlp::Encoder, CliError> {
+    db.encoder().ok_or_else(|| {
+        CliError::new(
+            crate::error::Kind::Model,
+            "this query needs a model, but none is loaded",
+        )
+        .hint("pass --model default or --model BUNDLE_DIR")
+    })
+}
+
+fn target_name(target: Target) -> &'static str {
+    match target {
+        Target::Image => "image",
+        Target::Text => "text",
+    }
+}
+
+pub fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Metadata as JSON when it is JSON, as a string otherwise, `null` when empty.
+fn metadata_json(bytes: &[u8]) -> serde_json::Value {
+    if bytes.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// A terminal table: rank, score, id, caption, uri (file name only).
+pub fn print_table(results: &QueryResults) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", results.label);
+    if let Some((coarse, fine)) = results.timing {
+        let _ = writeln!(
+            out,
+            "  coarse scan {:.2} ms, fine re-rank {:.2} ms",
+            ms(coarse),
+            ms(fine)
+        );
+    }
+    let _ = writeln!(out, "  {:>4}  {:>7}  {:>6}  caption", "rank", "score", "id");
+    for (rank, hit) in results.hits.iter().enumerate() {
+        let caption = hit.caption.as_deref().unwrap_or("-");
+        let file = hit
+            .uri
+            .as_deref()
+            .map(|u| {
+                Path::new(u)
+                    .file_name()
+                    .map_or(u.into(), |f| f.to_string_lossy())
+            })
+            .map(|f| format!("  [{f}]"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:>7.4}  {:>6}  {}{}",
+            rank + 1,
+            hit.score,
+            hit.id,
+            truncate(caption, 60),
+            file
+        );
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+pub fn delete(db: &Path, ids: &[u64]) -> CliResult {
+    let db = open(db, ModelChoice::None)?;
+    let removed = db.delete(ids)?;
+    println!("deleted {removed} of {} ids", ids.len());
+    Ok(())
+}
+
+pub fn compact(db: &Path) -> CliResult {
+    let db = open(db, ModelChoice::None)?;
+    db.flush()?;
+    let r = db.compact()?;
+    println!(
+        "compacted: {} segments merged into {}, {} rows written, {} deleted rows dropped, {} → {}",
+        r.segments_merged,
+        r.segments_written,
+        r.rows_written,
+        r.rows_dropped,
+        bytes(r.bytes_before),
+        bytes(r.bytes_after)
+    );
+    Ok(())
+}
+
+pub fn snapshot(db: &Path, dest: &Path) -> CliResult {
+    let handle = open(db, ModelChoice::None)?;
+    handle.snapshot(dest)?;
+    println!("snapshot of {} written to {}", db.display(), dest.display());
+    Ok(())
+}
+
+/// `1.5 MiB`-style sizes.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Lower-case name of an enum value printed with `Debug` (`I8` → `i8`, `Pca` → `pca`).
+fn name(value: impl std::fmt::Debug) -> String {
+    format!("{value:?}").to_ascii_lowercase()
+}
+
+pub fn stats(db: &Path, json: bool) -> CliResult {
+    let handle = open(db, ModelChoice::None)?;
+    let schema = handle.schema().clone();
+    let stats = handle.stats();
+    let store = &stats.store;
+    if json {
+        let value = serde_json::json!({
+            "items": store.live_rows,
+            "deleted": store.deleted_rows,
+            "segments": store.segments,
+            "segment_rows": store.segment_rows,
+            "memtable_rows": store.memtable_rows,
+            "wal_bytes": store.wal_bytes,
+            "disk_bytes": store.disk_bytes,
+            "next_id": store.next_id,
+            "fine_dim": schema.fine_dim,
+            "coarse_dim": schema.coarse_dim,
+            "fine_dtype": name(schema.fine_type),
+            "coarse_dtype": name(schema.coarse_type),
+            "metric": name(schema.metric),
+            "image_coarse": name(stats.coarse[0]),
+            "text_coarse": name(stats.coarse[1]),
+        });
+        println!("{value:#}");
+    } else {
+        println!(
+            "{}: {} items ({} deleted, not yet compacted)",
+            db.display(),
+            store.live_rows,
+            store.deleted_rows
+        );
+        println!(
+            "  vectors: fine {}-d {}, coarse {}-d {}, {}; coarse derivation: image {}, text {}",
+            schema.fine_dim,
+            name(schema.fine_type),
+            schema.coarse_dim,
+            name(schema.coarse_type),
+            name(schema.metric),
+            name(stats.coarse[0]),
+            name(stats.coarse[1])
+        );
+        println!(
+            "  storage: {} segments ({} rows), {} rows in memory, WAL {}, {} on disk",
+            store.segments,
+            store.segment_rows,
+            store.memtable_rows,
+            bytes(store.wal_bytes),
+            bytes(store.disk_bytes)
+        );
+    }
+    Ok(())
+}
+
+pub fn verify(db: &Path, json: bool) -> CliResult {
+    if !db.exists() {
+        return Err(CliError::usage(format!("no database at {}", db.display())));
+    }
+    let report = hivlp::verify(db)?;
+    if json {
+        let value = serde_json::json!({
+            "ok": report.is_ok(),
+            "files_checked": report.files_checked.len(),
+            "segments": report.segments,
+            "segment_rows": report.segment_rows,
+            "wal_records": report.wal_records,
+            "torn_wal_tail": report.torn_wal_tail.as_ref().map(|(f, o)| format!("{}@{o}", f.display())),
+            "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        println!("{value:#}");
+    } else {
+        for problem in &report.problems {
+            println!("problem: {problem}");
+        }
+        println!(
+            "{}: {} files checked, {} segments ({} rows), {} WAL records{}",
+            db.display(),
+            report.files_checked.len(),
+            report.segments,
+            report.segment_rows,
+            report.wal_records,
+            if report.torn_wal_tail.is_some() {
+                ", a torn WAL tail (dropped at open)"
+            } else {
+                ""
+            }
+        );
+    }
+    if report.is_ok() {
+        if !json {
+            println!("ok");
+        }
+        Ok(())
+    } else {
+        Err(CliError::new(
+            crate::error::Kind::Corruption,
+            format!("{}: {} problems found", db.display(), report.problems.len()),
+        )
+        .hint("restore the database from a snapshot (`hivlp snapshot`)"))
+    }
+}

@@ -1,0 +1,170 @@
+"""hivlp: an embedded vector database for coarse-to-fine image–text retrieval.
+
+Every item carries a coarse (low-dimensional, scanned over the whole collection) and a fine
+(high-dimensional, used to re-rank a few hundred candidates) embedding of its image and/or its
+caption. Calls that encode, search, write or compact release the GIL.
+"""
+
+import os
+from types import TracebackType
+from typing import Any, Literal, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+#: The id that ``Database.search_batch`` reports where a query has fewer than ``k`` hits.
+NO_ID: int
+
+ImageLike = Union[str, os.PathLike[str], bytes]
+"""An image: a file path, or the bytes of an encoded file (PNG, JPEG, WebP, GIF, BMP)."""
+
+Metadata = Union[dict[str, Any], list[Any], bytes, str, None]
+"""Item metadata: dicts and other JSON values are stored as JSON; bytes as they are."""
+
+ArrayLike = npt.ArrayLike
+"""Vectors: C-contiguous float32 arrays are read in place, anything else is converted once."""
+
+class HivlpError(Exception):
+    """Base class of every error raised by hivlp."""
+
+class LockedError(HivlpError):
+    """Another handle or process has the database open for writing."""
+
+class CorruptionError(HivlpError):
+    """A database file failed its checksum or structure checks."""
+
+class InvalidInputError(HivlpError):
+    """An argument was rejected: wrong dimension, NaN, duplicate id, unreadable image, ..."""
+
+class ModelError(HivlpError):
+    """The model bundle is missing, broken, or does not match the database."""
+
+class Hit:
+    """One search result."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def score(self) -> float:
+        """Similarity to the query; higher is better."""
+    @property
+    def caption(self) -> Optional[str]: ...
+    @property
+    def uri(self) -> Optional[str]:
+        """Where the item came from (an inserted image's path, unless given)."""
+    @property
+    def metadata(self) -> Union[dict[str, Any], list[Any], bytes, None]:
+        """JSON metadata decoded, other metadata as bytes, None when empty."""
+
+class Database:
+    """An open database. Close it with ``close()`` or use it as a context manager."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def insert(
+        self,
+        images: Optional[Sequence[ImageLike]] = None,
+        captions: Optional[Sequence[Optional[str]]] = None,
+        metadata: Optional[Sequence[Metadata]] = None,
+        ids: Optional[Sequence[int]] = None,
+        uris: Optional[Sequence[Optional[str]]] = None,
+    ) -> list[int]:
+        """Encodes images and captions with the model and inserts them, all or nothing.
+
+        Without ``images`` the items are text-only. Returns the ids (given or assigned).
+        """
+    def insert_vectors(
+        self,
+        image_fine: Optional[ArrayLike] = None,
+        image_coarse: Optional[ArrayLike] = None,
+        text_fine: Optional[ArrayLike] = None,
+        text_coarse: Optional[ArrayLike] = None,
+        captions: Optional[Sequence[Optional[str]]] = None,
+        ids: Optional[Sequence[int]] = None,
+        uris: Optional[Sequence[Optional[str]]] = None,
+        metadata: Optional[Sequence[Metadata]] = None,
+    ) -> list[int]:
+        """Inserts precomputed ``(n, dim)`` float32 vectors, all or nothing.
+
+        Coarse vectors are derived from the fine ones when not given.
+        """
+    def search(
+        self,
+        text: Optional[str] = None,
+        image: Optional[ImageLike] = None,
+        vector: Optional[ArrayLike] = None,
+        k: int = 10,
+        candidates: Optional[int] = None,
+        target: Literal["image", "text"] = "image",
+        exact: bool = False,
+        coarse_vector: Optional[ArrayLike] = None,
+    ) -> list[Hit]:
+        """Top ``k`` items for exactly one of ``text``, ``image`` or a fine ``vector``.
+
+        ``target`` picks the items' image or caption embeddings; ``candidates`` is how many rows
+        the coarse scan keeps for fine re-ranking; ``exact`` re-ranks every row.
+        """
+    def search_batch(
+        self,
+        vectors: ArrayLike,
+        target: Literal["image", "text"] = "image",
+        k: int = 10,
+        candidates: Optional[int] = None,
+        exact: bool = False,
+        coarse_vectors: Optional[ArrayLike] = None,
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+        """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, k)``.
+
+        Rows with fewer than ``k`` hits are padded with ``NO_ID`` and ``-inf``.
+        """
+    def get(self, id: int) -> Optional[Hit]:
+        """The item with this id (score 0.0), or None."""
+    def delete(self, ids: Sequence[int]) -> int:
+        """Deletes items; returns how many existed."""
+    def flush(self) -> None:
+        """Makes buffered writes durable and writes the in-memory rows to a segment."""
+    def compact(self) -> dict[str, Any]:
+        """Merges segments and drops deleted rows."""
+    def snapshot(self, dest: Union[str, os.PathLike[str]]) -> None:
+        """Writes a consistent copy to the new folder ``dest``, openable with ``hivlp.open``."""
+    def stats(self) -> dict[str, Any]:
+        """Counts, sizes and the schema."""
+    def close(self) -> None:
+        """Releases the write lock; later calls raise ``HivlpError``."""
+    def __len__(self) -> int: ...
+    def __enter__(self) -> "Database": ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+
+def open(
+    path: Union[str, os.PathLike[str]],
+    model: Optional[str] = "default",
+    coarse_dtype: Literal["i8", "f16", "f32"] = "i8",
+    durability: Literal["sync", "buffered"] = "sync",
+    *,
+    coarse_dim: Optional[int] = None,
+    fine_dim: Optional[int] = None,
+    metric: Literal["cosine", "ip"] = "cosine",
+    read_only: bool = False,
+    memtable_rows: Optional[int] = None,
+    threads: Optional[int] = None,
+    allow_model_mismatch: bool = False,
+) -> Database:
+    """Opens the database in folder ``path``, creating it if the folder holds none.
+
+    ``model`` is ``"default"`` (the bundled model), a model bundle folder, or None for a
+    vectors-only database (then ``fine_dim`` and ``coarse_dim`` are required when creating).
+    ``durability="sync"`` makes every write durable before it returns; ``"buffered"`` at
+    ``flush()``.
+    """
+
+def verify(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
+    """Checks every file of the database; raises ``CorruptionError`` if anything is wrong."""

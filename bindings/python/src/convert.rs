@@ -1,0 +1,305 @@
+//! Conversions between Python values and engine types: images, float matrices, metadata, reports.
+
+use std::path::PathBuf;
+
+use engine::{ElemType, ImageInput, Query, Target};
+use numpy::{PyArray2, PyArrayMethods as _, PyReadonlyArray2, PyUntypedArrayMethods as _};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use crate::errors::{InvalidInputError, ModelError};
+
+pub fn parse_dtype(name: &str) -> PyResult<ElemType> {
+    match name {
+        "i8" | "int8" => Ok(ElemType::I8),
+        "f16" | "float16" => Ok(ElemType::F16),
+        "f32" | "float32" => Ok(ElemType::F32),
+        other => Err(InvalidInputError::new_err(format!(
+            "unknown coarse_dtype {other:?}: use \"i8\", \"f16\" or \"f32\""
+        ))),
+    }
+}
+
+pub fn parse_target(name: &str) -> PyResult<Target> {
+    match name {
+        "image" => Ok(Target::Image),
+        "text" => Ok(Target::Text),
+        other => Err(InvalidInputError::new_err(format!(
+            "unknown target {other:?}: use \"image\" (search the items' images) or \"text\" (their captions)"
+        ))),
+    }
+}
+
+/// Raises if an optional per-item list does not have one entry per item.
+pub fn check_len(name: &str, len: Option<usize>, n: usize) -> PyResult<()> {
+    match len {
+        Some(len) if len != n => Err(InvalidInputError::new_err(format!(
+            "{name} has {len} entries but there are {n} items"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub fn no_model() -> PyErr {
+    ModelError::new_err(
+        "this call encodes text or images but the database was opened without a model; \
+         open it with model=\"default\" or a bundle folder",
+    )
+}
+
+/// An image argument: a path (str or os.PathLike) or the encoded file's bytes.
+pub enum ImageArg {
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for ImageArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(bytes) = obj.cast::<PyBytes>() {
+            return Ok(ImageArg::Bytes(bytes.as_bytes().to_vec()));
+        }
+        obj.extract::<PathBuf>().map(ImageArg::Path).map_err(|_| {
+            InvalidInputError::new_err(format!(
+                "an image must be a path (str or os.PathLike) or bytes, not {}",
+                obj.get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_string(), |n| n.to_string())
+            ))
+        })
+    }
+}
+
+impl ImageArg {
+    pub fn input(&self) -> ImageInput<'_> {
+        match self {
+            ImageArg::Path(path) => ImageInput::Path(path),
+            ImageArg::Bytes(bytes) => ImageInput::Bytes(bytes),
+        }
+    }
+
+    /// A missing file is the caller's mistake; say which one before encoding anything.
+    pub fn check_exists(&self) -> PyResult<()> {
+        match self {
+            ImageArg::Path(path) if !path.is_file() => Err(InvalidInputError::new_err(format!(
+                "image file not found: {}; check the path",
+                path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The uri recorded for an item inserted from this image when none is given: its path.
+    pub fn default_uri(&self) -> Option<String> {
+        match self {
+            ImageArg::Path(path) => Some(
+                std::path::absolute(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            ImageArg::Bytes(_) => None,
+        }
+    }
+}
+
+/// A 2-D float32 matrix from any array-like: C-contiguous float32 arrays are used in place,
+/// anything else is converted once with `numpy.ascontiguousarray`. A 1-D array is one row.
+pub struct FloatRows<'py> {
+    array: PyReadonlyArray2<'py, f32>,
+}
+
+impl<'py> FloatRows<'py> {
+    pub fn new(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = value.py();
+        let array = match value.cast::<PyArray2<f32>>() {
+            Ok(a) if a.is_c_contiguous() => a.clone(),
+            _ => {
+                let numpy = py.import("numpy")?;
+                let converted = numpy
+                    .call_method1("ascontiguousarray", (value, numpy.getattr("float32")?))
+                    .map_err(|e| {
+                        InvalidInputError::new_err(format!(
+                            "{name} must be a float32 array of shape (n, dim): {e}"
+                        ))
+                    })?;
+                let converted = match converted.getattr("ndim")?.extract::<usize>()? {
+                    1 => converted.call_method1("reshape", ((1, -1),))?,
+                    2 => converted,
+                    ndim => {
+                        return Err(InvalidInputError::new_err(format!(
+                            "{name} must be 1-D or 2-D, got {ndim} dimensions"
+                        )));
+                    }
+                };
+                converted.cast_into::<PyArray2<f32>>()?
+            }
+        };
+        Ok(FloatRows {
+            array: array.readonly(),
+        })
+    }
+
+    /// `new` for an optional argument.
+    pub fn optional(name: &str, value: Option<&Bound<'py, PyAny>>) -> PyResult<Option<Self>> {
+        value.map(|v| Self::new(name, v)).transpose()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.array.shape()[0]
+    }
+
+    /// A borrowed view that can cross `Python::detach`.
+    pub fn view(&self) -> PyResult<RowsView<'_>> {
+        let dim = self.array.shape()[1];
+        let data = self
+            .array
+            .as_slice()
+            .map_err(|e| InvalidInputError::new_err(e.to_string()))?;
+        Ok(RowsView { data, dim })
+    }
+}
+
+/// Rows of a contiguous float32 matrix.
+pub struct RowsView<'a> {
+    data: &'a [f32],
+    dim: usize,
+}
+
+impl RowsView<'_> {
+    pub fn rows(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// A single query from a 1-D fine vector (and optionally its coarse vector).
+pub fn query_from(vector: &Bound<'_, PyAny>, coarse: Option<&Bound<'_, PyAny>>) -> PyResult<Query> {
+    let one_row = |name: &str, value: &Bound<'_, PyAny>| -> PyResult<Vec<f32>> {
+        let rows = FloatRows::new(name, value)?;
+        if rows.rows() != 1 {
+            return Err(InvalidInputError::new_err(format!(
+                "{name} must be one vector (1-D); use search_batch() for many"
+            )));
+        }
+        Ok(rows.view()?.row(0).to_vec())
+    };
+    Ok(Query {
+        fine: one_row("vector", vector)?,
+        coarse: coarse.map(|c| one_row("coarse_vector", c)).transpose()?,
+    })
+}
+
+/// Metadata to store: dicts and other JSON values are stored as JSON, bytes as they are, str as
+/// UTF-8, None as empty.
+pub fn metadata_bytes(py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    if value.is_none() {
+        return Ok(Vec::new());
+    }
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    }
+    if let Ok(text) = value.cast::<PyString>() {
+        return Ok(text.extract::<String>()?.into_bytes());
+    }
+    let json = py.import("json")?;
+    let text = json.call_method1("dumps", (value,)).map_err(|e| {
+        InvalidInputError::new_err(format!(
+            "metadata must be a JSON-serialisable dict, bytes, str or None: {e}"
+        ))
+    })?;
+    Ok(text.extract::<String>()?.into_bytes())
+}
+
+/// Stored metadata back to Python: a JSON object or array is decoded, other bytes are returned as
+/// bytes, empty metadata is None.
+pub fn hit_metadata(py: Python<'_>, bytes: &[u8]) -> PyResult<Py<PyAny>> {
+    if bytes.is_empty() {
+        return Ok(py.None());
+    }
+    let looks_json = matches!(
+        bytes.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    );
+    if looks_json
+        && let Ok(text) = std::str::from_utf8(bytes)
+        && let Ok(value) = py.import("json")?.call_method1("loads", (text,))
+    {
+        return Ok(value.unbind());
+    }
+    Ok(PyBytes::new(py, bytes).into_any().unbind())
+}
+
+pub fn verify_report<'py>(
+    py: Python<'py>,
+    report: &engine::VerifyReport,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("ok", report.is_ok())?;
+    dict.set_item("files_checked", report.files_checked.len())?;
+    dict.set_item("segments", report.segments)?;
+    dict.set_item("segment_rows", report.segment_rows)?;
+    dict.set_item("wal_records", report.wal_records)?;
+    dict.set_item(
+        "torn_wal_tail",
+        report
+            .torn_wal_tail
+            .as_ref()
+            .map(|(file, offset)| (file.clone(), *offset)),
+    )?;
+    Ok(dict)
+}
+
+pub fn compaction_report<'py>(
+    py: Python<'py>,
+    report: &engine::CompactionReport,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("segments_merged", report.segments_merged)?;
+    dict.set_item("segments_written", report.segments_written)?;
+    dict.set_item("rows_written", report.rows_written)?;
+    dict.set_item("rows_dropped", report.rows_dropped)?;
+    dict.set_item("bytes_before", report.bytes_before)?;
+    dict.set_item("bytes_after", report.bytes_after)?;
+    Ok(dict)
+}
+
+/// Lower-case name of an enum value printed with `Debug` (`I8` → `i8`, `Pca` → `pca`).
+fn name(value: impl std::fmt::Debug) -> String {
+    format!("{value:?}").to_ascii_lowercase()
+}
+
+pub fn stats<'py>(py: Python<'py>, db: &engine::Database) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    let schema = db.schema();
+    let stats = db.stats();
+    let store = &stats.store;
+    dict.set_item("items", store.live_rows)?;
+    dict.set_item("deleted", store.deleted_rows)?;
+    dict.set_item("segments", store.segments)?;
+    dict.set_item("segment_rows", store.segment_rows)?;
+    dict.set_item("memtable_rows", store.memtable_rows)?;
+    dict.set_item("wal_bytes", store.wal_bytes)?;
+    dict.set_item("disk_bytes", store.disk_bytes)?;
+    dict.set_item("next_id", store.next_id)?;
+    dict.set_item("fine_dim", schema.fine_dim)?;
+    dict.set_item("coarse_dim", schema.coarse_dim)?;
+    dict.set_item("fine_dtype", name(schema.fine_type))?;
+    dict.set_item("coarse_dtype", name(schema.coarse_type))?;
+    dict.set_item("metric", name(schema.metric))?;
+    dict.set_item("image_coarse", name(stats.coarse[0]))?;
+    dict.set_item("text_coarse", name(stats.coarse[1]))?;
+    dict.set_item(
+        "model",
+        db.encoder()
+            .map(|e| format!("{} v{}", e.info().name, e.info().version)),
+    )?;
+    Ok(dict)
+}

@@ -1,0 +1,333 @@
+"""The vectors-only surface: insert_vectors, search, search_batch, delete, flush, compact,
+snapshot, stats, close, and the errors of each. No model needed."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import hivlp
+from conftest import COARSE_DIM, FINE_DIM, unit_rows
+
+
+def test_open_creates_then_reopens(db_path):
+    with hivlp.open(db_path, model=None, fine_dim=FINE_DIM, coarse_dim=COARSE_DIM) as db:
+        assert len(db) == 0
+        db.insert_vectors(image_fine=unit_rows(5, FINE_DIM))
+        assert len(db) == 5
+    assert db.closed
+    with hivlp.open(db_path, model=None) as db:
+        assert len(db) == 5
+        stats = db.stats()
+        assert stats["fine_dim"] == FINE_DIM
+        assert stats["coarse_dim"] == COARSE_DIM
+
+
+def test_creating_vectors_only_needs_dimensions(db_path):
+    with pytest.raises(hivlp.InvalidInputError, match="fine_dim"):
+        hivlp.open(db_path, model=None)
+
+
+@pytest.mark.parametrize("kwargs", [{"coarse_dtype": "i4"}, {"durability": "never"}, {"metric": "l2"}])
+def test_unknown_option_values_are_rejected(db_path, kwargs):
+    with pytest.raises(hivlp.InvalidInputError):
+        hivlp.open(db_path, model=None, fine_dim=8, coarse_dim=4, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["i8", "f16", "f32"])
+def test_insert_then_search_finds_each_vector_first(db_path, dtype):
+    vectors = unit_rows(200, FINE_DIM, seed=1)
+    with hivlp.open(db_path, model=None, fine_dim=FINE_DIM, coarse_dim=COARSE_DIM, coarse_dtype=dtype) as db:
+        ids = db.insert_vectors(image_fine=vectors, captions=[f"item {i}" for i in range(200)])
+        assert len(ids) == 200 and len(set(ids)) == 200
+        for row in (0, 57, 199):
+            hits = db.search(vector=vectors[row], k=3)
+            assert hits[0].id == ids[row]
+            assert hits[0].caption == f"item {row}"
+            assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+            assert hits[0].score >= hits[1].score >= hits[2].score
+        exact = db.search(vector=vectors[3], k=5, exact=True)
+        assert [h.id for h in exact][0] == ids[3]
+
+
+def test_own_ids_and_duplicates(vec_db):
+    ids = vec_db.insert_vectors(image_fine=unit_rows(3, FINE_DIM), ids=[10, 20, 2**64 - 2])
+    assert ids == [10, 20, 2**64 - 2]
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors(image_fine=unit_rows(1, FINE_DIM, seed=3), ids=[20])
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors(image_fine=unit_rows(2, FINE_DIM, seed=4), ids=[7, 7])
+    assert len(vec_db) == 3
+
+
+def test_wrong_dimension_is_invalid_input(vec_db):
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors(image_fine=unit_rows(2, FINE_DIM + 1))
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search(vector=unit_rows(1, FINE_DIM - 1)[0])
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search_batch(unit_rows(2, FINE_DIM * 2))
+    assert len(vec_db) == 0
+
+
+def test_nan_and_inf_are_invalid_input(vec_db):
+    bad = unit_rows(3, FINE_DIM)
+    bad[1, 4] = np.nan
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors(image_fine=bad)
+    bad[1, 4] = np.inf
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors(image_fine=bad)
+    assert len(vec_db) == 0, "a rejected batch writes nothing"
+    vec_db.insert_vectors(image_fine=unit_rows(2, FINE_DIM))
+    query = unit_rows(1, FINE_DIM)[0]
+    query[0] = np.nan
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search(vector=query)
+
+
+def test_mismatched_lengths_are_invalid_input(vec_db):
+    with pytest.raises(hivlp.InvalidInputError, match="captions"):
+        vec_db.insert_vectors(image_fine=unit_rows(3, FINE_DIM), captions=["a"])
+    with pytest.raises(hivlp.InvalidInputError, match="text_fine"):
+        vec_db.insert_vectors(image_fine=unit_rows(3, FINE_DIM), text_fine=unit_rows(2, FINE_DIM))
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors()
+
+
+def test_text_and_image_targets(vec_db):
+    images, texts = unit_rows(20, FINE_DIM, seed=5), unit_rows(20, FINE_DIM, seed=6)
+    ids = vec_db.insert_vectors(image_fine=images[:10], text_fine=texts[:10])
+    only_text = vec_db.insert_vectors(text_fine=texts[10:])
+    assert vec_db.search(vector=texts[15], target="text", k=1)[0].id == only_text[5]
+    assert vec_db.search(vector=images[4], target="image", k=1)[0].id == ids[4]
+    # Items without an image embedding are never image hits.
+    image_hits = vec_db.search(vector=texts[15], target="image", k=20)
+    assert {h.id for h in image_hits} <= set(ids)
+    with pytest.raises(hivlp.InvalidInputError, match="target"):
+        vec_db.search(vector=images[0], target="video")
+
+
+def test_explicit_coarse_vectors(vec_db):
+    fine = unit_rows(30, FINE_DIM, seed=7)
+    coarse = np.ascontiguousarray(fine[:, :COARSE_DIM])
+    ids = vec_db.insert_vectors(image_fine=fine, image_coarse=coarse)
+    hits = vec_db.search(vector=fine[9], coarse_vector=coarse[9], k=1)
+    assert hits[0].id == ids[9]
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors(image_fine=fine[:2], image_coarse=unit_rows(2, COARSE_DIM + 3))
+    with pytest.raises(hivlp.InvalidInputError, match="image_fine"):
+        vec_db.insert_vectors(image_coarse=coarse)
+
+
+def test_search_needs_exactly_one_query(vec_db):
+    with pytest.raises(hivlp.InvalidInputError, match="exactly one"):
+        vec_db.search()
+    with pytest.raises(hivlp.InvalidInputError, match="exactly one"):
+        vec_db.search(text="x", vector=unit_rows(1, FINE_DIM)[0])
+
+
+def test_search_batch_returns_numpy_arrays(vec_db):
+    vectors = unit_rows(50, FINE_DIM, seed=8)
+    ids = np.array(vec_db.insert_vectors(image_fine=vectors), dtype=np.uint64)
+    found, scores = vec_db.search_batch(vectors[:7], k=4)
+    assert found.shape == (7, 4) and found.dtype == np.uint64
+    assert scores.shape == (7, 4) and scores.dtype == np.float32
+    assert (found[:, 0] == ids[:7]).all()
+    assert (np.diff(scores, axis=1) <= 1e-6).all(), "scores descend along each row"
+    # One result per row matches a single search.
+    single = vec_db.search(vector=vectors[2], k=4)
+    assert list(found[2]) == [h.id for h in single]
+
+
+def test_search_batch_pads_short_rows(vec_db):
+    vectors = unit_rows(3, FINE_DIM, seed=9)
+    vec_db.insert_vectors(image_fine=vectors)
+    found, scores = vec_db.search_batch(vectors, k=5)
+    assert (found[:, 3:] == hivlp.NO_ID).all()
+    assert np.isneginf(scores[:, 3:]).all()
+    assert (found[:, :3] != hivlp.NO_ID).all()
+
+
+def test_search_batch_converts_other_layouts(vec_db):
+    vectors = unit_rows(10, FINE_DIM, seed=10)
+    vec_db.insert_vectors(image_fine=vectors.astype(np.float64).tolist())
+    as_f32, _ = vec_db.search_batch(vectors, k=2)
+    as_f64, _ = vec_db.search_batch(vectors.astype(np.float64), k=2)
+    fortran, _ = vec_db.search_batch(np.asfortranarray(vectors), k=2)
+    strided, _ = vec_db.search_batch(np.repeat(vectors, 2, axis=0)[::2], k=2)
+    assert (as_f32 == as_f64).all() and (as_f32 == fortran).all() and (as_f32 == strided).all()
+    empty_ids, empty_scores = vec_db.search_batch(np.zeros((0, FINE_DIM), np.float32), k=3)
+    assert empty_ids.shape == (0, 3) and empty_scores.shape == (0, 3)
+
+
+def test_concurrent_searches_from_threads(vec_db):
+    vectors = unit_rows(300, FINE_DIM, seed=11)
+    ids = vec_db.insert_vectors(image_fine=vectors)
+    errors, results = [], {}
+
+    def worker(t):
+        try:
+            for _ in range(5):
+                found, _ = vec_db.search_batch(vectors[t * 10 : t * 10 + 10], k=1)
+            results[t] = list(found[:, 0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for t in range(4):
+        assert results[t] == ids[t * 10 : t * 10 + 10]
+
+
+def test_metadata_round_trip(vec_db):
+    vectors = unit_rows(4, FINE_DIM, seed=12)
+    ids = vec_db.insert_vectors(
+        image_fine=vectors,
+        metadata=[{"src": "x", "n": [1, 2]}, None, b"\x00raw", "plain text"],
+        uris=["file:///a.png", None, None, None],
+    )
+    hits = {h.id: h for h in vec_db.search(vector=vectors[0], k=4, exact=True)}
+    assert hits[ids[0]].metadata == {"src": "x", "n": [1, 2]}
+    assert hits[ids[0]].uri == "file:///a.png"
+    assert hits[ids[1]].metadata is None
+    assert hits[ids[2]].metadata == b"\x00raw"
+    assert hits[ids[3]].metadata == b"plain text"
+    got = vec_db.get(ids[0])
+    assert got.id == ids[0] and got.metadata == {"src": "x", "n": [1, 2]}
+    assert vec_db.get(123456789) is None
+    with pytest.raises(hivlp.InvalidInputError, match="metadata"):
+        vec_db.insert_vectors(image_fine=vectors[:1], metadata=[{"bad": object()}])
+
+
+def test_delete_flush_and_compact(vec_db):
+    vectors = unit_rows(40, FINE_DIM, seed=13)
+    ids = vec_db.insert_vectors(image_fine=vectors)
+    vec_db.flush()
+    assert vec_db.delete(ids[:10] + [999_999]) == 10
+    assert len(vec_db) == 30
+    assert vec_db.search(vector=vectors[0], k=1)[0].id != ids[0]
+    report = vec_db.compact()
+    assert isinstance(report, dict)
+    assert len(vec_db) == 30
+    assert vec_db.search(vector=vectors[20], k=1)[0].id == ids[20]
+    assert vec_db.get(ids[0]) is None
+
+
+def test_buffered_durability_is_durable_after_flush(db_path):
+    vectors = unit_rows(8, FINE_DIM, seed=14)
+    with hivlp.open(db_path, model=None, fine_dim=FINE_DIM, coarse_dim=COARSE_DIM, durability="buffered") as db:
+        db.insert_vectors(image_fine=vectors)
+        db.flush()
+    with hivlp.open(db_path, model=None) as db:
+        assert len(db) == 8
+
+
+def test_snapshot_round_trip(vec_db, tmp_path):
+    vectors = unit_rows(60, FINE_DIM, seed=15)
+    ids = vec_db.insert_vectors(image_fine=vectors, captions=[f"c{i}" for i in range(60)])
+    vec_db.delete(ids[:5])
+    before, before_scores = vec_db.search_batch(vectors, k=5)
+    dest = tmp_path / "snap"
+    vec_db.snapshot(dest)
+    vec_db.insert_vectors(image_fine=unit_rows(3, FINE_DIM, seed=16))  # after the snapshot
+    vec_db.close()
+    hivlp.verify(dest)
+    with hivlp.open(dest, model=None) as snap:
+        assert len(snap) == 55
+        after, after_scores = snap.search_batch(vectors, k=5)
+        assert (before == after).all()
+        np.testing.assert_allclose(before_scores, after_scores, rtol=1e-6)
+        assert snap.get(ids[10]).caption == "c10"
+
+
+def test_snapshot_into_existing_database_fails(vec_db, tmp_path):
+    vec_db.insert_vectors(image_fine=unit_rows(2, FINE_DIM))
+    dest = tmp_path / "snap"
+    vec_db.snapshot(dest)
+    with pytest.raises(hivlp.HivlpError):
+        vec_db.snapshot(dest)
+
+
+def test_closed_database_raises(vec_db):
+    vec_db.close()
+    vec_db.close()  # idempotent
+    assert "closed" in repr(vec_db)
+    with pytest.raises(hivlp.HivlpError, match="closed"):
+        len(vec_db)
+    with pytest.raises(hivlp.HivlpError, match="closed"):
+        vec_db.search(vector=unit_rows(1, FINE_DIM)[0])
+
+
+def test_second_writer_gets_locked_error(vec_db, db_path):
+    script = (
+        "import sys, hivlp\n"
+        "try:\n"
+        "    hivlp.open(sys.argv[1], model=None)\n"
+        "except hivlp.LockedError as e:\n"
+        "    print('locked:', e); sys.exit(3)\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", script, str(db_path)], capture_output=True, text=True, timeout=120
+    )
+    assert other.returncode == 3, other.stdout + other.stderr
+    assert "locked:" in other.stdout
+    # In the same process too.
+    with pytest.raises(hivlp.LockedError):
+        hivlp.open(db_path, model=None)
+    # Once closed, the lock is free.
+    vec_db.close()
+    hivlp.open(db_path, model=None).close()
+
+
+def test_exception_hierarchy():
+    for cls in (hivlp.LockedError, hivlp.CorruptionError, hivlp.InvalidInputError, hivlp.ModelError):
+        assert issubclass(cls, hivlp.HivlpError)
+    assert issubclass(hivlp.HivlpError, Exception)
+
+
+def test_verify_reports_a_healthy_database(vec_db, db_path):
+    vec_db.insert_vectors(image_fine=unit_rows(10, FINE_DIM))
+    vec_db.flush()
+    vec_db.close()
+    report = hivlp.verify(db_path)
+    assert isinstance(report, dict)
+
+
+def _largest_file(folder):
+    files = [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names]
+    return max(files, key=os.path.getsize)
+
+
+def test_corrupted_file_raises_corruption_error(db_path):
+    with hivlp.open(db_path, model=None, fine_dim=FINE_DIM, coarse_dim=COARSE_DIM) as db:
+        db.insert_vectors(image_fine=unit_rows(100, FINE_DIM, seed=17))
+        db.flush()
+    victim = _largest_file(db_path)
+    data = bytearray(open(victim, "rb").read())
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    with open(victim, "wb") as f:
+        f.write(data)
+    with pytest.raises(hivlp.CorruptionError, match="crc32|corrupt"):
+        hivlp.verify(db_path)
+
+
+def test_missing_model_is_a_model_error(vec_db):
+    vec_db.insert_vectors(image_fine=unit_rows(2, FINE_DIM))
+    with pytest.raises(hivlp.ModelError):
+        vec_db.search(text="a cat")
+    with pytest.raises(hivlp.ModelError):
+        vec_db.insert(captions=["a cat"])
+
+
+def test_model_bundle_that_does_not_exist(db_path, tmp_path):
+    with pytest.raises(hivlp.ModelError):
+        hivlp.open(db_path, model=str(tmp_path / "no-such-bundle"))
