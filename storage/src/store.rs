@@ -138,14 +138,32 @@ struct Writer {
     /// As last installed.
     manifest: Manifest,
     segments: Vec<SegSlot>,
+    /// Memtable batches frozen by a flush in progress (still visible, being written out).
+    imm: Vec<Source>,
+    /// The active memtable: batches since the last freeze, oldest first.
     mem: Vec<Source>,
     properties: Arc<BTreeMap<String, Vec<u8>>>,
     poisoned: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Segment(usize),
+    Imm(usize),
     Mem(usize),
+}
+
+/// What a flush captured when it froze the memtable.
+struct Frozen {
+    /// The frozen batches with their tombstones at freeze time.
+    imm: Vec<Source>,
+    /// Id reserved for the new segment.
+    segment_id: u64,
+    /// Changed segment tombstones at freeze time, with the generation to write.
+    tombstones: Vec<(Arc<Segment>, Arc<Bitmap>, u64)>,
+    /// The WAL started at freeze time and its first sequence number.
+    new_wal: u64,
+    next_seq: u64,
 }
 
 /// An open hivlp database directory. `Send + Sync`: share it with an `Arc`; readers call
@@ -182,6 +200,8 @@ pub struct Store {
     properties: RwLock<Arc<BTreeMap<String, Vec<u8>>>>,
     next_id: AtomicU64,
     compaction: Mutex<()>,
+    /// Serialises flushes (their middle phase runs without the writer lock).
+    flushing: Mutex<()>,
 }
 
 fn take_lock(dir: &Path) -> Result<File, OpenError> {
@@ -298,6 +318,7 @@ impl Store {
             manifest_number,
             manifest: manifest.clone(),
             segments,
+            imm: Vec::new(),
             mem: Vec::new(),
             properties: Arc::new(manifest.properties.clone()),
             poisoned: None,
@@ -358,6 +379,7 @@ impl Store {
             properties: RwLock::new(properties),
             next_id: AtomicU64::new(next_id),
             compaction: Mutex::new(()),
+            flushing: Mutex::new(()),
         })
     }
 
@@ -447,7 +469,8 @@ impl Store {
         w.push_mem(&self.schema, source);
         self.next_id.fetch_max(max_id + 1, Ordering::SeqCst);
         self.publish(&w);
-        self.maybe_flush(&mut w)
+        self.maybe_flush(w);
+        Ok(())
     }
 
     /// Deletes rows by id; ids not present are ignored. Returns how many rows were deleted.
@@ -470,7 +493,7 @@ impl Store {
         self.append(&mut w, &wal::encode_delete(&found), self.options.durability)?;
         let n = w.apply_delete(&self.schema, &found);
         self.publish(&w);
-        self.maybe_flush(&mut w)?;
+        self.maybe_flush(w);
         Ok(n)
     }
 
@@ -515,9 +538,31 @@ impl Store {
 
     /// Writes the memtable to a new segment, persists tombstones and properties in a new
     /// manifest, and starts a new WAL. A no-op when nothing changed since the last flush.
+    ///
+    /// Writers are blocked only while the memtable is frozen and while the new manifest is
+    /// installed, not while the segment is written; readers never.
     pub fn flush(&self) -> Result<(), CommitError> {
+        if self.options.read_only {
+            return Err(CommitError::ReadOnly);
+        }
+        let _one_at_a_time = self.flushing.lock();
+        let frozen = {
+            let mut w = self.writer()?;
+            match self.freeze(&mut w) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(poison(&mut w, e)),
+            }
+        };
+        let written = self.write_frozen(&frozen);
         let mut w = self.writer()?;
-        self.flush_locked(&mut w)
+        match written.and_then(|seg| self.install_flush(&mut w, frozen, seg)) {
+            Ok(()) => {
+                self.publish(&w);
+                Ok(())
+            }
+            Err(e) => Err(poison(&mut w, e)),
+        }
     }
 
     fn append(
@@ -539,122 +584,159 @@ impl Store {
         result.map_err(|e| poison(w, e))
     }
 
-    fn maybe_flush(&self, w: &mut Writer) -> Result<(), CommitError> {
+    /// Flushes if the memtable or the WAL is over its threshold. The write that triggered
+    /// it is already committed, so a failed flush is not reported here: it poisons the
+    /// handle, and the next write reports why.
+    fn maybe_flush(&self, w: parking_lot::MutexGuard<'_, Writer>) {
         let mem_rows: usize = w.mem.iter().map(Source::live_rows).sum();
         let wal_len = w.wal.as_ref().map_or(0, WalWriter::len);
+        drop(w);
         if mem_rows >= self.options.memtable_rows.max(1) || wal_len >= WAL_FLUSH_BYTES {
-            self.flush_locked(w)?;
+            let _ = self.flush();
         }
-        Ok(())
     }
 
     fn publish(&self, w: &Writer) {
         *self.published.write() = w.view(&self.schema);
     }
 
-    fn flush_locked(&self, w: &mut Writer) -> Result<(), CommitError> {
-        let Some(wal) = w.wal.as_ref() else {
-            return Err(CommitError::ReadOnly);
+    /// Phase 1 of a flush, under the writer lock: start a new WAL (later writes go there)
+    /// and freeze the memtable and the changed tombstones. `None` when there is nothing new.
+    fn freeze(&self, w: &mut Writer) -> Result<Option<Frozen>, IoError> {
+        let Some(wal) = w.wal.as_mut() else {
+            return Ok(None);
         };
-        let nothing_new = wal.len() == 0 && w.mem.is_empty() && !w.segments.iter().any(|s| s.dirty);
-        if nothing_new && w.manifest.next_id == self.next_id() {
-            return Ok(());
+        let nothing_new = wal.len() == 0
+            && w.mem.is_empty()
+            && !w.segments.iter().any(|s| s.dirty)
+            && w.manifest.next_id == self.next_id();
+        if nothing_new {
+            return Ok(None);
         }
-        match self.try_flush(w) {
-            Ok(()) => {
-                self.publish(w);
-                Ok(())
-            }
-            Err(e) => Err(poison(w, e)),
-        }
+        wal.sync()?;
+        let (old, next_seq) = (wal.number(), wal.next_seq());
+        let new_wal = WalWriter::create(&self.dir, old + 1, next_seq)?;
+        // Acknowledged writes will live in the new file: its name must be durable first.
+        sync_dir(&self.dir)?;
+        w.wal = Some(new_wal);
+        w.old_wals.push(old);
+        w.imm = std::mem::take(&mut w.mem);
+        let segment_id = w.manifest.next_segment_id;
+        w.manifest.next_segment_id += 1;
+        let tombstones = w
+            .segments
+            .iter()
+            .filter(|s| s.dirty)
+            .map(|s| (s.seg.clone(), s.source.deleted_arc().clone(), s.del_gen + 1))
+            .collect();
+        Ok(Some(Frozen {
+            imm: w.imm.clone(),
+            segment_id,
+            tombstones,
+            new_wal: old + 1,
+            next_seq,
+        }))
     }
 
-    fn try_flush(&self, w: &mut Writer) -> Result<(), IoError> {
-        let dir = &self.dir;
-        if let Some(wal) = w.wal.as_mut() {
-            wal.sync()?;
+    /// Phase 2 of a flush, without the lock: write the frozen rows and tombstones.
+    fn write_frozen(&self, frozen: &Frozen) -> Result<Option<Arc<Segment>>, IoError> {
+        for (seg, deleted, gen_) in &frozen.tombstones {
+            write_tombstones(&self.dir, seg.id(), *gen_, deleted)?;
         }
-        let mut manifest = w.manifest.clone();
-        let mut new_slot = None;
-        let rows: Vec<RowRef<'_>> = w
-            .mem
-            .iter()
-            .flat_map(|s| {
-                (0..s.rows())
-                    .filter(|&r| !s.is_deleted(r))
-                    .map(move |row| RowRef { source: s, row })
-            })
-            .collect();
-        if !rows.is_empty() {
-            let id = manifest.next_segment_id;
-            manifest.next_segment_id += 1;
-            let info = write_segment(dir, id, &self.schema, &rows, None).map_err(|e| match e {
+        let rows = live_rows(&frozen.imm);
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let info = write_segment(&self.dir, frozen.segment_id, &self.schema, &rows, None).map_err(
+            |e| match e {
                 CompactionError::Io(io) => io,
                 other => IoError::new("writing segment", std::io::Error::other(other.to_string())),
-            })?;
-            let seg = Segment::open(dir, &info, &self.schema, VerifyLevel::Cheap).map_err(|e| {
+            },
+        )?;
+        let seg =
+            Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap).map_err(|e| {
                 IoError::new(
                     "reopening a new segment",
                     std::io::Error::other(e.to_string()),
                 )
             })?;
-            let rows = seg.rows();
-            new_slot = Some(SegSlot::new(
-                Arc::new(seg),
-                &self.schema,
-                Bitmap::new(rows),
-                0,
-            ));
-        }
+        Ok(Some(Arc::new(seg)))
+    }
+
+    /// Phase 3 of a flush, under the writer lock: install the manifest naming the new segment,
+    /// tombstone generations and WAL; carry over deletes that happened meanwhile.
+    fn install_flush(
+        &self,
+        w: &mut Writer,
+        frozen: Frozen,
+        segment: Option<Arc<Segment>>,
+    ) -> Result<(), IoError> {
+        let dir = &self.dir;
         let mut superseded = Vec::new();
-        let mut new_gens = Vec::with_capacity(w.segments.len());
-        for slot in &w.segments {
-            if slot.dirty {
-                let id = slot.seg.id();
-                let gen_ = slot.del_gen + 1;
-                write_tombstones(dir, id, gen_, slot.source.deleted())?;
-                if slot.del_gen != 0 {
-                    superseded.push(dir.join(tombstone_file_name(id, slot.del_gen)));
+        let mut new_slot = None;
+        if let Some(seg) = segment {
+            // Rows of the frozen batches deleted since the freeze (the new WAL has them).
+            let mut carried = Bitmap::new(seg.rows());
+            let mut next_row = 0;
+            for (then, now) in frozen.imm.iter().zip(&w.imm) {
+                for r in (0..then.rows()).filter(|&r| !then.is_deleted(r)) {
+                    if now.is_deleted(r) {
+                        carried.set(next_row);
+                    }
+                    next_row += 1;
                 }
-                new_gens.push(gen_);
+            }
+            let dirty = carried.count_ones() > 0;
+            let mut slot = SegSlot::new(seg, &self.schema, carried, 0);
+            slot.dirty = dirty;
+            new_slot = Some(slot);
+        }
+        let mut gens: HashMap<u64, u64> = HashMap::new();
+        for (seg, _, gen_) in &frozen.tombstones {
+            if w.segments.iter().any(|s| s.seg.id() == seg.id()) {
+                gens.insert(seg.id(), *gen_);
             } else {
-                new_gens.push(slot.del_gen);
+                // Compacted away meanwhile.
+                superseded.push(dir.join(tombstone_file_name(seg.id(), *gen_)));
             }
         }
-        let (wal_number, next_seq) = w
-            .wal
-            .as_ref()
-            .map_or((manifest.log_number, manifest.next_seq), |wal| {
-                (wal.number(), wal.next_seq())
-            });
-        let new_wal = WalWriter::create(dir, wal_number + 1, next_seq)?;
+        let mut manifest = w.manifest.clone();
         manifest.segments = w
             .segments
             .iter()
-            .zip(&new_gens)
-            .map(|(s, &g)| SegmentInfo {
-                del_gen: g,
+            .map(|s| SegmentInfo {
+                del_gen: gens.get(&s.seg.id()).copied().unwrap_or(s.del_gen),
                 ..s.seg.info().clone()
             })
             .chain(new_slot.as_ref().map(|s| s.seg.info().clone()))
             .collect();
         manifest.next_id = self.next_id();
-        manifest.log_number = new_wal.number();
-        manifest.next_seq = next_seq;
+        manifest.log_number = frozen.new_wal;
+        manifest.next_seq = frozen.next_seq;
         manifest.properties = (*w.properties).clone();
         let number = w.manifest_number + 1;
         manifest.install(dir, number)?;
         // The new state is durable; now retire what it replaced.
         superseded.push(dir.join(manifest_file_name(w.manifest_number)));
-        superseded.push(dir.join(wal_file_name(wal_number)));
         superseded.extend(w.old_wals.drain(..).map(|n| dir.join(wal_file_name(n))));
-        for (slot, g) in w.segments.iter_mut().zip(new_gens) {
+        for slot in &mut w.segments {
+            let Some(&g) = gens.get(&slot.seg.id()) else {
+                continue;
+            };
+            if slot.del_gen != 0 {
+                superseded.push(dir.join(tombstone_file_name(slot.seg.id(), slot.del_gen)));
+            }
             slot.del_gen = g;
-            slot.dirty = false;
+            // Still dirty if deleted into since the freeze.
+            let at_freeze = frozen
+                .tombstones
+                .iter()
+                .find(|(seg, _, _)| seg.id() == slot.seg.id())
+                .map(|(_, d, _)| d);
+            slot.dirty = !at_freeze.is_some_and(|d| Arc::ptr_eq(d, slot.source.deleted_arc()));
         }
         w.segments.extend(new_slot);
-        w.mem.clear();
-        w.wal = Some(new_wal);
+        w.imm.clear();
         w.manifest = manifest;
         w.manifest_number = number;
         for f in superseded {
@@ -724,14 +806,8 @@ impl Store {
         let mut report = CompactionReport::default();
         let mut outputs = Vec::new();
         for (i, group) in groups.iter().enumerate() {
-            let rows: Vec<RowRef<'_>> = group
-                .iter()
-                .flat_map(|(_, s)| {
-                    (0..s.rows())
-                        .filter(|&r| !s.is_deleted(r))
-                        .map(move |row| RowRef { source: s, row })
-                })
-                .collect();
+            let sources: Vec<Source> = group.iter().map(|(_, s)| s.clone()).collect();
+            let rows = live_rows(&sources);
             report.segments_merged += group.len();
             for (seg, s) in group {
                 report.rows_dropped += s.deleted().count_ones();
@@ -875,11 +951,7 @@ impl Store {
         let mut mem_rows = Vec::new();
         for s in view.sources() {
             let Some(seg) = s.segment() else {
-                mem_rows.extend(
-                    (0..s.rows())
-                        .filter(|&r| !s.is_deleted(r))
-                        .map(|row| RowRef { source: s, row }),
-                );
+                mem_rows.extend(live_rows(std::slice::from_ref(s)));
                 continue;
             };
             for f in seg.files() {
@@ -956,6 +1028,18 @@ impl Drop for Store {
     }
 }
 
+/// Every live row of `sources`, in order.
+fn live_rows(sources: &[Source]) -> Vec<RowRef<'_>> {
+    sources
+        .iter()
+        .flat_map(|s| {
+            (0..s.rows())
+                .filter(|&r| !s.is_deleted(r))
+                .map(move |row| RowRef { source: s, row })
+        })
+        .collect()
+}
+
 fn poison(w: &mut Writer, e: IoError) -> CommitError {
     w.poisoned = Some(e.to_string());
     CommitError::Io(e)
@@ -982,52 +1066,52 @@ impl Writer {
             .segments
             .iter()
             .map(|s| s.source.clone())
+            .chain(self.imm.iter().cloned())
             .chain(self.mem.iter().cloned())
             .collect();
         View::new(schema.clone(), sources)
     }
 
     fn find_live(&self, id: u64) -> Option<(Slot, usize)> {
-        if let Some((i, r)) = self
-            .mem
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(i, s)| s.locate(id).map(|r| (i, r)))
-        {
-            return Some((Slot::Mem(i), r));
-        }
-        self.segments
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.source.locate(id).map(|r| (Slot::Segment(i), r)))
+        let newest_first = |list: &[Source], slot: fn(usize) -> Slot| {
+            list.iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, s)| s.locate(id).map(|r| (slot(i), r)))
+        };
+        newest_first(&self.mem, Slot::Mem)
+            .or_else(|| newest_first(&self.imm, Slot::Imm))
+            .or_else(|| {
+                self.segments
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, s)| s.source.locate(id).map(|r| (Slot::Segment(i), r)))
+            })
     }
 
     /// Tombstones the live rows of `ids`; returns how many there were.
     fn apply_delete(&mut self, schema: &Arc<Schema>, ids: &[u64]) -> usize {
-        let mut by_slot: HashMap<(bool, usize), Vec<usize>> = HashMap::new();
+        let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
         for &id in ids {
-            match self.find_live(id) {
-                Some((Slot::Segment(i), r)) => by_slot.entry((true, i)).or_default().push(r),
-                Some((Slot::Mem(i), r)) => by_slot.entry((false, i)).or_default().push(r),
-                None => {}
+            if let Some((slot, r)) = self.find_live(id) {
+                by_slot.entry(slot).or_default().push(r);
             }
         }
         let mut n = 0;
-        for ((is_seg, i), rows) in by_slot {
-            let source = if is_seg {
-                &mut self.segments[i].source
-            } else {
-                &mut self.mem[i]
+        for (slot, rows) in by_slot {
+            let source = match slot {
+                Slot::Segment(i) => {
+                    self.segments[i].dirty = true;
+                    &mut self.segments[i].source
+                }
+                Slot::Imm(i) => &mut self.imm[i],
+                Slot::Mem(i) => &mut self.mem[i],
             };
             let mut deleted = (**source.deleted_arc()).clone();
             for r in rows {
                 n += usize::from(!deleted.set(r));
             }
             *source = Source::new(source.backing().clone(), schema.clone(), Arc::new(deleted));
-            if is_seg {
-                self.segments[i].dirty = true;
-            }
         }
         n
     }

@@ -138,3 +138,62 @@ fn default_policy_is_a_no_op_when_nothing_pays() {
     let r = store.compact(&DefaultMergePolicy::default(), None).unwrap();
     assert_eq!((r.segments_merged, r.rows_written), (1, 5));
 }
+
+/// One thread writes (inserts and deletes of recent rows, which are often in a memtable
+/// being flushed or a segment being merged) while another flushes and compacts; the result
+/// matches a model of the writes, before and after reopening.
+#[test]
+fn writes_during_flushes_and_compactions_match_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::I8);
+    let o = StoreOptions {
+        memtable_rows: 40,
+        durability: Durability::Buffered,
+        ..StoreOptions::default()
+    };
+    let store = std::sync::Arc::new(Store::create(dir.path(), s.clone(), o.clone()).unwrap());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, done, s) = (store.clone(), done.clone(), s.clone());
+        std::thread::spawn(move || {
+            let mut live = std::collections::BTreeSet::new();
+            for id in 0..600u64 {
+                store.insert(rows(&s, [id])).unwrap();
+                live.insert(id);
+                if id % 3 == 0 && id >= 5 {
+                    assert_eq!(store.delete(&[id - 5]).unwrap(), 1);
+                    live.remove(&(id - 5));
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            live
+        })
+    };
+    let policy = DefaultMergePolicy {
+        max_segments: 3,
+        max_deleted_ratio: 0.1,
+    };
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        store.flush().unwrap();
+        store.compact(&policy, None).unwrap();
+    }
+    let live = writer.join().unwrap();
+    let d = dump(&store.view());
+    assert_eq!(
+        d.keys().copied().collect::<std::collections::BTreeSet<_>>(),
+        live
+    );
+    assert_eq!(d, rows_dump(&s, &live));
+    drop(store);
+    let store = Store::open(dir.path(), o).unwrap();
+    assert_eq!(dump(&store.view()), d);
+    assert!(verify(dir.path(), VerifyLevel::Full).unwrap().is_ok());
+}
+
+/// The dump a fresh store holding exactly `ids` gives.
+fn rows_dump(s: &Schema, ids: &std::collections::BTreeSet<u64>) -> Dump {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(s, ids.iter().copied())).unwrap();
+    dump(&store.view())
+}
