@@ -36,6 +36,7 @@ impl Bitmap {
         self.len
     }
 
+    /// Whether the bitmap has no bits at all (not whether none is set).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -69,22 +69,27 @@ impl<'a> VectorColumn<'a> {
         }
     }
 
+    /// Element type of the stored values.
     pub fn elem(&self) -> ElemType {
         self.elem
     }
 
+    /// Values per row.
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Bytes from one row's start to the next (a multiple of 64).
     pub fn stride(&self) -> usize {
         self.stride
     }
 
+    /// Number of rows.
     pub fn len(&self) -> usize {
         self.bytes.len() / self.stride
     }
 
+    /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
@@ -94,6 +99,7 @@ impl<'a> VectorColumn<'a> {
         self.bytes
     }
 
+    /// Per-row dequantisation scales (`I8` only): `value = i8 as f32 * scales[row]`.
     pub fn scales(&self) -> Option<&'a [f32]> {
         self.scales
     }

@@ -14,12 +14,16 @@ use crate::schema::Modality;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt file {}: {what} (at byte {offset})", file.display())]
 pub struct CorruptionError {
+    /// The damaged file.
     pub file: PathBuf,
+    /// Byte offset in `file` where decoding failed.
     pub offset: u64,
+    /// What was wrong.
     pub what: String,
 }
 
 impl CorruptionError {
+    /// A corruption report for `file` at `offset`.
     pub fn new(file: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
         Self {
             file: file.into(),
@@ -32,7 +36,9 @@ impl CorruptionError {
 /// Which vector of a row a validation error concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
+    /// The low-dimensional vector scanned over the whole collection.
     Coarse,
+    /// The high-dimensional vector used to re-rank candidates.
     Fine,
 }
 
@@ -50,8 +56,10 @@ impl std::fmt::Display for Tier {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidInput {
+    /// `insert` was given no rows.
     #[error("empty batch")]
     EmptyBatch,
+    /// A vector's length differs from the schema's dimension.
     #[error(
         "row {row} (id {id}): {modality:?} {tier} vector has {got} dimensions, the schema has {expected}"
     )]
@@ -63,6 +71,7 @@ pub enum InvalidInput {
         expected: usize,
         got: usize,
     },
+    /// A vector holds NaN or an infinity.
     #[error(
         "row {row} (id {id}): {modality:?} {tier} vector holds {value} at index {index}; only finite values can be stored"
     )]
@@ -74,6 +83,7 @@ pub enum InvalidInput {
         index: usize,
         value: f32,
     },
+    /// A value does not fit the tier's `F16` element type.
     #[error(
         "row {row} (id {id}): {modality:?} {tier} vector holds {value} at index {index}, beyond the f16 range (±65504)"
     )]
@@ -85,18 +95,23 @@ pub enum InvalidInput {
         index: usize,
         value: f32,
     },
+    /// A row without any vector could never be found by a search.
     #[error("row {row} (id {id}) has neither an image nor a text vector")]
     NoVectors { row: usize, id: u64 },
+    /// Two rows of the batch share an id.
     #[error("id {id} appears twice in the batch (rows {first} and {second})")]
     DuplicateId {
         id: u64,
         first: usize,
         second: usize,
     },
+    /// A live row with this id exists (delete it first to replace it).
     #[error("id {id} (row {row}) already exists in the database")]
     IdExists { id: u64, row: usize },
+    /// `u64::MAX` is reserved so that `next_id` never overflows.
     #[error("id {id} (row {row}) is u64::MAX, which is reserved")]
     ReservedId { id: u64, row: usize },
+    /// Caption, URI or metadata over its limit ([`MAX_CAPTION_BYTES`](crate::MAX_CAPTION_BYTES), …).
     #[error("row {row} (id {id}): {field} is {len} bytes, the limit is {max}")]
     TooLarge {
         row: usize,
@@ -105,8 +120,10 @@ pub enum InvalidInput {
         len: usize,
         max: usize,
     },
+    /// The batch (or property) would exceed one WAL record ([`MAX_RECORD_LEN`](crate::wal::MAX_RECORD_LEN)).
     #[error("batch encodes to {len} bytes, more than one WAL record may hold ({max}); split it")]
     BatchTooLarge { len: usize, max: usize },
+    /// A property key over [`MAX_PROPERTY_KEY_BYTES`](crate::MAX_PROPERTY_KEY_BYTES).
     #[error("property key is {len} bytes, the limit is {max}")]
     PropertyTooLarge { len: usize, max: usize },
 }
@@ -115,7 +132,9 @@ pub enum InvalidInput {
 #[derive(Debug, thiserror::Error)]
 #[error("{context}: {source}")]
 pub struct IoError {
+    /// The step and file that failed, e.g. `fsync /db/wal-000003.log`.
     pub context: String,
+    /// The operating system's error.
     #[source]
     pub source: io::Error,
 }
@@ -138,16 +157,22 @@ impl IoError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// Another writer holds the database's `LOCK` file; `path` names it.
     #[error("database {} is locked by another writer (another process or another open handle); open it read-only or close the other writer", path.display())]
     Locked { path: PathBuf },
+    /// `path` holds no database (no `CURRENT` file).
     #[error("no database at {}", path.display())]
     NotFound { path: PathBuf },
+    /// `create` found a database at `path`.
     #[error("a database already exists at {}", path.display())]
     AlreadyExists { path: PathBuf },
+    /// The schema (or the create options) cannot be stored.
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
+    /// A file is damaged.
     #[error(transparent)]
     Corruption(#[from] CorruptionError),
+    /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -157,8 +182,10 @@ pub enum OpenError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommitError {
+    /// The input was rejected; nothing was written.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
+    /// The handle was opened with `read_only`.
     #[error("the database was opened read-only")]
     ReadOnly,
     /// An earlier write failed half-way (e.g. disk full during a WAL append); the handle
@@ -166,6 +193,7 @@ pub enum CommitError {
     /// Reopen the database: recovery restores the last durable state.
     #[error("an earlier write failed ({0}); reopen the database to recover")]
     Poisoned(String),
+    /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -174,12 +202,16 @@ pub enum CommitError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompactionError {
+    /// The handle was opened with `read_only`.
     #[error("the database was opened read-only")]
     ReadOnly,
+    /// The [`CoarseRewrite`](crate::CoarseRewrite) hook produced a non-finite value.
     #[error("coarse rewrite hook produced an invalid vector: {0}")]
     Rewrite(String),
+    /// Flushing or installing the result failed.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -189,8 +221,10 @@ pub enum CompactionError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
+    /// Snapshots never overwrite.
     #[error("snapshot destination {} already exists", path.display())]
     DestinationExists { path: PathBuf },
+    /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -199,18 +233,25 @@ pub enum SnapshotError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// See [`OpenError`].
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// Flushing or installing the result failed.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// See [`CompactionError`].
     #[error(transparent)]
     Compaction(#[from] CompactionError),
+    /// See [`SnapshotError`].
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A file is damaged.
     #[error(transparent)]
     Corruption(#[from] CorruptionError),
+    /// The input was rejected; nothing was written.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
+    /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
 }

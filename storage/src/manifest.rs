@@ -20,6 +20,7 @@ const MAX_PROPERTIES: usize = 1 << 16;
 /// The decoded contents of a `MANIFEST-<n>` file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
+    /// Dimensions, element types and metric, fixed at creation.
     pub schema: Schema,
     /// Smallest row id never used.
     pub next_id: u64,

@@ -13,6 +13,7 @@ pub struct SegmentStats {
 }
 
 impl SegmentStats {
+    /// Deleted rows over all rows (0 for an empty segment).
     pub fn deleted_ratio(&self) -> f64 {
         if self.rows == 0 {
             0.0

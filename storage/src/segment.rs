@@ -110,7 +110,7 @@ impl VectorFile {
 }
 
 /// An open, immutable segment. Its files are deleted when the last reference is dropped after
-/// compaction replaced it ([`Segment::mark_obsolete`]), so a [`View`](crate::View) that still
+/// compaction replaced it, so a [`View`](crate::View) that still
 /// holds it keeps reading valid mappings.
 #[derive(Debug)]
 pub struct Segment {
@@ -213,14 +213,17 @@ impl Segment {
         })
     }
 
+    /// The manifest entry this segment was opened from.
     pub fn info(&self) -> &SegmentInfo {
         &self.info
     }
 
+    /// Segment id (file name stem `seg-<id>`).
     pub fn id(&self) -> u64 {
         self.info.id
     }
 
+    /// Rows, deleted ones included.
     pub fn rows(&self) -> usize {
         self.info.rows as usize
     }

@@ -293,6 +293,7 @@ impl Source {
         &self.deleted
     }
 
+    /// Whether `row` has a tombstone.
     pub fn is_deleted(&self, row: usize) -> bool {
         self.deleted.get(row)
     }
@@ -373,6 +374,7 @@ impl View {
         }
     }
 
+    /// The database's schema.
     pub fn schema(&self) -> &Schema {
         &self.inner.schema
     }
@@ -387,6 +389,7 @@ impl View {
         self.inner.live
     }
 
+    /// Whether no row is live.
     pub fn is_empty(&self) -> bool {
         self.inner.live == 0
     }

@@ -99,6 +99,7 @@ pub struct StoreStats {
     pub wal_bytes: u64,
     /// Bytes of all files in the database directory.
     pub disk_bytes: u64,
+    /// See [`Store::next_id`].
     pub next_id: u64,
 }
 
@@ -109,6 +110,7 @@ pub struct CompactionReport {
     pub segments_merged: usize,
     /// Segments written.
     pub segments_written: usize,
+    /// Live rows copied into the new segments.
     pub rows_written: usize,
     /// Deleted rows dropped.
     pub rows_dropped: usize,
@@ -388,10 +390,12 @@ impl Store {
         &self.dir
     }
 
+    /// The schema fixed at creation.
     pub fn schema(&self) -> &Schema {
         &self.schema
     }
 
+    /// The options this handle was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
     }
