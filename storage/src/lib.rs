@@ -6,6 +6,41 @@
 //! live files. [`Store`] is the entry point; readers take a [`View`] and scan its
 //! [`Source`]s' [`VectorColumn`]s, skipping rows in [`Source::skip`].
 //!
+//! A scan over one modality, the shape of the engine's coarse stage:
+//!
+//! ```
+//! use hivlp_storage::*;
+//! let dir = tempfile::tempdir().unwrap();
+//! let schema = Schema { fine_dim: 8, coarse_dim: 4, fine_type: ElemType::F16,
+//!                       coarse_type: ElemType::I8, metric: Metric::InnerProduct };
+//! let store = Store::create(dir.path(), schema, StoreOptions::default()).unwrap();
+//! let rows = (0..10u64).map(|id| Row {
+//!     id,
+//!     text: Some(TierVectors { coarse: vec![id as f32; 4], fine: vec![1.0; 8] }),
+//!     ..Row::default()
+//! });
+//! store.insert(rows.collect()).unwrap();
+//! store.delete(&[9]).unwrap();
+//! let view = store.view();
+//! let query = [1.0f32; 4];
+//! let mut best = (f32::MIN, 0);
+//! let mut row_f32 = Vec::new();
+//! for source in view.sources() {
+//!     let coarse = source.coarse(Modality::Text);
+//!     for row in 0..coarse.len() {
+//!         if source.skip(Modality::Text).get(row) {
+//!             continue; // deleted, or no text vectors
+//!         }
+//!         coarse.row_to_f32(row, &mut row_f32);
+//!         let score: f32 = row_f32.iter().zip(&query).map(|(a, b)| a * b).sum();
+//!         if score > best.0 {
+//!             best = (score, source.id(row));
+//!         }
+//!     }
+//! }
+//! assert_eq!(best.1, 8);
+//! ```
+//!
 //! Fuzzing entry points: [`wal::decode_log`], [`manifest::Manifest::decode`],
 //! [`segment::Segment::open`] (and [`Store::open`] / [`verify()`] on a damaged directory).
 

@@ -25,7 +25,8 @@ impl ElemType {
 /// How query and stored vectors are compared. Higher scores are better for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
-    /// Vectors are L2-normalised on insert, so the score is their dot product.
+    /// Vectors are L2-normalised before insert (by the engine; storage stores them as
+    /// given), so the score is their dot product.
     Cosine,
     /// Raw dot product.
     InnerProduct,
