@@ -1,1 +1,3 @@
 //! Shared code of hivlp's benchmarks.
+
+pub mod search;
