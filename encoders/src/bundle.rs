@@ -125,6 +125,8 @@ pub struct ImageSpec {
     pub channel_order: ChannelOrder,
     /// Colour that transparent pixels are composited onto.
     pub background: [u8; 3],
+    /// Most images per graph run, if the graph's results depend on batch composition.
+    pub max_batch_size: Option<usize>,
 }
 
 /// The `[text]` table.
@@ -144,6 +146,10 @@ pub struct TextSpec {
     pub outputs: OutputNames,
     /// Longer texts are truncated to this many tokens (special tokens included).
     pub max_length: usize,
+    /// Most texts per graph run, if the graph's results depend on batch composition (e.g. an
+    /// int8 graph with per-tensor dynamic quantisation: `1` makes every caption's vector
+    /// independent of its neighbours).
+    pub max_batch_size: Option<usize>,
 }
 
 /// What a database records about the model that wrote its vectors.
@@ -316,6 +322,7 @@ struct RawImage {
     channel_order: ChannelOrder,
     #[serde(default = "default_background")]
     background: [u8; 3],
+    max_batch_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +337,7 @@ struct RawText {
     coarse_output: Option<String>,
     fine_output: Option<String>,
     max_length: usize,
+    max_batch_size: Option<usize>,
 }
 
 fn default_channel_order() -> ChannelOrder {
@@ -464,6 +472,14 @@ impl RawManifest {
         )
         .map_err(|(key, message)| invalid(key, message))?;
 
+        for (key, value) in [
+            ("image.max_batch_size", image.max_batch_size),
+            ("text.max_batch_size", text.max_batch_size),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         let image_spec = ImageSpec {
             onnx: bundle_file(dir, "image.onnx", &image.onnx)?,
             input: image.input,
@@ -475,6 +491,7 @@ impl RawManifest {
             std: image.std,
             channel_order: image.channel_order,
             background: image.background,
+            max_batch_size: image.max_batch_size,
         };
         let text_spec = TextSpec {
             onnx: bundle_file(dir, "text.onnx", &text.onnx)?,
@@ -484,6 +501,7 @@ impl RawManifest {
             token_type_ids: text.token_type_ids.filter(|n| !n.is_empty()),
             outputs: text_outputs,
             max_length: text.max_length,
+            max_batch_size: text.max_batch_size,
         };
         Ok(Bundle {
             dir: dir.to_path_buf(),
@@ -616,6 +634,7 @@ max_length = 64
         let text = bundle.text();
         assert_eq!(text.token_type_ids.as_deref(), Some("token_type_ids"));
         assert_eq!(text.max_length, 64);
+        assert_eq!((image.max_batch_size, text.max_batch_size), (None, None));
     }
 
     #[test]
@@ -671,6 +690,10 @@ max_length = 64
         expect_key(
             &GOOD.replace("max_length = 64", "max_length = 1"),
             "text.max_length",
+        );
+        expect_key(
+            &GOOD.replace("max_length = 64", "max_length = 64\nmax_batch_size = 0"),
+            "text.max_batch_size",
         );
         expect_key(
             &GOOD.replace(

@@ -251,16 +251,17 @@ impl Encoder {
             .map_err(|message| EncodeError::Text { index: 0, message })
     }
 
-    /// Encodes captions, `batch_size` at a time. Texts longer than `max_length` tokens are
-    /// truncated; the empty string is valid.
+    /// Encodes captions, `batch_size` at a time (at most the bundle's `[text] max_batch_size`).
+    /// Texts longer than `max_length` tokens are truncated; the empty string is valid.
     pub fn encode_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>, EncodeError> {
         let mut out = Vec::with_capacity(texts.len());
-        for (chunk_index, chunk) in texts.chunks(self.options.batch_size).enumerate() {
+        let batch_size = batch_size(&self.options, self.bundle.text().max_batch_size);
+        for (chunk_index, chunk) in texts.chunks(batch_size).enumerate() {
             let batch = self
                 .tokenizer
                 .batch(chunk)
                 .map_err(|(i, message)| EncodeError::Text {
-                    index: chunk_index * self.options.batch_size + i,
+                    index: chunk_index * batch_size + i,
                     message,
                 })?;
             out.extend(self.run_text(&batch)?);
@@ -268,12 +269,14 @@ impl Encoder {
         Ok(out)
     }
 
-    /// Encodes images, `batch_size` at a time, decoding each batch in parallel. If any image
+    /// Encodes images, `batch_size` at a time (at most the bundle's `[image] max_batch_size`),
+    /// decoding each batch in parallel. If any image
     /// fails, the error names the first failing index and nothing is returned.
     pub fn encode_images(&self, images: &[ImageInput<'_>]) -> Result<Vec<Embedding>, EncodeError> {
         let mut out = Vec::with_capacity(images.len());
-        for (chunk_index, chunk) in images.chunks(self.options.batch_size).enumerate() {
-            let base = chunk_index * self.options.batch_size;
+        let batch_size = batch_size(&self.options, self.bundle.image().max_batch_size);
+        for (chunk_index, chunk) in images.chunks(batch_size).enumerate() {
+            let base = chunk_index * batch_size;
             let pixels = self.image_tensor(chunk, base)?;
             out.extend(self.run_image(&pixels, chunk.len())?);
         }
@@ -457,6 +460,11 @@ impl Encoder {
             }
         }
     }
+}
+
+/// Inputs per graph run: the caller's batch size, capped by the bundle's `max_batch_size`.
+fn batch_size(options: &EncoderOptions, bundle_cap: Option<usize>) -> usize {
+    bundle_cap.map_or(options.batch_size, |cap| cap.min(options.batch_size))
 }
 
 /// Scales `v` to unit length; an all-zero vector is left as is.

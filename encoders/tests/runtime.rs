@@ -220,6 +220,51 @@ fn bundle_info_and_layouts() {
 }
 
 #[test]
+fn text_batch_cap_makes_captions_independent_of_their_neighbours() {
+    let captions = [
+        "a red apple",
+        "",
+        "a smiling yellow face with heart-shaped eyes and a wide open mouth",
+        "bicycle",
+    ];
+    let default = load(&Encoder::default_bundle_dir()).unwrap();
+    let singles: Vec<_> = captions
+        .iter()
+        .map(|c| default.encode_texts(&[c]).unwrap().remove(0))
+        .collect();
+    let capped = edited_bundle(|m| {
+        if m.contains("max_batch_size") {
+            m
+        } else {
+            m.replace("max_length = 64", "max_length = 64\nmax_batch_size = 1")
+        }
+    });
+    let capped = load(capped.path()).unwrap();
+    assert_eq!(capped.bundle().text().max_batch_size, Some(1));
+    assert_eq!(capped.encode_texts(&captions).unwrap(), singles);
+
+    // Without the cap the int8 graph sees one padded batch: close to, but not exactly, the
+    // per-caption vectors (its activations are quantised with one scale per tensor).
+    let batched = default.encode_texts(&captions).unwrap();
+    for (single, batched) in singles.iter().zip(&batched) {
+        let dot: f32 = single
+            .fine
+            .iter()
+            .zip(&batched.fine)
+            .map(|(a, b)| a * b)
+            .sum();
+        let diff = single
+            .fine
+            .iter()
+            .zip(&batched.fine)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        eprintln!("batched vs single: max abs diff {diff:.2e}, cosine {dot:.5}");
+        assert!(dot > 0.99, "{dot}");
+    }
+}
+
+#[test]
 fn one_encoder_serves_many_threads() {
     let encoder = load(&Encoder::default_bundle_dir()).unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
