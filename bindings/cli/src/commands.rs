@@ -153,11 +153,34 @@ pub fn search(args: SearchArgs) -> CliResult {
         print_table(&shown);
     }
     if let Some(page) = &args.html {
-        html::write_page(page, "hivlp search", std::slice::from_ref(&shown))
-            .map_err(|e| CliError::other(format!("cannot write {}: {e}", page.display())))?;
+        html::write_page(
+            page,
+            "hivlp search",
+            &describe(&db, &args.db),
+            std::slice::from_ref(&shown),
+        )
+        .map_err(|e| CliError::other(format!("cannot write {}: {e}", page.display())))?;
         eprintln!("wrote {}", page.display());
     }
     Ok(())
+}
+
+/// One line about a database for the results page: path, size, model, vector shapes.
+pub fn describe(db: &Database, path: &Path) -> String {
+    let schema = db.schema();
+    let model = db.encoder().map_or_else(
+        || "no model".to_string(),
+        |e| format!("model {} v{}", e.info().name, e.info().version),
+    );
+    format!(
+        "{} · {} items · {model} · coarse {}-d {} scanned, fine {}-d {} re-ranked",
+        path.display(),
+        db.len(),
+        schema.coarse_dim,
+        name(schema.coarse_type),
+        schema.fine_dim,
+        name(schema.fine_type),
+    )
 }
 
 /// Encodes `text` with the database's model.
@@ -255,18 +278,9 @@ pub fn print_table(results: &QueryResults) {
             rank + 1,
             hit.score,
             hit.id,
-            truncate(caption, 60),
+            html::shorten(caption, 60),
             file
         );
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let cut: String = s.chars().take(max - 1).collect();
-        format!("{cut}…")
     }
 }
 

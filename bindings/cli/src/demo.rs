@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use hivlp::{Database, ElemType, Options, SearchParams, Target};
 
-use crate::commands::{image_query, ms, print_table, text_query};
+use crate::commands::{describe, image_query, ms, print_table, text_query};
 use crate::error::{CliError, Kind};
 use crate::html::{self, QueryResults, ShownHit};
 use crate::import::{import_entries, print_summary};
@@ -129,7 +129,8 @@ pub fn run(args: DemoArgs) -> CliResult {
         shown.push(results);
     }
 
-    html::write_page(&args.html, "hivlp demo results", &shown)
+    let about = describe(&db, Path::new("demo database"));
+    html::write_page(&args.html, "hivlp demo results", &about, &shown)
         .map_err(|e| CliError::other(format!("cannot write {}: {e}", args.html.display())))?;
     let page = std::path::absolute(&args.html).unwrap_or(args.html.clone());
     println!("\nresults page: {}", page.display());

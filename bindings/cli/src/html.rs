@@ -35,19 +35,27 @@ pub struct QueryResults {
     pub timing: Option<(Duration, Duration)>,
 }
 
-/// Writes the page for `results` to `path`.
-pub fn write_page(path: &Path, title: &str, results: &[QueryResults]) -> std::io::Result<()> {
-    fs::write(path, render_page(title, results))
+/// Writes the page for `results` to `path`; `about` is a line under the title (the database,
+/// model and sizes).
+pub fn write_page(
+    path: &Path,
+    title: &str,
+    about: &str,
+    results: &[QueryResults],
+) -> std::io::Result<()> {
+    fs::write(path, render_page(title, about, results))
 }
 
 /// Renders the page as one HTML string.
-pub fn render_page(title: &str, results: &[QueryResults]) -> String {
+pub fn render_page(title: &str, about: &str, results: &[QueryResults]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{title}</title>\n<style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n",
-        title = escape(title)
+         <title>{title}</title>\n<style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n\
+         <p class=\"about\">{about}</p>\n",
+        title = escape(title),
+        about = escape(about)
     );
     for query in results {
         out.push_str("<section>\n<h2>");
@@ -79,12 +87,17 @@ pub fn render_page(title: &str, results: &[QueryResults]) -> String {
             };
             let _ = writeln!(
                 out,
-                "<figure>{thumb}<figcaption><b>#{rank}</b> <span class=\"score\">{score:.4}</span> \
-                 <span class=\"id\">id {id}</span><br>{caption}</figcaption></figure>",
+                "<figure title=\"{full}\">{thumb}<figcaption><b>#{rank}</b> \
+                 <span class=\"score\">{score:.4}</span> <span class=\"id\">id {id}</span><br>\
+                 {caption}</figcaption></figure>",
                 rank = rank + 1,
                 score = hit.score,
                 id = hit.id,
-                caption = escape(hit.caption.as_deref().unwrap_or("")),
+                full = escape(hit.caption.as_deref().unwrap_or("")),
+                caption = escape(&shorten(
+                    hit.caption.as_deref().unwrap_or(""),
+                    CAPTION_CHARS
+                )),
             );
         }
         out.push_str("</div>\n</section>\n");
@@ -93,16 +106,30 @@ pub fn render_page(title: &str, results: &[QueryResults]) -> String {
     out
 }
 
+/// Caption characters shown under a thumbnail; the full caption is the figure's tooltip.
+const CAPTION_CHARS: usize = 70;
+
+/// `s` cut to `max` characters, with an ellipsis when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}\
-h2{font-size:1.1em;margin:1.2em 0 .3em;display:flex;align-items:center;gap:.6em}\
-.timing{color:#666;font-size:.85em;margin:0 0 .5em}\
-.grid{display:flex;flex-wrap:wrap;gap:10px}\
-figure{margin:0;width:150px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px}\
-figure img,.noimg{width:150px;height:150px;object-fit:contain;display:block}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.2em 1.5em;background:#fafafa;color:#222}\
+h1{font-size:1.5em;margin:0}.about{color:#555;margin:.2em 0 .6em}\
+h2{font-size:1em;margin:1em 0 .2em;display:flex;align-items:center;gap:.6em}\
+.timing{color:#666;font-size:.8em;margin:0 0 .4em}\
+.grid{display:flex;flex-wrap:wrap;gap:8px}\
+figure{margin:0;width:120px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:5px}\
+figure img,.noimg{width:120px;height:96px;object-fit:contain;display:block}\
 .noimg{display:flex;align-items:center;justify-content:center;color:#999}\
 figcaption{font-size:.78em;margin-top:4px;overflow-wrap:anywhere}\
 .score{color:#05a}.id{color:#888}\
@@ -179,8 +206,9 @@ mod tests {
             ],
             timing: Some((Duration::from_micros(1500), Duration::from_micros(250))),
         }];
-        let page = render_page("t", &results);
+        let page = render_page("t", "300 items", &results);
         assert!(page.contains("cats &amp; &lt;dogs&gt;"));
+        assert!(page.contains("<p class=\"about\">300 items</p>"));
         assert!(page.contains("a &quot;cat&quot;"));
         assert!(page.contains("data:image/png;base64,"));
         assert!(page.contains("src=\"file:///missing/y.png\""));

@@ -331,3 +331,14 @@ def test_missing_model_is_a_model_error(vec_db):
 def test_model_bundle_that_does_not_exist(db_path, tmp_path):
     with pytest.raises(hivlp.ModelError):
         hivlp.open(db_path, model=str(tmp_path / "no-such-bundle"))
+
+
+def test_read_only_handle_beside_the_writer(vec_db, db_path):
+    vectors = unit_rows(6, FINE_DIM, seed=18)
+    ids = vec_db.insert_vectors(image_fine=vectors)
+    vec_db.flush()
+    with hivlp.open(db_path, model=None, read_only=True) as reader:
+        assert len(reader) == 6
+        assert reader.search(vector=vectors[4], k=1)[0].id == ids[4]
+        with pytest.raises(hivlp.HivlpError):
+            reader.insert_vectors(image_fine=vectors[:1])
