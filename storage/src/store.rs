@@ -546,12 +546,21 @@ impl Store {
     /// Writers are blocked only while the memtable is frozen and while the new manifest is
     /// installed, not while the segment is written; readers never.
     pub fn flush(&self) -> Result<(), CommitError> {
+        self.flush_if(|_| true)
+    }
+
+    /// Flushes if `needed` says so once this thread's turn to flush has come (another flush
+    /// may have emptied the memtable meanwhile).
+    fn flush_if(&self, needed: impl Fn(&Writer) -> bool) -> Result<(), CommitError> {
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
         let _one_at_a_time = self.flushing.lock();
         let frozen = {
             let mut w = self.writer()?;
+            if !needed(&w) {
+                return Ok(());
+            }
             match self.freeze(&mut w) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
@@ -592,11 +601,14 @@ impl Store {
     /// it is already committed, so a failed flush is not reported here: it poisons the
     /// handle, and the next write reports why.
     fn maybe_flush(&self, w: parking_lot::MutexGuard<'_, Writer>) {
-        let mem_rows: usize = w.mem.iter().map(Source::live_rows).sum();
-        let wal_len = w.wal.as_ref().map_or(0, WalWriter::len);
-        drop(w);
-        if mem_rows >= self.options.memtable_rows.max(1) || wal_len >= WAL_FLUSH_BYTES {
-            let _ = self.flush();
+        let over = |w: &Writer| {
+            let mem_rows: usize = w.mem.iter().map(Source::live_rows).sum();
+            let wal_len = w.wal.as_ref().map_or(0, WalWriter::len);
+            mem_rows >= self.options.memtable_rows.max(1) || wal_len >= WAL_FLUSH_BYTES
+        };
+        if over(&w) {
+            drop(w);
+            let _ = self.flush_if(over);
         }
     }
 
