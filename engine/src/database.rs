@@ -126,6 +126,13 @@ fn store_options(opts: &Options) -> StoreOptions {
     }
 }
 
+fn check_options(opts: &Options) -> Result<()> {
+    if opts.threads == Some(0) {
+        return Err(InvalidInput::ZeroThreads.into());
+    }
+    Ok(())
+}
+
 fn load_encoder(opts: &Options) -> Result<Option<Encoder>> {
     let dir = match &opts.model {
         ModelChoice::None => return Ok(None),
@@ -257,6 +264,7 @@ impl Database {
     /// Creates a database at `path` (which must not hold one). With `opts.model`, the schema's
     /// dimensions and metric must match the bundle (or use [`create_with_model`](Self::create_with_model)).
     pub fn create(path: impl AsRef<Path>, schema: Schema, opts: Options) -> Result<Database> {
+        check_options(&opts)?;
         let encoder = load_encoder(&opts)?;
         Self::create_inner(path.as_ref(), schema, opts, encoder)
     }
@@ -268,6 +276,7 @@ impl Database {
         coarse_type: hivlp_storage::ElemType,
         opts: Options,
     ) -> Result<Database> {
+        check_options(&opts)?;
         let encoder = load_encoder(&opts)?.ok_or(ModelError::NoModel)?;
         let info = encoder.info();
         let schema = Schema {
@@ -304,6 +313,7 @@ impl Database {
     /// bundle must be the one the database was written with, unless
     /// `opts.allow_model_mismatch`.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Database> {
+        check_options(&opts)?;
         let store = Store::open(path.as_ref(), store_options(&opts))?;
         let encoder = load_encoder(&opts)?;
         if let Some(encoder) = &encoder {
@@ -356,9 +366,6 @@ impl Database {
         encoder: Option<Encoder>,
         opts: &Options,
     ) -> Result<Database> {
-        if opts.threads == Some(0) {
-            return Err(InvalidInput::ZeroThreads.into());
-        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads.unwrap_or(0))
             .thread_name(|i| format!("hivlp-search-{i}"))

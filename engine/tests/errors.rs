@@ -1,0 +1,201 @@
+//! Bad input gets a typed error, never a panic, and changes nothing.
+
+mod common;
+
+use common::{COARSE, FINE, create, items, options, schema};
+use hivlp::{
+    Database, ElemType, Embedding, Error, InvalidInput, Item, ModelError, Options, Query,
+    SearchParams, Target, Tier, parse_target,
+};
+
+fn invalid(result: hivlp::Result<impl std::fmt::Debug>) -> InvalidInput {
+    match result {
+        Err(Error::InvalidInput(e)) => e,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+fn image(fine: Vec<f32>, coarse: Option<Vec<f32>>) -> Item {
+    Item {
+        image: Some(Embedding { fine, coarse }),
+        ..Item::default()
+    }
+}
+
+#[test]
+fn bad_items_are_rejected_with_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(items(0..10, true)).unwrap();
+    let good = || image(vec![1.0; FINE], Some(vec![1.0; COARSE]));
+    let cases = [
+        (
+            image(vec![1.0; FINE + 1], Some(vec![1.0; COARSE])),
+            "dimension",
+        ),
+        (
+            image(vec![1.0; FINE], Some(vec![1.0; COARSE - 1])),
+            "dimension",
+        ),
+        (image(vec![f32::NAN; FINE], Some(vec![1.0; COARSE])), "nan"),
+        (image(vec![0.0; FINE], Some(vec![1.0; COARSE])), "zero"),
+        (image(vec![1.0; FINE], None), "coarse required"),
+        (Item::default(), "empty"),
+    ];
+    for (bad, what) in cases {
+        let err = invalid(db.insert(vec![good(), bad]));
+        match (what, &err) {
+            ("dimension", InvalidInput::ItemDimension { item: 1, .. })
+            | ("nan", InvalidInput::ItemNonFinite { item: 1, .. })
+            | ("zero", InvalidInput::ItemZero { item: 1, .. })
+            | ("coarse required", InvalidInput::CoarseRequired { item: 1, .. })
+            | ("empty", InvalidInput::ItemEmpty { item: 1 }) => {}
+            _ => panic!("{what}: unexpected {err:?}"),
+        }
+    }
+    // Storage's validation (ids) comes through typed as well.
+    let mut twice = items(100..101, true);
+    twice.extend(items(100..101, true));
+    assert!(matches!(invalid(db.insert(twice)), InvalidInput::Row(_)));
+    assert!(matches!(
+        invalid(db.insert(items(5..6, true))),
+        InvalidInput::Row(_)
+    ));
+    assert_eq!(db.len(), 10);
+}
+
+#[test]
+fn bad_queries_and_parameters_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::F16);
+    db.insert(items(0..10, true)).unwrap();
+    let query = Query {
+        fine: vec![1.0; FINE],
+        coarse: Some(vec![1.0; COARSE]),
+    };
+    let params = SearchParams::default();
+    let k0 = SearchParams {
+        k: 0,
+        ..SearchParams::default()
+    };
+    assert_eq!(invalid(db.search(&query, &k0)), InvalidInput::ZeroK);
+    let few = SearchParams {
+        k: 10,
+        candidates: Some(5),
+        ..SearchParams::default()
+    };
+    assert_eq!(
+        invalid(db.search(&query, &few)),
+        InvalidInput::CandidatesBelowK {
+            candidates: 5,
+            k: 10
+        }
+    );
+    let short = Query {
+        fine: vec![1.0; 3],
+        ..query.clone()
+    };
+    assert_eq!(
+        invalid(db.search(&short, &params)),
+        InvalidInput::QueryDimension {
+            tier: Tier::Fine,
+            expected: FINE,
+            got: 3
+        }
+    );
+    let mut nan = query.clone();
+    nan.fine[7] = f32::INFINITY;
+    assert!(matches!(
+        invalid(db.search(&nan, &params)),
+        InvalidInput::QueryNonFinite {
+            tier: Tier::Fine,
+            index: 7,
+            ..
+        }
+    ));
+    let no_coarse = Query::new(vec![1.0; FINE]);
+    assert_eq!(
+        invalid(db.search(&no_coarse, &params)),
+        InvalidInput::QueryCoarseRequired
+    );
+    // Exact search needs no coarse vector.
+    let exact = SearchParams {
+        exact: true,
+        ..SearchParams::default()
+    };
+    assert_eq!(db.search(&no_coarse, &exact).unwrap().len(), 10);
+    assert_eq!(
+        invalid(db.search_batch(&[query.clone(), short], &params)),
+        InvalidInput::QueryDimension {
+            tier: Tier::Fine,
+            expected: FINE,
+            got: 3
+        }
+    );
+    assert_eq!(
+        parse_target("audio"),
+        Err(InvalidInput::UnknownTarget("audio".into()))
+    );
+    assert_eq!(parse_target("Text"), Ok(Target::Text));
+    assert!(matches!(
+        db.search_text("a red apple", &params),
+        Err(Error::Model(ModelError::NoModel))
+    ));
+}
+
+#[test]
+fn derived_coarse_databases_refuse_supplied_coarse_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::F32);
+    db.insert(items(0..10, false)).unwrap();
+    assert!(matches!(
+        invalid(db.insert(items(10..11, true))),
+        InvalidInput::CoarseNotExpected { item: 0, .. }
+    ));
+}
+
+#[test]
+fn locks_read_only_and_options_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::F32);
+    db.insert(items(0..3, true)).unwrap();
+    db.flush().unwrap();
+    let path = dir.path().join("db");
+    assert!(matches!(
+        Database::open(&path, options()),
+        Err(Error::Locked { .. })
+    ));
+    let reader = Database::open(
+        &path,
+        Options {
+            read_only: true,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(reader.len(), 3);
+    assert!(matches!(
+        reader.insert(items(3..4, true)),
+        Err(Error::ReadOnly)
+    ));
+    assert!(matches!(
+        Database::create(dir.path().join("db"), schema(ElemType::F32), options()),
+        Err(Error::AlreadyExists { .. } | Error::Locked { .. })
+    ));
+    let zero_threads = Options {
+        threads: Some(0),
+        ..options()
+    };
+    assert!(matches!(
+        Database::create(
+            dir.path().join("other"),
+            schema(ElemType::F32),
+            zero_threads
+        ),
+        Err(Error::InvalidInput(InvalidInput::ZeroThreads))
+    ));
+    assert!(matches!(
+        Database::open(dir.path().join("missing"), options()),
+        Err(Error::NotFound { .. })
+    ));
+}
