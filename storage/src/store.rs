@@ -1001,6 +1001,15 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the handle, making every acknowledged write durable first and reporting a
+    /// failure to do so (dropping the handle does the same but cannot report errors).
+    pub fn close(self) -> Result<(), CommitError> {
+        if self.options.read_only {
+            return Ok(());
+        }
+        self.sync()
+    }
+
     /// Counts and sizes.
     pub fn stats(&self) -> StoreStats {
         let (wal_bytes, view) = {

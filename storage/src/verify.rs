@@ -42,6 +42,9 @@ fn as_problem(e: OpenError, fallback: &Path) -> CorruptionError {
 /// archive and WAL record of the database at `path` without modifying anything, and takes
 /// no lock. Returns `Err` only when the database cannot be found or its manifest is
 /// unreadable; damage elsewhere is listed in [`VerifyReport::problems`].
+///
+/// Meant for a database no writer is changing: a concurrent flush or compaction deletes
+/// files, which would show up as missing.
 pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError> {
     let (number, manifest) = read_current(path)?;
     let mut report = VerifyReport {

@@ -142,4 +142,7 @@ fn read_only_handles_refuse_writes() {
     w.insert(rows(&s, [4])).unwrap();
     w.flush().unwrap();
     assert_eq!(r.view().len(), 3);
+    r.close().unwrap();
+    w.close().unwrap();
+    assert!(Store::open(dir.path(), opts()).is_ok());
 }
