@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hivlp_encoders::{Encoder, EncoderOptions, ImageInput};
 
 fn demo_dir() -> PathBuf {
@@ -39,8 +39,10 @@ fn encoders(c: &mut Criterion) {
     let encoder = Encoder::load(&Encoder::default_bundle_dir(), options).expect("default bundle");
     let (images, captions) = demo(32);
     for batch in [1usize, 32] {
-        let inputs: Vec<ImageInput<'_>> =
-            images[..batch].iter().map(|b| ImageInput::Bytes(b)).collect();
+        let inputs: Vec<ImageInput<'_>> = images[..batch]
+            .iter()
+            .map(|b| ImageInput::Bytes(b))
+            .collect();
         let mut group = c.benchmark_group("encoders/images");
         group.throughput(Throughput::Elements(batch as u64));
         group.sample_size(if batch == 1 { 100 } else { 20 });
@@ -54,7 +56,7 @@ fn encoders(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch as u64));
         group.sample_size(if batch == 1 { 100 } else { 20 });
         group.bench_function(format!("batch{batch}"), |b| {
-            b.iter_batched(|| texts.clone(), |t| encoder.encode_texts(&t).unwrap(), BatchSize::SmallInput)
+            b.iter(|| encoder.encode_texts(&texts).unwrap())
         });
         group.finish();
     }
