@@ -89,7 +89,7 @@ pub fn create(args: CreateArgs) -> CliResult {
         Database::create_with_model(&args.db, coarse_type, options)?
     };
     let schema = db.schema();
-    println!(
+    out!(
         "created {} (fine {}-d, coarse {}-d {:?}, {:?})",
         args.db.display(),
         schema.fine_dim,
@@ -148,7 +148,7 @@ pub fn search(args: SearchArgs) -> CliResult {
                 "metadata": metadata_json(&h.metadata),
             })).collect::<Vec<_>>(),
         });
-        println!("{json:#}");
+        out!("{json:#}");
     } else {
         print_table(&shown);
     }
@@ -287,7 +287,7 @@ pub fn print_table(results: &QueryResults) {
 pub fn delete(db: &Path, ids: &[u64]) -> CliResult {
     let db = open(db, ModelChoice::None)?;
     let removed = db.delete(ids)?;
-    println!("deleted {removed} of {} ids", ids.len());
+    out!("deleted {removed} of {} ids", ids.len());
     Ok(())
 }
 
@@ -295,7 +295,7 @@ pub fn compact(db: &Path) -> CliResult {
     let db = open(db, ModelChoice::None)?;
     db.flush()?;
     let r = db.compact()?;
-    println!(
+    out!(
         "compacted: {} segments merged into {}, {} rows written, {} deleted rows dropped, {} → {}",
         r.segments_merged,
         r.segments_written,
@@ -310,7 +310,7 @@ pub fn compact(db: &Path) -> CliResult {
 pub fn snapshot(db: &Path, dest: &Path) -> CliResult {
     let handle = open(db, ModelChoice::None)?;
     handle.snapshot(dest)?;
-    println!("snapshot of {} written to {}", db.display(), dest.display());
+    out!("snapshot of {} written to {}", db.display(), dest.display());
     Ok(())
 }
 
@@ -358,15 +358,15 @@ pub fn stats(db: &Path, json: bool) -> CliResult {
             "image_coarse": name(stats.coarse[0]),
             "text_coarse": name(stats.coarse[1]),
         });
-        println!("{value:#}");
+        out!("{value:#}");
     } else {
-        println!(
+        out!(
             "{}: {} items ({} deleted, not yet compacted)",
             db.display(),
             store.live_rows,
             store.deleted_rows
         );
-        println!(
+        out!(
             "  vectors: fine {}-d {}, coarse {}-d {}, {}; coarse derivation: image {}, text {}",
             schema.fine_dim,
             name(schema.fine_type),
@@ -376,7 +376,7 @@ pub fn stats(db: &Path, json: bool) -> CliResult {
             name(stats.coarse[0]),
             name(stats.coarse[1])
         );
-        println!(
+        out!(
             "  storage: {} segments ({} rows), {} rows in memory, WAL {}, {} on disk",
             store.segments,
             store.segment_rows,
@@ -403,12 +403,12 @@ pub fn verify(db: &Path, json: bool) -> CliResult {
             "torn_wal_tail": report.torn_wal_tail.as_ref().map(|(f, o)| format!("{}@{o}", f.display())),
             "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
-        println!("{value:#}");
+        out!("{value:#}");
     } else {
         for problem in &report.problems {
-            println!("problem: {problem}");
+            out!("problem: {problem}");
         }
-        println!(
+        out!(
             "{}: {} files checked, {} segments ({} rows), {} WAL records{}",
             db.display(),
             report.files_checked.len(),
@@ -424,7 +424,7 @@ pub fn verify(db: &Path, json: bool) -> CliResult {
     }
     if report.is_ok() {
         if !json {
-            println!("ok");
+            out!("ok");
         }
         Ok(())
     } else {

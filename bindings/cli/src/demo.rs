@@ -40,7 +40,8 @@ fn parse_queries(text: &str, data: &Path) -> Vec<DemoQuery> {
 
 pub fn run(args: DemoArgs) -> CliResult {
     let started = Instant::now();
-    let data = std::path::absolute(&args.data).unwrap_or(args.data.clone());
+    // Canonical, so the default (relative to this crate's source folder) prints cleanly.
+    let data = fs::canonicalize(&args.data).unwrap_or(args.data.clone());
     let queries_file = data.join("queries.txt");
     let queries_text = fs::read_to_string(&queries_file).map_err(|e| {
         CliError::usage(format!("cannot read {}: {e}", queries_file.display()))
@@ -65,7 +66,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     })?;
     let info = encoder.info();
     let schema = db.schema();
-    println!(
+    out!(
         "hivlp demo: model {} v{} ({:?}, loaded in {:.2} s), fine {}-d f32, coarse {}-d i8",
         info.name,
         info.version,
@@ -74,7 +75,7 @@ pub fn run(args: DemoArgs) -> CliResult {
         schema.fine_dim,
         schema.coarse_dim,
     );
-    println!(
+    out!(
         "database: {} (temporary)\nimporting {} image–caption pairs from {}",
         db_path.display(),
         entries.len(),
@@ -124,7 +125,7 @@ pub fn run(args: DemoArgs) -> CliResult {
                 .collect(),
             timing: Some((timing.coarse, timing.fine)),
         };
-        println!();
+        out!("");
         print_table(&results);
         shown.push(results);
     }
@@ -133,8 +134,8 @@ pub fn run(args: DemoArgs) -> CliResult {
     html::write_page(&args.html, "hivlp demo results", &about, &shown)
         .map_err(|e| CliError::other(format!("cannot write {}: {e}", args.html.display())))?;
     let page = std::path::absolute(&args.html).unwrap_or(args.html.clone());
-    println!("\nresults page: {}", page.display());
-    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    out!("\nresults page: {}", page.display());
+    out!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

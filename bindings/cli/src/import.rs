@@ -52,7 +52,7 @@ pub fn print_summary(summary: &ImportSummary) {
     } else {
         0.0
     };
-    println!(
+    out!(
         "imported {} pairs in {secs:.1} s ({rate:.0}/s), skipped {} already present, {} failed",
         summary.imported,
         summary.skipped,

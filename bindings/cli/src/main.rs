@@ -4,6 +4,13 @@
 //! Exit codes: 0 success, 1 other failure, 2 usage or invalid input, 3 corruption, 4 locked,
 //! 5 model problem (see [`error`]).
 
+/// `println!` that does not panic when stdout is a closed pipe (`hivlp … | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 mod demo;
 mod error;
@@ -190,6 +197,19 @@ fn main() -> ExitCode {
             error.report();
             ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
         }
+    }
+}
+
+/// Writes one line to stdout; exits (successfully: the reader has what it wanted) if the
+/// reader went away, and ignores other write errors as `println!` cannot report them either.
+fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"));
+    if matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) {
+        std::process::exit(0);
     }
 }
 
