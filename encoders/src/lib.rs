@@ -44,6 +44,7 @@ pub use crate::bundle::{
 pub use crate::error::{
     BundleError, EncodeError, EncoderError, Error, ImageFailure, RuntimeError, Tower,
 };
+pub use crate::preprocess::image_tensor;
 pub use crate::runtime::Provider;
 
 use crate::runtime::SessionFailure;
@@ -319,10 +320,8 @@ impl Encoder {
                     }
                     ImageInput::Bytes(bytes) => bytes,
                 };
-                let decoded = preprocess::decode(bytes, self.options.max_pixels, spec.background)
-                    .map_err(image_error)?;
-                preprocess::write_tensor(&decoded, spec, out);
-                Ok(())
+                preprocess::prepare_into(bytes, spec, self.options.max_pixels, out)
+                    .map_err(image_error)
             })
             .collect();
         // The first failing index, whichever thread met it first.

@@ -3,6 +3,7 @@
 //! `model.toml` says (Pillow-exact, see [`crate::resample`]), scale, normalise, lay out NCHW.
 
 use std::io::Cursor;
+use std::panic::AssertUnwindSafe;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
@@ -10,14 +11,44 @@ use crate::bundle::{ChannelOrder, ImageSpec, ResizeMode};
 use crate::error::ImageFailure;
 use crate::resample::{Rgb8, resize_window};
 
+/// The image tower's input for one encoded image (JPEG, PNG, WebP, GIF, BMP): float32 CHW,
+/// `3 × size × size`, exactly what [`Encoder::encode_images`](crate::Encoder::encode_images)
+/// feeds the graph. Needs no ONNX Runtime, so it can vet untrusted images cheaply.
+pub fn image_tensor(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    max_pixels: u64,
+) -> Result<Vec<f32>, ImageFailure> {
+    let size = spec.size as usize;
+    let mut out = vec![0f32; 3 * size * size];
+    prepare_into(bytes, spec, max_pixels, &mut out)?;
+    Ok(out)
+}
+
+/// [`image_tensor`] into a caller's slice of `3 × size × size` floats.
+pub(crate) fn prepare_into(
+    bytes: &[u8],
+    spec: &ImageSpec,
+    max_pixels: u64,
+    out: &mut [f32],
+) -> Result<(), ImageFailure> {
+    // Decoders of untrusted bytes must not take the process down: a panic is a corrupt image.
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let image = decode(bytes, max_pixels, spec.background)?;
+        write_tensor(&image, spec, out);
+        Ok(())
+    }))
+    .unwrap_or_else(|_| {
+        Err(ImageFailure::Corrupt(
+            "the decoder failed on malformed data".into(),
+        ))
+    })
+}
+
 /// Decodes `bytes` into an upright RGB image with alpha composited onto `background`.
 /// Images whose header announces more than `max_pixels` pixels are refused before any pixel
 /// data is decoded.
-pub(crate) fn decode(
-    bytes: &[u8],
-    max_pixels: u64,
-    background: [u8; 3],
-) -> Result<Rgb8, ImageFailure> {
+fn decode(bytes: &[u8], max_pixels: u64, background: [u8; 3]) -> Result<Rgb8, ImageFailure> {
     if bytes.is_empty() {
         return Err(ImageFailure::Empty);
     }
@@ -183,7 +214,7 @@ fn geometry(
 
 /// Resizes, crops and normalises one decoded image into `out`, which holds `3 * size * size`
 /// floats in CHW order.
-pub(crate) fn write_tensor(image: &Rgb8, spec: &ImageSpec, out: &mut [f32]) {
+fn write_tensor(image: &Rgb8, spec: &ImageSpec, out: &mut [f32]) {
     let size = spec.size as usize;
     let (target, (left, top)) = geometry(image.width, image.height, size, spec.resize);
     let square = resize_window(
