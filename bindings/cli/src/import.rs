@@ -159,9 +159,15 @@ impl Progress {
             let bar = ProgressBar::new(total);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "importing [{bar:32.cyan/blue}] {pos}/{len} pairs  {per_sec}  ETA {eta}",
+                    "importing [{bar:32.cyan/blue}] {pos}/{len} pairs  {rate}  ETA {eta}",
                 )
                 .expect("a valid template")
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0}/s", state.per_sec());
+                    },
+                )
                 .progress_chars("=> "),
             );
             bar
