@@ -6,6 +6,7 @@ caption. Calls that encode, search, write or compact release the GIL.
 """
 
 import os
+import pathlib
 from types import TracebackType
 from typing import Any, Literal, Optional, Sequence, Union
 
@@ -62,7 +63,7 @@ class Database:
     """An open database. Close it with ``close()`` or use it as a context manager."""
 
     @property
-    def path(self) -> str: ...
+    def path(self) -> pathlib.Path: ...
     @property
     def closed(self) -> bool: ...
     def insert(
