@@ -87,10 +87,12 @@ fn cuda_provider_is_reported_truthfully() {
     };
     match Encoder::load(&dir, strict) {
         Ok(encoder) => {
+            eprintln!("running on CUDA");
             assert_eq!(encoder.provider(), Provider::Cuda);
             assert!(encoder.encode_texts(&["a red apple"]).is_ok());
         }
         Err(EncoderError::Cuda { message }) => {
+            eprintln!("CUDA unavailable, as expected without a GPU runtime: {message}");
             let fallback = EncoderOptions {
                 cuda: true,
                 cpu_fallback: true,
