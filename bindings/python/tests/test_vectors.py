@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -342,3 +343,30 @@ def test_read_only_handle_beside_the_writer(vec_db, db_path):
         assert reader.search(vector=vectors[4], k=1)[0].id == ids[4]
         with pytest.raises(hivlp.HivlpError):
             reader.insert_vectors(image_fine=vectors[:1])
+
+
+def test_search_releases_the_gil(db_path):
+    """While one thread is inside a long search, another keeps running Python code: the
+    longest pause of the other thread is far shorter than the search."""
+    with hivlp.open(db_path, model=None, fine_dim=FINE_DIM, coarse_dim=COARSE_DIM, threads=1) as db:
+        db.insert_vectors(image_fine=unit_rows(20_000, FINE_DIM, seed=19))
+        queries = unit_rows(400, FINE_DIM, seed=20)
+        window = {}
+
+        def search():
+            window["start"] = time.perf_counter()
+            db.search_batch(queries, k=10, exact=True)
+            window["end"] = time.perf_counter()
+
+        worker = threading.Thread(target=search)
+        ticks = []
+        worker.start()
+        while worker.is_alive():
+            ticks.append(time.perf_counter())
+        worker.join()
+    duration = window["end"] - window["start"]
+    inside = [t for t in ticks if window["start"] <= t <= window["end"]]
+    assert duration > 0.05, "the search is long enough to measure"
+    edges = [window["start"], *inside, window["end"]]
+    longest_pause = max(b - a for a, b in zip(edges, edges[1:]))
+    assert longest_pause < duration / 2, (longest_pause, duration)
