@@ -179,7 +179,7 @@ center crop 96×96 (offset `(len-96)//2`) → /255 → (x−0.5)/0.5 → NCHW.
   horizontal flips (not for captions mentioning left/right/arrow/letter/sign/text/flag).
   Progressive resolution 64 → 80 → 96 px (50 % / 30 % / 20 % of the time budget).
 - AdamW, lr {meta['lr']} (3 % warm-up, cosine to 0 over a wall-clock budget), weight decay 0.05,
-  batch {meta['batch']}, seed {meta['seed']}, torch threads 2, `nice -n 10`.
+  batch {meta['batch']}, seed {meta['seed']}, torch threads 2, `nice -n 10`""" + (f", EMA of weights (decay {meta['ema']})" if meta.get('ema') else "") + f""".
 - {meta['epochs']} epochs / {meta['steps']} steps in **{meta['train_minutes']:.1f} minutes** of training wall
   time on 2 shared CPU cores (plus ~3 min once for MiniLM caption embeddings and ~1 min rendering cache).
 - Trained on {meta['n_train']} pairs; {meta['n_val']} further train-split pairs were held aside for
@@ -192,6 +192,14 @@ Captions are the canonical captions (title. description. keywords), int8 text to
 
 Single-item latency on 2 cores: image {res['latency_ms']['image_single']} ms, text
 {res['latency_ms']['text_single']} ms.
+
+## Limitations
+- Trained on ~7k clip-art pairs only: expect sensible results for common objects, icons, flags,
+  emoji and symbols drawn on plain backgrounds; photographs, scenes, text in images and
+  fine-grained distinctions are out of scope. The 1,000-pair test split is from the same
+  distribution (many icon themes and flags), so the numbers above overstate open-world quality.
+- The text tower inherits MiniLM's English-only vocabulary; captions are truncated to 64 tokens.
+- Retrieval numbers are for 1,000 candidates; they fall as the collection grows.
 
 ## Data (after cleaning)
 | step | count |

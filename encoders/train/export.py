@@ -85,6 +85,7 @@ def main():
     except Exception as e:  # pre-processing is an optimisation only
         print("quant_pre_process failed, quantising the raw graph:", e)
         shutil.copy(fp32, pre)
+    # Gemm (the trained head) is not quantised by quantize_dynamic; MiniLM's MatMul/Gather weights are.
     quantize_dynamic(pre, os.path.join(a.out, "text.onnx"), per_channel=True, weight_type=QuantType.QInt8)
 
     shutil.copy(os.path.join(C.minilm_dir(), "tokenizer.json"), os.path.join(a.out, "tokenizer.json"))

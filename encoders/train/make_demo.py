@@ -93,8 +93,11 @@ def main():
     scored = []
     for (q, keys), v in zip(cands, zq):
         top = np.argsort(-(zi @ v))[:5]
-        hits = sum(any(re.search(r"\b" + k, caps[i]) for k in keys) for i in top)
-        scored.append((hits, q, [rows[i][0] for i in top]))
+        rel = [any(re.search(r"\b" + k, caps[i]) for k in keys) for i in top]
+        n_rel = sum(any(re.search(r"\b" + k, c) for k in keys) for c in caps)
+        # precision in the top 5, relative to how many relevant items the demo set has
+        score = rel[0] * 2 + sum(rel) / max(1, min(5, n_rel)) * 3
+        scored.append((round(score, 2), q, [rows[i][0] for i in top]))
     scored.sort(key=lambda x: (-x[0], x[1]))
     good, used = [], set()
     for hits, q, top in scored:
@@ -119,9 +122,9 @@ def main():
                 "`image: <file>` query, chosen with `encoders/train/make_demo.py`, which checked them with "
                 "onnxruntime against the bundled model. Expected top 5 (hivlp-default, fine 256-d, cosine):\n\n")
         for hits, q, top in good:
-            f.write(f"- `{q}` ({hits}/5 captions contain the query word): {', '.join(top)}\n")
+            f.write(f"- `{q}` (score {hits}): {', '.join(top)}\n")
         f.write(f"- `image: {rows[best[1]][0]}.png` nearest others: {', '.join(rows[j][0] for j in best[2])}\n")
-    for hits, q, top in scored[:15]:
+    for hits, q, top in scored[:25]:
         print(hits, q, top)
     print("chosen", [q for _, q, _ in good])
     print("image query", rows[best[1]][0], [rows[j][0] for j in best[2]])

@@ -141,6 +141,8 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-val", type=int, default=N_VAL, help="train-split pairs held aside for monitoring")
+    ap.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off)")
     ap.add_argument("--out", default=None, help="checkpoint path (default <work>/model.pt)")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -153,7 +155,7 @@ def main():
     train_idx = [i for i, p in enumerate(pairs) if p["split"] == "train"]
     rng = random.Random(1234)
     rng.shuffle(train_idx)
-    val_idx, train_idx = train_idx[:N_VAL], train_idx[N_VAL:]
+    val_idx, train_idx = train_idx[:a.n_val], train_idx[a.n_val:]
     log(f"train {len(train_idx)} val {len(val_idx)} test(held out, unused here) "
         f"{sum(p['split'] == 'test' for p in pairs)}")
 
@@ -177,6 +179,10 @@ def main():
     n_head = sum(p.numel() for p in head.parameters())
     log(f"image tower {n_img / 1e6:.2f}M params, text head {n_head / 1e6:.2f}M params")
 
+    ema = None
+    if a.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = [AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(a.ema), use_buffers=True) for m in (img_model, head)]
     budget = a.minutes * 60
     t0 = time.time()
     step, epoch, last_eval = 0, 0, t0
@@ -207,23 +213,28 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema[0].update_parameters(img_model)
+                ema[1].update_parameters(head)
             step += 1
             if step % 20 == 0:
                 log(f"ep {epoch} step {step} p {p:.2f} res {res} lr {lr:.2e} loss {loss_f.item():.3f}/"
                     f"{loss_c.item():.3f} scale {sc[0].item():.1f}/{sc[1].item():.1f}")
-            if time.time() - last_eval > 240:
+            if time.time() - last_eval > 240 and val_idx:
                 last_eval = time.time()
                 r = evaluate(img_model, head, imgs[val_idx], cap_emb[val_idx])
                 history.append({"min": (time.time() - t0) / 60, "epoch": epoch, "val": r})
                 log("val", json.dumps(r))
     train_min = (time.time() - t0) / 60
-    r = evaluate(img_model, head, imgs[val_idx], cap_emb[val_idx])
+    if ema is not None:
+        img_model, head = ema[0].module, ema[1].module
+    r = evaluate(img_model, head, imgs[val_idx], cap_emb[val_idx]) if val_idx else {}
     log(f"done: {epoch} epochs ({step} steps) in {train_min:.1f} min; val {json.dumps(r)}")
     ck = {"image": img_model.state_dict(), "head": head.state_dict(), "log_scale": log_scale.detach(),
           "meta": {"epochs": epoch, "steps": step, "train_minutes": train_min, "batch": a.batch,
                    "lr": a.lr, "seed": a.seed, "n_train": len(train_idx), "n_val": len(val_idx),
                    "image_params": n_img, "head_params": n_head, "val": r, "history": history,
-                   "widths": list(C.WIDTHS)}}
+                   "widths": list(C.WIDTHS), "ema": a.ema}}
     torch.save(ck, a.out or os.path.join(a.work, "model.pt"))
 
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Reproduce the hivlp default model bundle end to end (NOT part of the test suite).
-#   encoders/train/train.sh            # full run: deps, data, render, train (25 min), export, eval, demo, fixtures
+#   encoders/train/train.sh            # full run: deps, data, render, train (28 min), export, eval, demo, fixtures
 #   MINUTES=5 encoders/train/train.sh  # shorter training budget
 # Needs root (apt-get) and network access to Debian apt, npm and PyPI. ~40 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-MINUTES=${MINUTES:-25}
-VERSION=${VERSION:-1}
+MINUTES=${MINUTES:-28}
+VERSION=${VERSION:-2}   # bump when retrained (model.toml "version")
 VENV=$ROOT/.venv-train
 DL=$ROOT/encoders/train/work/download
 mkdir -p "$DL" data/rendered
