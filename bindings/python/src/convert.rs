@@ -152,24 +152,25 @@ impl<'py> FloatRows<'py> {
 
     /// A borrowed view that can cross `Python::detach`.
     pub fn view(&self) -> PyResult<RowsView<'_>> {
-        let dim = self.array.shape()[1];
+        let (rows, dim) = (self.array.shape()[0], self.array.shape()[1]);
         let data = self
             .array
             .as_slice()
             .map_err(|e| InvalidInputError::new_err(e.to_string()))?;
-        Ok(RowsView { data, dim })
+        Ok(RowsView { data, rows, dim })
     }
 }
 
 /// Rows of a contiguous float32 matrix.
 pub struct RowsView<'a> {
     data: &'a [f32],
+    rows: usize,
     dim: usize,
 }
 
 impl RowsView<'_> {
     pub fn rows(&self) -> usize {
-        self.data.len().checked_div(self.dim).unwrap_or(0)
+        self.rows
     }
 
     pub fn row(&self, i: usize) -> &[f32] {

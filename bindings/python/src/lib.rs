@@ -471,7 +471,7 @@ impl PyDatabase {
                 Ok::<_, engine::Error>((ids, scores))
             })
             .map_err(map_error)?;
-        let q = ids.len().checked_div(k).unwrap_or(fine.rows());
+        let q = fine.rows();
         let ids = PyArray1::from_vec(py, ids).reshape([q, k])?;
         let scores = PyArray1::from_vec(py, scores).reshape([q, k])?;
         Ok((ids, scores))

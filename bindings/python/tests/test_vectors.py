@@ -370,3 +370,12 @@ def test_search_releases_the_gil(db_path):
     edges = [window["start"], *inside, window["end"]]
     longest_pause = max(b - a for a, b in zip(edges, edges[1:]))
     assert longest_pause < duration / 2, (longest_pause, duration)
+
+
+def test_zero_width_vectors_are_invalid_input(vec_db):
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search_batch(np.zeros((2, 0), np.float32))
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.insert_vectors(image_fine=np.zeros((2, 0), np.float32))
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search_batch(np.zeros((2, 3, 4), np.float32))
