@@ -186,6 +186,15 @@ pub struct Bundle {
 impl Bundle {
     /// Reads `dir/model.toml`, validates it, checks that the files it names exist and computes
     /// the content hash.
+    ///
+    /// ```
+    /// use hivlp_encoders::{Bundle, Encoder};
+    /// let bundle = Bundle::open(&Encoder::default_bundle_dir())?;
+    /// let info = bundle.info();
+    /// println!("{} v{}: {} + {:?} dims, {}", info.name, info.version, info.fine_dim, info.coarse_dim, info.layout);
+    /// assert_eq!(info.content_hash.len(), 64);
+    /// # Ok::<(), hivlp_encoders::BundleError>(())
+    /// ```
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST);
         let source = fs::read_to_string(&manifest_path).map_err(|source| BundleError::Io {

@@ -5,13 +5,14 @@
 //! [`Embedding`]s: a fine vector and, unless the bundle is `fine_only`, a coarse one. With metric
 //! `cosine` both are L2-normalised.
 //!
-//! ```no_run
+//! ```
 //! use hivlp_encoders::{Encoder, EncoderOptions, ImageInput};
 //! use std::path::Path;
 //!
 //! let encoder = Encoder::load(&Encoder::default_bundle_dir(), EncoderOptions::default())?;
 //! let texts = encoder.encode_texts(&["a red bicycle", "a cat on a sofa"])?;
-//! let images = encoder.encode_images(&[ImageInput::Path(Path::new("bike.jpg"))])?;
+//! # let bike = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/image_wide.png");
+//! let images = encoder.encode_images(&[ImageInput::Path(Path::new(bike))])?;
 //! let score: f32 = texts[0].fine.iter().zip(&images[0].fine).map(|(a, b)| a * b).sum();
 //! println!("{} on {}: {score}", encoder.info().name, encoder.provider());
 //! # Ok::<(), hivlp_encoders::Error>(())
@@ -128,12 +129,12 @@ impl Encoder {
     /// Runtime (once per process), opens both graphs and checks their inputs and outputs
     /// against the manifest.
     ///
-    /// ```no_run
-    /// use hivlp_encoders::{Encoder, EncoderOptions, Provider};
+    /// ```
+    /// use hivlp_encoders::{Encoder, EncoderOptions};
     /// let options = EncoderOptions { batch_size: 64, intra_threads: Some(2), ..Default::default() };
     /// let encoder = Encoder::load(&Encoder::default_bundle_dir(), options)?;
-    /// assert_eq!(encoder.provider(), Provider::Cpu);
-    /// println!("{} v{} ({})", encoder.info().name, encoder.info().version, encoder.info().content_hash);
+    /// let info = encoder.info();
+    /// println!("{} v{} ({}) on {}", info.name, info.version, info.content_hash, encoder.provider());
     /// # Ok::<(), hivlp_encoders::EncoderError>(())
     /// ```
     pub fn load(bundle_dir: &Path, opts: EncoderOptions) -> Result<Encoder, EncoderError> {

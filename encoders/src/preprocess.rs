@@ -14,6 +14,16 @@ use crate::resample::{Rgb8, resize_window};
 /// The image tower's input for one encoded image (JPEG, PNG, WebP, GIF, BMP): float32 CHW,
 /// `3 × size × size`, exactly what [`Encoder::encode_images`](crate::Encoder::encode_images)
 /// feeds the graph. Needs no ONNX Runtime, so it can vet untrusted images cheaply.
+///
+/// ```
+/// use hivlp_encoders::{Bundle, Encoder, ImageFailure, image_tensor, DEFAULT_MAX_PIXELS};
+/// let bundle = Bundle::open(&Encoder::default_bundle_dir())?;
+/// let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/image_tall.png"))?;
+/// let x = image_tensor(&png, bundle.image(), DEFAULT_MAX_PIXELS)?;
+/// assert_eq!(x.len(), 3 * (bundle.image().size as usize).pow(2));
+/// assert!(matches!(image_tensor(&png[..40], bundle.image(), DEFAULT_MAX_PIXELS), Err(ImageFailure::Corrupt(_))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn image_tensor(
     bytes: &[u8],
     spec: &ImageSpec,
