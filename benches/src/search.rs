@@ -5,9 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hivlp::synthetic::Clustered;
-use hivlp::{
-    Database, Durability, ElemType, Embedding, Item, Metric, Options, Query, Schema,
-};
+use hivlp::{Database, Durability, ElemType, Embedding, Item, Metric, Options, Query, Schema};
 use rayon::prelude::*;
 
 pub const FINE_DIM: usize = 512;
@@ -44,7 +42,12 @@ pub fn parse_elem(name: &str) -> Option<ElemType> {
 
 /// Creates a database of `rows` synthetic items (ids `0..rows`, image vectors with their
 /// coarse prefix) at `path`, flushed to segments.
-pub fn build(path: &Path, coarse_type: ElemType, rows: u64, threads: usize) -> hivlp::Result<Database> {
+pub fn build(
+    path: &Path,
+    coarse_type: ElemType,
+    rows: u64,
+    threads: usize,
+) -> hivlp::Result<Database> {
     let generator = generator();
     let db = Database::create(
         path,
@@ -130,8 +133,8 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 /// Bytes a two-stage query reads: every coarse row (plus its i8 scale) and `m` fine rows.
 pub fn bytes_per_query(rows: u64, coarse_type: ElemType, m: usize) -> u64 {
-    let coarse_row = (COARSE_DIM * coarse_type.size()) as u64
-        + if coarse_type == ElemType::I8 { 4 } else { 0 };
+    let coarse_row =
+        (COARSE_DIM * coarse_type.size()) as u64 + if coarse_type == ElemType::I8 { 4 } else { 0 };
     rows * coarse_row + (m * FINE_DIM * 4) as u64
 }
 

@@ -540,10 +540,12 @@ impl Database {
     /// enough rows exist, the PCA projection is refitted first and every row's coarse vector
     /// recomputed.
     pub fn compact(&self) -> Result<CompactionReport> {
-        let _writer = self.writer.lock();
+        let writer = self.writer.lock();
         if let Some(refit) = self.refit(PCA_MAX_SAMPLES, |_| true) {
             return self.install_projection(refit);
         }
+        // Without a refit, inserts may proceed while segments merge.
+        drop(writer);
         Ok(self.store.compact(&MergeAll, None)?)
     }
 

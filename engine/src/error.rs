@@ -33,6 +33,9 @@ pub enum Error {
     Model(#[from] ModelError),
     #[error(transparent)]
     Io(#[from] IoError),
+    /// Compaction failed; nothing was changed.
+    #[error("compaction failed: {0}")]
+    Compaction(String),
 }
 
 /// A call's arguments were rejected; nothing was changed.
@@ -179,7 +182,7 @@ impl From<CompactionError> for Error {
             CompactionError::ReadOnly => Error::ReadOnly,
             CompactionError::Commit(c) => c.into(),
             CompactionError::Io(io) => Error::Io(io),
-            other => Error::Poisoned(other.to_string()),
+            other => Error::Compaction(other.to_string()),
         }
     }
 }

@@ -132,7 +132,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|t| parse_elem(t).ok_or_else(|| format!("unknown type {t}")))
         .collect::<Result<_, _>>()?;
     let temp = tempfile::tempdir()?;
-    let root = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&root)?;
 
     eprintln!("measuring memory read bandwidth (1 GiB buffer)...");
@@ -238,12 +241,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if elem == ElemType::I8 && n == *args.n.iter().max().unwrap_or(&n) {
                 evict_fine_files(&path);
-                let output = Command::new(std::env::current_exe()?)
-                    .arg("--rss-probe")
-                    .arg(&path)
-                    .args(["--candidates", &args.candidates.to_string(), "--queries", "50"])
-                    .output()?;
-                let text = String::from_utf8_lossy(&output.stdout);
+                let output = std::env::current_exe().and_then(|exe| {
+                    Command::new(exe)
+                        .arg("--rss-probe")
+                        .arg(&path)
+                        .args([
+                            "--candidates",
+                            &args.candidates.to_string(),
+                            "--queries",
+                            "50",
+                        ])
+                        .output()
+                });
+                let text = match output {
+                    Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
+                    Err(e) => {
+                        eprintln!("RSS probe failed: {e}");
+                        String::new()
+                    }
+                };
                 let numbers: Vec<f64> = text
                     .split_whitespace()
                     .skip(1)
