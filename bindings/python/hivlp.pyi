@@ -164,7 +164,11 @@ def open(
     ``model`` is ``"default"`` (the bundled model), a model bundle folder, or None for a
     vectors-only database (then ``fine_dim`` and ``coarse_dim`` are required when creating).
     ``durability="sync"`` makes every write durable before it returns; ``"buffered"`` at
-    ``flush()``.
+    ``flush()``. Reopen a vectors-only database with ``model=None``.
+
+    ``"default"`` is ``encoders/models/default`` of the source tree the module was built from,
+    or ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded from ``$ORT_DYLIB_PATH``, else from where
+    ``scripts/fetch-onnxruntime`` put it at build time.
     """
 
 def verify(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
