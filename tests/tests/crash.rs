@@ -7,10 +7,11 @@
 //!
 //! Rounds: 50 by default, `HIVLP_CRASH_ROUNDS` for more; `HIVLP_CRASH_SEED` replays a run.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -71,6 +72,7 @@ struct RunLog {
     opened: bool,
     acked: Vec<Op>,
     in_flight: Option<Op>,
+    failed_maintenance: usize,
 }
 
 fn parse_log(lines: &[String]) -> RunLog {
@@ -89,27 +91,39 @@ fn parse_log(lines: &[String]) -> RunLog {
                 );
                 log.acked.push(op);
             }
+            // A flush or compaction that failed changed nothing the model tracks.
+            ["fail", op @ ..] => {
+                let op = parse_op(op);
+                assert_eq!(
+                    log.in_flight.take().as_ref(),
+                    Some(&op),
+                    "fail without begin"
+                );
+                log.failed_maintenance += 1;
+            }
             _ => panic!("unexpected child output {line:?}"),
         }
     }
     log
 }
 
-/// Runs the writer until it is killed, `delay` after it printed `opened` (or after spawning when
-/// `during_open`). Returns the complete lines it printed.
-fn run_and_kill(db: &Path, seed: u64, during_open: bool, delay: Duration) -> Vec<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_storage-child"))
-        .arg("crash-writer")
-        .arg(db)
-        .arg(seed.to_string())
+/// A running writer child and the thread collecting its complete stdout lines.
+struct Writer {
+    child: Child,
+    lines: thread::JoinHandle<Vec<String>>,
+    opened: mpsc::Receiver<()>,
+}
+
+fn spawn_writer(mut command: Command) -> Writer {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn storage-child");
     let stdout = child.stdout.take().expect("piped stdout");
-    let (opened_tx, opened_rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
+    let (opened_tx, opened) = mpsc::channel();
+    let lines = thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut lines = Vec::new();
         let mut buf = Vec::new();
@@ -130,22 +144,96 @@ fn run_and_kill(db: &Path, seed: u64, during_open: bool, delay: Duration) -> Vec
         }
         lines
     });
+    Writer {
+        child,
+        lines,
+        opened,
+    }
+}
+
+fn writer_command(db: &Path, seed: u64) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_storage-child"));
+    command.arg("crash-writer").arg(db).arg(seed.to_string());
+    command
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
+/// Runs the writer until it is killed, `delay` after it printed `opened` (or after spawning when
+/// `during_open`). Returns the complete lines it printed.
+fn run_and_kill(db: &Path, seed: u64, during_open: bool, delay: Duration) -> Vec<String> {
+    let mut w = spawn_writer(writer_command(db, seed));
     if !during_open {
         // The child may die on its own (a bug); then the channel closes and we go on to report it.
-        let _ = opened_rx.recv_timeout(Duration::from_secs(60));
+        let _ = w.opened.recv_timeout(Duration::from_secs(60));
     }
     thread::sleep(delay);
-    let _ = child.kill();
-    let status = child.wait().expect("wait for child");
-    let lines = reader.join().expect("stdout reader");
+    let _ = w.child.kill();
+    let status = w.child.wait().expect("wait for child");
+    let lines = w.lines.join().expect("stdout reader");
     if status.signal() != Some(9) {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = stderr_of(&mut w.child);
         panic!("child ended on its own ({status}) before the kill: {err}\nstdout: {lines:?}");
     }
     lines
+}
+
+/// Counts of what recovery did with the write in flight.
+#[derive(Debug, Default)]
+struct InFlight {
+    applied: usize,
+    dropped: usize,
+}
+
+/// Opens the database after a child died and checks it against `model` (the acknowledged
+/// writes so far, updated with this run's `log`): equal to it, or to it plus the write that was
+/// in flight. `model` becomes whichever matched.
+fn check_recovery(
+    db: &Path,
+    what: &str,
+    read_only: bool,
+    (schema, seed): (&Schema, u64),
+    model: &mut StoreImage,
+    log: &RunLog,
+    in_flight: &mut InFlight,
+) {
+    for op in &log.acked {
+        apply(model, op, schema, seed);
+    }
+    let options = StoreOptions {
+        read_only,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(db, options).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+    let image = read_view(&store.view()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    if diff_images(model, &image).is_none() {
+        if matches!(log.in_flight, Some(Op::Insert { .. } | Op::Delete(_))) {
+            in_flight.dropped += 1;
+        }
+    } else {
+        let mut with_in_flight = model.clone();
+        if let Some(op) = &log.in_flight {
+            apply(&mut with_in_flight, op, schema, seed);
+        }
+        if let Some(diff) = diff_images(&with_in_flight, &image) {
+            panic!(
+                "{what}: recovered state matches neither the acknowledged writes nor them plus \
+                 the write in flight ({:?}): {diff}",
+                log.in_flight
+            );
+        }
+        in_flight.applied += 1;
+        *model = with_in_flight;
+    }
+    if let Some(max) = model.keys().next_back() {
+        assert!(store.next_id() > *max, "{what}: next_id would reuse ids");
+    }
 }
 
 #[test]
@@ -166,7 +254,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut model = StoreImage::new();
     let started = Instant::now();
     let (mut acked_ops, mut acked_rows, mut kills_in_open) = (0usize, 0u64, 0usize);
-    let (mut in_flight_applied, mut in_flight_dropped) = (0usize, 0usize);
+    let mut in_flight = InFlight::default();
     let mut acked_maintenance = 0usize;
     for round in 0..rounds {
         let during_open = round > 0 && rng.random_bool(0.15);
@@ -187,7 +275,6 @@ fn acknowledged_writes_survive_sigkill() {
                 Op::Flush | Op::Compact => acked_maintenance += 1,
                 Op::Delete(_) => {}
             }
-            apply(&mut model, op, &schema, seed);
         }
         if !db.join("CURRENT").exists() {
             // Killed before `create` finished: nothing was acknowledged, so there is nothing
@@ -198,48 +285,25 @@ fn acknowledged_writes_survive_sigkill() {
             );
             continue;
         }
-        let read_only = round % 2 == 0;
-        let options = StoreOptions {
-            read_only,
-            ..StoreOptions::default()
-        };
-        let store = Store::open(&db, options)
-            .unwrap_or_else(|e| panic!("round {round} (seed {seed}): open after kill: {e}"));
-        let image =
-            read_view(&store.view()).unwrap_or_else(|e| panic!("round {round} (seed {seed}): {e}"));
-        if diff_images(&model, &image).is_none() {
-            if matches!(log.in_flight, Some(Op::Insert { .. } | Op::Delete(_))) {
-                in_flight_dropped += 1;
-            }
-        } else {
-            let mut with_in_flight = model.clone();
-            if let Some(op) = &log.in_flight {
-                apply(&mut with_in_flight, op, &schema, seed);
-            }
-            if let Some(diff) = diff_images(&with_in_flight, &image) {
-                panic!(
-                    "round {round} (seed {seed}): recovered state matches neither the \
-                     acknowledged writes nor them plus the write in flight ({:?}): {diff}",
-                    log.in_flight
-                );
-            }
-            in_flight_applied += 1;
-            model = with_in_flight;
-        }
-        if let Some(max) = model.keys().next_back() {
-            assert!(
-                store.next_id() > *max,
-                "round {round}: next_id would reuse ids"
-            );
-        }
+        check_recovery(
+            &db,
+            &format!("round {round} (seed {seed})"),
+            round % 2 == 0,
+            (&schema, seed),
+            &mut model,
+            &log,
+            &mut in_flight,
+        );
     }
     let report = verify(&db, VerifyLevel::Full).expect("full verify after the last kill");
     println!(
         "crash test: {rounds} rounds in {:.1} s ({kills_in_open} killed during open); \
          {acked_ops} acknowledged operations ({acked_rows} rows inserted, {acked_maintenance} \
-         flushes/compactions); in-flight writes recovered {in_flight_applied}, dropped \
-         {in_flight_dropped}; final {} live rows in {} segments; full verify: {} files ok",
+         flushes/compactions); in-flight writes recovered {}, dropped {}; final {} live rows \
+         in {} segments; full verify: {} files ok",
         started.elapsed().as_secs_f64(),
+        in_flight.applied,
+        in_flight.dropped,
         model.len(),
         report.segments,
         report.files_checked.len()
@@ -250,4 +314,121 @@ fn acknowledged_writes_survive_sigkill() {
         report.problems
     );
     assert!(acked_rows > 0, "the child never got to write");
+}
+
+/// Writes that fail with an I/O error (here: a file size limit, `ulimit -f`, so a WAL append, a
+/// segment write or a manifest write fails part-way, like a full disk) lose nothing that was
+/// acknowledged, and the child reports the error instead of panicking. Rounds:
+/// `HIVLP_IO_ERROR_ROUNDS` (default 20).
+#[test]
+fn failed_writes_lose_nothing_acknowledged() {
+    let rounds: usize = std::env::var("HIVLP_IO_ERROR_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("HIVLP_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("I/O error test: {rounds} rounds, HIVLP_CRASH_SEED={seed}");
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let schema = small_schema(ElemType::F32, ElemType::F32);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut model = StoreImage::new();
+    let mut in_flight = InFlight::default();
+    let (mut failed, mut timed_out, mut acked) = (0usize, 0usize, 0usize);
+    let mut failed_maintenance = 0;
+    let mut failed_ops: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for round in 0..rounds {
+        // File size limit in 512-byte blocks, 1 KiB to 128 KiB: small limits fail WAL appends
+        // and flushes, larger ones compactions (which the child survives and goes on).
+        let blocks = if rng.random_bool(0.5) {
+            rng.random_range(2..=48u32)
+        } else {
+            rng.random_range(48..=256u32)
+        };
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f \"$1\" && exec \"$2\" crash-writer \"$3\" \"$4\"")
+            .arg("sh")
+            .arg(blocks.to_string())
+            .arg(env!("CARGO_BIN_EXE_storage-child"))
+            .arg(&db)
+            .arg(seed.to_string());
+        let mut w = spawn_writer(command);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let status = loop {
+            if let Some(status) = w.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = w.child.kill();
+                w.child.wait().unwrap();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let lines = w.lines.join().expect("stdout reader");
+        let err = stderr_of(&mut w.child);
+        match status {
+            None => timed_out += 1,
+            Some(s) => {
+                assert!(
+                    s.code() == Some(1) && err.contains("File too large"),
+                    "round {round}: the writer should fail with the I/O error, got {s}: {err}"
+                );
+                failed += 1;
+            }
+        }
+        let log = parse_log(&lines);
+        acked += log.acked.len();
+        failed_maintenance += log.failed_maintenance;
+        if status.is_some() {
+            let kind = match log.in_flight {
+                None => "open",
+                Some(Op::Insert { .. }) => "insert",
+                Some(Op::Delete(_)) => "delete",
+                Some(Op::Flush) => "flush",
+                Some(Op::Compact) => "compact",
+            };
+            *failed_ops.entry(kind).or_default() += 1;
+        }
+        if !db.join("CURRENT").exists() {
+            assert!(
+                model.is_empty() && log.acked.is_empty(),
+                "round {round}: database vanished"
+            );
+            continue;
+        }
+        check_recovery(
+            &db,
+            &format!(
+                "I/O error round {round} (limit {} KiB, seed {seed}): {err}",
+                blocks / 2
+            ),
+            false,
+            (&schema, seed),
+            &mut model,
+            &log,
+            &mut in_flight,
+        );
+    }
+    let report = verify(&db, VerifyLevel::Full).expect("full verify");
+    println!(
+        "I/O error test: {rounds} rounds, {failed} ended by the I/O error (failing operation: \
+         {failed_ops:?}), {timed_out} ran to the time limit; {failed_maintenance} failed \
+         flushes/compactions survived; {acked} acknowledged operations; failed writes \
+         recovered {}, dropped {}; final {} live rows",
+        in_flight.applied,
+        in_flight.dropped,
+        model.len()
+    );
+    assert!(
+        report.is_ok(),
+        "verify found problems: {:?}",
+        report.problems
+    );
+    assert!(failed > 0, "no round hit the file size limit");
 }

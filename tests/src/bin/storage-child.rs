@@ -10,7 +10,8 @@
 //!
 //! `crash-writer` protocol, one line per step: `opened`, then for each operation
 //! `begin <op>` before the call and `ack <op>` after it returned `Ok`, where `<op>` is
-//! `insert <first id> <count>`, `delete <id>…`, `flush` or `compact`. Rows are
+//! `insert <first id> <count>`, `delete <id>…`, `flush` or `compact`; a flush or compaction
+//! that fails prints `fail <op>` and the writer goes on. Rows are
 //! [`hivlp_tests::random_row`]`(schema, seed, id)`.
 
 use std::io::{Read, Write};
@@ -29,6 +30,13 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     // A parent that stopped reading is gone; nothing useful to do with the error.
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// A failed flush or compaction changes no data, so the writer reports it and goes on (an
+/// I/O failure poisons the handle: the next insert or delete then fails and ends the run).
+fn failed(op: &str, e: &dyn std::fmt::Display) {
+    eprintln!("storage-child: {op}: {e}");
+    say(&format!("fail {op}"));
 }
 
 fn writer_options() -> StoreOptions {
@@ -78,14 +86,16 @@ fn crash_writer(dir: &Path, seed: u64) -> Result<(), String> {
             say(&format!("ack delete {list}"));
         } else if roll < 97 {
             say("begin flush");
-            store.flush().map_err(|e| format!("flush: {e}"))?;
-            say("ack flush");
+            match store.flush() {
+                Ok(()) => say("ack flush"),
+                Err(e) => failed("flush", &e),
+            }
         } else {
             say("begin compact");
-            store
-                .compact(&MergeAll, None)
-                .map_err(|e| format!("compact: {e}"))?;
-            say("ack compact");
+            match store.compact(&MergeAll, None) {
+                Ok(_) => say("ack compact"),
+                Err(e) => failed("compact", &e),
+            }
         }
     }
 }
