@@ -90,12 +90,13 @@ pub fn create(args: CreateArgs) -> CliResult {
     };
     let schema = db.schema();
     out!(
-        "created {} (fine {}-d, coarse {}-d {:?}, {:?})",
+        "created {} (fine {}-d {}, coarse {}-d {}, {})",
         args.db.display(),
         schema.fine_dim,
+        name(schema.fine_type),
         schema.coarse_dim,
-        schema.coarse_type,
-        schema.metric
+        name(schema.coarse_type),
+        name(schema.metric)
     );
     Ok(())
 }
