@@ -169,21 +169,20 @@ impl Encoder {
 
         let open = |tower: Tower, file: &Path, provider: Provider| {
             runtime::session(env, file, provider, opts.intra_threads).map_err(|f| match f {
-                SessionFailure::Cuda(message) => Err(message),
-                SessionFailure::Graph(message) => Ok(EncoderError::Session {
+                SessionFailure::Cuda(message) => OpenFailure::Cuda(message),
+                SessionFailure::Graph(message) => OpenFailure::Fatal(EncoderError::Session {
                     tower,
                     file: file.to_path_buf(),
                     message,
                 }),
             })
         };
-        let open_both =
-            |provider: Provider| -> Result<(Session, Session), Result<EncoderError, String>> {
-                Ok((
-                    open(Tower::Image, &bundle.image().onnx, provider)?,
-                    open(Tower::Text, &bundle.text().onnx, provider)?,
-                ))
-            };
+        let open_both = |provider: Provider| -> Result<(Session, Session), OpenFailure> {
+            Ok((
+                open(Tower::Image, &bundle.image().onnx, provider)?,
+                open(Tower::Text, &bundle.text().onnx, provider)?,
+            ))
+        };
         let wanted = if opts.cuda {
             Provider::Cuda
         } else {
@@ -191,13 +190,12 @@ impl Encoder {
         };
         let (provider, fallback_reason, (image, text)) = match open_both(wanted) {
             Ok(sessions) => (wanted, None, sessions),
-            Err(Ok(error)) => return Err(error),
-            Err(Err(cuda)) if opts.cpu_fallback => match open_both(Provider::Cpu) {
-                Ok(sessions) => (Provider::Cpu, Some(cuda), sessions),
-                Err(Ok(error)) => return Err(error),
-                Err(Err(message)) => return Err(EncoderError::Cuda { message }),
-            },
-            Err(Err(message)) => return Err(EncoderError::Cuda { message }),
+            Err(OpenFailure::Cuda(reason)) if opts.cpu_fallback => (
+                Provider::Cpu,
+                Some(reason),
+                open_both(Provider::Cpu).map_err(OpenFailure::into_error)?,
+            ),
+            Err(failure) => return Err(failure.into_error()),
         };
         check_graph(&bundle, Tower::Image, &image)?;
         check_graph(&bundle, Tower::Text, &text)?;
@@ -272,14 +270,14 @@ impl Encoder {
     }
 
     /// Encodes images, `batch_size` at a time (at most the bundle's `[image] max_batch_size`),
-    /// decoding each batch in parallel. If any image
-    /// fails, the error names the first failing index and nothing is returned.
+    /// decoding each batch in parallel. If any image fails, the error names the first failing
+    /// index and nothing is returned.
     pub fn encode_images(&self, images: &[ImageInput<'_>]) -> Result<Vec<Embedding>, EncodeError> {
         let mut out = Vec::with_capacity(images.len());
         let batch_size = batch_size(&self.options, self.bundle.image().max_batch_size);
         for (chunk_index, chunk) in images.chunks(batch_size).enumerate() {
             let base = chunk_index * batch_size;
-            let pixels = self.image_tensor(chunk, base)?;
+            let pixels = self.batch_tensor(chunk, base)?;
             out.extend(self.run_image(&pixels, chunk.len())?);
         }
         Ok(out)
@@ -288,10 +286,11 @@ impl Encoder {
     /// The preprocessed float32 NCHW tensor of one image, exactly as the image graph receives
     /// it (for debugging and parity checks against other pipelines).
     pub fn preprocess_image(&self, image: ImageInput<'_>) -> Result<Vec<f32>, EncodeError> {
-        self.image_tensor(std::slice::from_ref(&image), 0)
+        self.batch_tensor(std::slice::from_ref(&image), 0)
     }
 
-    fn image_tensor(
+    /// Decodes and preprocesses `images` (global indices from `base`) into one NCHW tensor.
+    fn batch_tensor(
         &self,
         images: &[ImageInput<'_>],
         base: usize,
@@ -458,6 +457,23 @@ impl Encoder {
             (OutputNames::Separate { .. }, _, None) => {
                 Err(output_error("layout separate without coarse_dim".into()))
             }
+        }
+    }
+}
+
+/// Why the sessions of a bundle could not be opened on a provider.
+enum OpenFailure {
+    /// The CUDA provider did not register (a CPU fallback may be allowed).
+    Cuda(String),
+    /// Anything else.
+    Fatal(EncoderError),
+}
+
+impl OpenFailure {
+    fn into_error(self) -> EncoderError {
+        match self {
+            OpenFailure::Cuda(message) => EncoderError::Cuda { message },
+            OpenFailure::Fatal(error) => error,
         }
     }
 }
