@@ -103,11 +103,14 @@ class Database:
         target: Literal["image", "text"] = "image",
         exact: bool = False,
         coarse_vector: Optional[ArrayLike] = None,
+        allow_ids: Optional[Sequence[int]] = None,
+        deny_ids: Optional[Sequence[int]] = None,
     ) -> list[Hit]:
         """Top ``k`` items for exactly one of ``text``, ``image`` or a fine ``vector``.
 
         ``target`` picks the items' image or caption embeddings; ``candidates`` is how many rows
-        the coarse scan keeps for fine re-ranking; ``exact`` re-ranks every row.
+        the coarse scan keeps for fine re-ranking; ``exact`` re-ranks every row. ``allow_ids``
+        restricts the results to those ids, ``deny_ids`` leaves those out.
         """
     def search_batch(
         self,
@@ -117,6 +120,8 @@ class Database:
         candidates: Optional[int] = None,
         exact: bool = False,
         coarse_vectors: Optional[ArrayLike] = None,
+        allow_ids: Optional[Sequence[int]] = None,
+        deny_ids: Optional[Sequence[int]] = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, k)``.
 

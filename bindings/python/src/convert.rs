@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use engine::{ElemType, ImageInput, Query, Target};
+use engine::{ElemType, Filter, ImageInput, Query, Target};
 use numpy::{PyArray2, PyArrayMethods as _, PyReadonlyArray2, PyUntypedArrayMethods as _};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -27,6 +27,18 @@ pub fn parse_target(name: &str) -> PyResult<Target> {
         other => Err(InvalidInputError::new_err(format!(
             "unknown target {other:?}: use \"image\" (search the items' images) or \"text\" (their captions)"
         ))),
+    }
+}
+
+/// A search filter from `allow_ids=` (only these) or `deny_ids=` (all but these).
+pub fn filter(allow: Option<Vec<u64>>, deny: Option<Vec<u64>>) -> PyResult<Option<Filter>> {
+    match (allow, deny) {
+        (None, None) => Ok(None),
+        (Some(ids), None) => Ok(Some(Filter::Allow(ids.into_iter().collect()))),
+        (None, Some(ids)) => Ok(Some(Filter::Deny(ids.into_iter().collect()))),
+        (Some(_), Some(_)) => Err(InvalidInputError::new_err(
+            "give allow_ids= or deny_ids=, not both",
+        )),
     }
 }
 

@@ -376,7 +376,7 @@ impl PyDatabase {
     /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
     #[pyo3(signature = (
         text = None, image = None, vector = None, k = 10, candidates = None, target = "image",
-        exact = false, coarse_vector = None
+        exact = false, coarse_vector = None, allow_ids = None, deny_ids = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn search(
@@ -390,6 +390,8 @@ impl PyDatabase {
         target: &str,
         exact: bool,
         coarse_vector: Option<Bound<'_, PyAny>>,
+        allow_ids: Option<Vec<u64>>,
+        deny_ids: Option<Vec<u64>>,
     ) -> PyResult<Vec<PyHit>> {
         let db = self.db()?;
         let params = SearchParams {
@@ -397,7 +399,7 @@ impl PyDatabase {
             k,
             candidates,
             exact,
-            ..SearchParams::default()
+            filter: convert::filter(allow_ids, deny_ids)?,
         };
         let hits = match (text, image, vector) {
             (Some(text), None, None) => py.detach(|| db.search_text(&text, &params)),
@@ -422,7 +424,10 @@ impl PyDatabase {
     /// Searches many fine query vectors at once; returns `(ids, scores)` as `(q, k)` arrays of
     /// uint64 and float32. Rows with fewer than `k` hits are padded with id `NO_ID` and score
     /// `-inf`.
-    #[pyo3(signature = (vectors, target = "image", k = 10, candidates = None, exact = false, coarse_vectors = None))]
+    #[pyo3(signature = (
+        vectors, target = "image", k = 10, candidates = None, exact = false, coarse_vectors = None,
+        allow_ids = None, deny_ids = None
+    ))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search_batch<'py>(
         &self,
@@ -433,6 +438,8 @@ impl PyDatabase {
         candidates: Option<usize>,
         exact: bool,
         coarse_vectors: Option<Bound<'py, PyAny>>,
+        allow_ids: Option<Vec<u64>>,
+        deny_ids: Option<Vec<u64>>,
     ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
         let db = self.db()?;
         let params = SearchParams {
@@ -440,7 +447,7 @@ impl PyDatabase {
             k,
             candidates,
             exact,
-            ..SearchParams::default()
+            filter: convert::filter(allow_ids, deny_ids)?,
         };
         let fine = FloatRows::new("vectors", &vectors)?;
         let coarse = FloatRows::optional("coarse_vectors", coarse_vectors.as_ref())?;

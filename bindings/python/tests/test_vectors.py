@@ -379,3 +379,16 @@ def test_zero_width_vectors_are_invalid_input(vec_db):
         vec_db.insert_vectors(image_fine=np.zeros((2, 0), np.float32))
     with pytest.raises(hivlp.InvalidInputError):
         vec_db.search_batch(np.zeros((2, 3, 4), np.float32))
+
+
+def test_allow_and_deny_filters(vec_db):
+    vectors = unit_rows(30, FINE_DIM, seed=21)
+    ids = vec_db.insert_vectors(image_fine=vectors)
+    hits = vec_db.search(vector=vectors[0], k=5, deny_ids=[ids[0]])
+    assert ids[0] not in [h.id for h in hits] and len(hits) == 5
+    hits = vec_db.search(vector=vectors[0], k=5, allow_ids=ids[10:12])
+    assert sorted(h.id for h in hits) == sorted(ids[10:12])
+    found, _ = vec_db.search_batch(vectors[:3], k=1, deny_ids=ids[:3])
+    assert not set(found[:, 0]) & set(ids[:3])
+    with pytest.raises(hivlp.InvalidInputError, match="not both"):
+        vec_db.search(vector=vectors[0], allow_ids=[1], deny_ids=[2])
