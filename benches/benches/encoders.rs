@@ -1,4 +1,4 @@
-//! Encoder throughput on CPU: images/s and captions/s at batch 1 and 32, with the bundled
+//! Encoder throughput: images/s and captions/s at batch 1 and 32, with the bundled
 //! default model on the bundled demo data (128×128 clip-art PNGs and their captions).
 //!
 //! `cargo bench -p hivlp-benches --bench encoders`. Images are measured end to end (PNG decode,
@@ -32,18 +32,17 @@ fn demo(n: usize) -> (Vec<Vec<u8>>, Vec<String>) {
 }
 
 fn encoders(c: &mut Criterion) {
-    let options = EncoderOptions {
-        cuda: false,
-        ..Default::default()
-    };
-    let encoder = Encoder::load(&Encoder::default_bundle_dir(), options).expect("default bundle");
+    // CPU unless built with `--features hivlp-encoders/cuda`; the provider names the groups.
+    let encoder = Encoder::load(&Encoder::default_bundle_dir(), EncoderOptions::default())
+        .expect("default bundle");
+    let provider = encoder.provider();
     let (images, captions) = demo(32);
     for batch in [1usize, 32] {
         let inputs: Vec<ImageInput<'_>> = images[..batch]
             .iter()
             .map(|b| ImageInput::Bytes(b))
             .collect();
-        let mut group = c.benchmark_group("encoders/images");
+        let mut group = c.benchmark_group(format!("encoders/{provider}/images"));
         group.throughput(Throughput::Elements(batch as u64));
         group.sample_size(if batch == 1 { 100 } else { 20 });
         group.bench_function(format!("batch{batch}"), |b| {
@@ -52,7 +51,7 @@ fn encoders(c: &mut Criterion) {
         group.finish();
 
         let texts: Vec<&str> = captions[..batch].iter().map(String::as_str).collect();
-        let mut group = c.benchmark_group("encoders/texts");
+        let mut group = c.benchmark_group(format!("encoders/{provider}/texts"));
         group.throughput(Throughput::Elements(batch as u64));
         group.sample_size(if batch == 1 { 100 } else { 20 });
         group.bench_function(format!("batch{batch}"), |b| {
