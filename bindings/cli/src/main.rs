@@ -48,17 +48,27 @@ enum Command {
     Search(SearchArgs),
     /// Delete items by id.
     Delete {
+        /// The database folder.
         db: PathBuf,
         /// Ids to delete.
         #[arg(required = true)]
         ids: Vec<u64>,
     },
     /// Merge segments and drop deleted rows.
-    Compact { db: PathBuf },
+    Compact {
+        /// The database folder.
+        db: PathBuf,
+    },
     /// Write a consistent copy of the database to DEST (a new folder).
-    Snapshot { db: PathBuf, dest: PathBuf },
+    Snapshot {
+        /// The database folder.
+        db: PathBuf,
+        /// Where the copy goes; must not exist yet.
+        dest: PathBuf,
+    },
     /// Show counts, sizes and the schema.
     Stats {
+        /// The database folder.
         db: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -66,6 +76,7 @@ enum Command {
     },
     /// Check every file's checksums and structure; exits 3 if anything is corrupt.
     Verify {
+        /// The database folder.
         db: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -85,6 +96,7 @@ struct ModelArg {
 
 #[derive(Args)]
 struct CreateArgs {
+    /// The database folder.
     db: PathBuf,
     #[command(flatten)]
     model: ModelArg,
@@ -104,6 +116,7 @@ struct CreateArgs {
 
 #[derive(Args)]
 struct ImportArgs {
+    /// The database folder.
     db: PathBuf,
     /// A folder of images with sidecar .txt captions, or a .jsonl / .csv file.
     source: PathBuf,
@@ -117,6 +130,7 @@ struct ImportArgs {
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("query").required(true)))]
 struct SearchArgs {
+    /// The database folder.
     db: PathBuf,
     /// Query text.
     #[arg(long, group = "query")]
