@@ -162,46 +162,60 @@ fn check_copy(
         ("read-only, full checks", true, VerifyLevel::Full),
         ("read-write, cheap checks", false, VerifyLevel::Cheap),
     ];
+    let verify_names_file = || match verify(work, VerifyLevel::Full) {
+        Err(e) => Ok(names(&e, file)),
+        Ok(r) if r.is_ok() => Ok(false),
+        Ok(r) => {
+            if r.problems
+                .iter()
+                .any(|p| p.file.file_name().is_some_and(|n| n == file))
+            {
+                Ok(true)
+            } else {
+                Err(format!("verify(Full) blames other files: {:?}", r.problems))
+            }
+        }
+    };
     for (how, read_only, level) in opens {
         let options = StoreOptions {
             read_only,
             verify: level,
             ..StoreOptions::default()
         };
-        match Store::open(work, options) {
-            Err(e) if names(&e, file) => outcomes.push(Outcome::Rejected),
+        let outcome = match Store::open(work, options) {
+            Err(e) if names(&e, file) => Outcome::Rejected,
             Err(e) => return Err(format!("{how}: error does not name {file}: {e}")),
             Ok(store) => {
                 let state = state_of(&store).map_err(|e| format!("{how}: {e}"))?;
                 match which(&state) {
-                    Some(i) if i == full => outcomes.push(Outcome::Intact),
-                    Some(_) => outcomes.push(Outcome::TornTail),
+                    Some(i) if i == full => Outcome::Intact,
+                    Some(_) => Outcome::TornTail,
                     None if level == VerifyLevel::Cheap => {
                         drop(store);
-                        let report = verify(work, VerifyLevel::Full);
-                        let caught = match &report {
-                            Err(e) => names(e, file),
-                            Ok(r) => r
-                                .problems
-                                .iter()
-                                .any(|p| p.file.file_name().is_some_and(|n| n == file)),
-                        };
-                        if !caught {
+                        if !verify_names_file()? {
                             return Err(format!(
                                 "{how}: opened with wrong data, and verify(Full) does not name \
-                                 {file}: {report:?}"
+                                 {file}"
                             ));
                         }
-                        outcomes.push(Outcome::CaughtByVerify);
+                        Outcome::CaughtByVerify
                     }
                     None => return Err(format!("{how}: opened with wrong data")),
                 }
             }
+        };
+        // `verify(Full)` agrees with a full-check open (before a writer repairs anything).
+        if level == VerifyLevel::Full {
+            let flagged = verify_names_file()?;
+            if flagged != (outcome == Outcome::Rejected) {
+                return Err(format!(
+                    "{how} gave {outcome:?} but verify(Full) {} {file}",
+                    if flagged { "names" } else { "does not name" }
+                ));
+            }
         }
+        outcomes.push(outcome);
     }
-    // Anything a full-check open accepted must not be rejected by `verify(Full)` for other
-    // reasons, and verify itself must survive the damage.
-    let _ = verify(work, VerifyLevel::Full);
     Ok(outcomes.into_iter().max().unwrap_or(Outcome::Rejected))
 }
 
