@@ -9,6 +9,12 @@ use rayon::prelude::*;
 use crate::params::{Filter, Hit, SearchParams};
 use crate::scan::{self, Candidate, Part, QueryVec};
 
+/// Candidates re-ranked per parallel task.
+const RERANK_CHUNK: usize = 32;
+
+/// Queries scanned together in one pass of a batch.
+const QUERY_TILE: usize = 32;
+
 /// A validated query, normalised as the database's metric requires, in both tiers.
 pub(crate) struct PreparedQuery {
     pub coarse: QueryVec,
@@ -53,7 +59,11 @@ pub(crate) fn search(
                     .as_ref()
                     .is_none_or(|f| f.allows(sources[source as usize].id(row)))
             };
-            scan::top_m(&parts, &tier, keep, &accept)
+            // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
+            // stay in cache while its rows stream through.
+            tier.chunks(QUERY_TILE)
+                .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept))
+                .collect()
         }
     };
     let coarse = started.elapsed();
@@ -97,22 +107,30 @@ fn rerank(
     k: usize,
 ) -> Vec<Hit> {
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
-    let mut scored: Vec<(f32, u64, u32, u32)> = Vec::with_capacity(shortlist.len());
-    for group in shortlist.chunk_by(|a, b| a.source == b.source) {
-        let source = &sources[group[0].source as usize];
-        let column = source.fine(target);
-        let rows: Vec<usize> = group
-            .iter()
-            .map(|c| c.row as usize)
-            .filter(|&r| r < column.len())
-            .collect();
-        let scores = scan::score_rows(&column, fine, &rows);
-        scored.extend(
-            rows.iter()
-                .zip(scores)
-                .map(|(&row, score)| (score, source.id(row), group[0].source, row as u32)),
-        );
-    }
+    // In parallel chunks: the first touch of a fine row is a page fault, which both threads
+    // can take at once.
+    let mut scored: Vec<(f32, u64, u32, u32)> = shortlist
+        .par_chunks(RERANK_CHUNK)
+        .flat_map_iter(|chunk| {
+            let mut out = Vec::with_capacity(chunk.len());
+            for group in chunk.chunk_by(|a, b| a.source == b.source) {
+                let source = &sources[group[0].source as usize];
+                let column = source.fine(target);
+                let rows: Vec<usize> = group
+                    .iter()
+                    .map(|c| c.row as usize)
+                    .filter(|&r| r < column.len())
+                    .collect();
+                let scores = scan::score_rows(&column, fine, &rows);
+                out.extend(
+                    rows.iter()
+                        .zip(scores)
+                        .map(|(&row, score)| (score, source.id(row), group[0].source, row as u32)),
+                );
+            }
+            out
+        })
+        .collect();
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.truncate(k);
     scored

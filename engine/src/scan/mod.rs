@@ -113,6 +113,40 @@ impl<'a, E: Element> Rows<'a, E> {
         }
     }
 
+    /// Scores of rows `base..end` (at most 64) into `out[row - base]`: the rows whose bit is
+    /// set in `live`; the others get NaN.
+    #[inline(always)]
+    fn score_block(
+        &self,
+        query: &QueryVec,
+        base: usize,
+        end: usize,
+        live: u64,
+        out: &mut [f32; 64],
+    ) {
+        let n = end - base;
+        if live == bit_range(0, n) {
+            let block = &self.elems[base * self.stride..(end - 1) * self.stride + self.dim];
+            for (i, slot) in out[..n].iter_mut().enumerate() {
+                *slot = E::dot(query, &block[i * self.stride..i * self.stride + self.dim]);
+            }
+        } else {
+            out.fill(f32::NAN);
+            let mut bits = live;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let start = (base + i) * self.stride;
+                out[i] = E::dot(query, &self.elems[start..start + self.dim]);
+            }
+        }
+        if let Some(scales) = self.scales {
+            for (slot, scale) in out[..n].iter_mut().zip(&scales[base..end]) {
+                *slot *= scale;
+            }
+        }
+    }
+
     #[inline(always)]
     fn score(&self, query: &QueryVec, row: usize) -> f32 {
         let start = row * self.stride;
@@ -134,8 +168,10 @@ pub(crate) struct Part<'a> {
 
 /// Scores rows `range` of one column against every query, feeding each query's top-M.
 ///
-/// Rows go in groups of 64, one bitmap word: a fully deleted group costs one compare, and a
-/// group's rows stay in L1 while every query of a batch reads them.
+/// Rows go in blocks of 64, one bitmap word: a fully deleted block costs one compare. Per
+/// block and query, a tight loop of `simsimd` calls fills 64 scores (little state lives across
+/// the calls), then the row scales and the threshold filter run over the block; the block's
+/// rows stay in L1 while every query of a batch reads them.
 fn scan_rows<E: Element>(
     rows: &Rows<'_, E>,
     skip: &[u64],
@@ -145,26 +181,24 @@ fn scan_rows<E: Element>(
     accept: &(impl Fn(u32, usize) -> bool + ?Sized),
     tops: &mut [TopM],
 ) {
+    let mut scores = [0.0f32; 64];
     let mut start = range.start;
     while start < range.end {
         let word = start / 64;
         let base = word * 64;
         let end = (base + 64).min(range.end);
-        let in_range = bit_range(start - base, end - base);
-        let live = !skip.get(word).copied().unwrap_or(0) & in_range;
+        let live = !skip.get(word).copied().unwrap_or(0) & bit_range(start - base, end - base);
         if live != 0 {
             for (query, top) in queries.iter().zip(tops.iter_mut()) {
+                rows.score_block(query, base, end, live, &mut scores);
                 let mut threshold = top.threshold();
-                let mut bits = live;
-                while bits != 0 {
-                    let row = base + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let score = rows.score(query, row);
-                    if score >= threshold && accept(source, row) {
+                // Rows not scanned hold NaN, which never passes.
+                for (i, &score) in scores[..end - base].iter().enumerate() {
+                    if score >= threshold && accept(source, base + i) {
                         top.push(Candidate {
                             score,
                             source,
-                            row: row as u32,
+                            row: (base + i) as u32,
                         });
                         threshold = top.threshold();
                     }
