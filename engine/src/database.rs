@@ -415,7 +415,8 @@ impl Database {
         let _writer = self.writer.lock();
         let schema = self.store.schema().clone();
         let mut mode = self.coarse.read().clone();
-        if *mode == CoarseMode::Undecided {
+        let undecided = *mode == CoarseMode::Undecided;
+        if undecided {
             let supplied = items
                 .iter()
                 .flat_map(|i| [&i.image, &i.text])
@@ -449,7 +450,7 @@ impl Database {
             });
         }
         let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
-        if **self.coarse.read() != *mode {
+        if undecided {
             self.store
                 .set_property(projection::PROPERTY, mode.encode())?;
             *self.coarse.write() = mode;
