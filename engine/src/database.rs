@@ -617,9 +617,8 @@ impl Database {
         let candidates = params.checked_candidates()?;
         let prepared = [self.prepare(query, params)?];
         let view = self.store.view();
-        let (mut hits, [coarse, fine]) = self
-            .pool
-            .install(|| search::search(&view, &prepared, params, candidates));
+        let (mut hits, [coarse, fine]) =
+            self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel));
         Ok((
             hits.pop().unwrap_or_default(),
             SearchTiming { coarse, fine },
@@ -639,9 +638,18 @@ impl Database {
         }
         let view = self.store.view();
         Ok(self
-            .pool
-            .install(|| search::search(&view, &prepared, params, candidates))
+            .run(|parallel| search::search(&view, &prepared, params, candidates, parallel))
             .0)
+    }
+
+    /// Runs a search on the search threads, or directly on the calling thread when there is
+    /// only one (no hand-off to wait for).
+    fn run<R: Send>(&self, search: impl FnOnce(bool) -> R + Send) -> R {
+        if self.pool.current_num_threads() > 1 {
+            self.pool.install(|| search(true))
+        } else {
+            search(false)
+        }
     }
 
     /// Encodes `text` with the model and searches (`params.target: Image` for text→image).

@@ -21,12 +21,14 @@ pub(crate) struct PreparedQuery {
     pub fine: QueryVec,
 }
 
-/// Hits per query, plus the time of each stage (for the whole batch).
+/// Hits per query, plus the time of each stage (for the whole batch). With `parallel`, on the
+/// current rayon pool, else on the calling thread.
 pub(crate) fn search(
     view: &View,
     queries: &[PreparedQuery],
     params: &SearchParams,
     candidates: usize,
+    parallel: bool,
 ) -> (Vec<Vec<Hit>>, [Duration; 2]) {
     let started = Instant::now();
     let sources = view.sources();
@@ -62,16 +64,19 @@ pub(crate) fn search(
             // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
             // stay in cache while its rows stream through.
             tier.chunks(QUERY_TILE)
-                .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept))
+                .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept, parallel))
                 .collect()
         }
     };
     let coarse = started.elapsed();
-    let hits = queries
-        .par_iter()
-        .zip(shortlist)
-        .map(|(query, shortlist)| rerank(sources, target, &query.fine, shortlist, params.k))
-        .collect();
+    let rerank_one = |(query, shortlist): (&PreparedQuery, Vec<Candidate>)| {
+        rerank(sources, target, &query.fine, shortlist, params.k, parallel)
+    };
+    let hits = if parallel {
+        queries.par_iter().zip(shortlist).map(rerank_one).collect()
+    } else {
+        queries.iter().zip(shortlist).map(rerank_one).collect()
+    };
     (hits, [coarse, started.elapsed() - coarse])
 }
 
@@ -105,32 +110,41 @@ fn rerank(
     fine: &QueryVec,
     mut shortlist: Vec<Candidate>,
     k: usize,
+    parallel: bool,
 ) -> Vec<Hit> {
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
+    let score_chunk = |chunk: &[Candidate]| {
+        let mut out = Vec::with_capacity(chunk.len());
+        for group in chunk.chunk_by(|a, b| a.source == b.source) {
+            let source = &sources[group[0].source as usize];
+            let column = source.fine(target);
+            let rows: Vec<usize> = group
+                .iter()
+                .map(|c| c.row as usize)
+                .filter(|&r| r < column.len())
+                .collect();
+            let scores = scan::score_rows(&column, fine, &rows);
+            out.extend(
+                rows.iter()
+                    .zip(scores)
+                    .map(|(&row, score)| (score, source.id(row), group[0].source, row as u32)),
+            );
+        }
+        out
+    };
     // In parallel chunks: the first touch of a fine row is a page fault, which both threads
     // can take at once.
-    let mut scored: Vec<(f32, u64, u32, u32)> = shortlist
-        .par_chunks(RERANK_CHUNK)
-        .flat_map_iter(|chunk| {
-            let mut out = Vec::with_capacity(chunk.len());
-            for group in chunk.chunk_by(|a, b| a.source == b.source) {
-                let source = &sources[group[0].source as usize];
-                let column = source.fine(target);
-                let rows: Vec<usize> = group
-                    .iter()
-                    .map(|c| c.row as usize)
-                    .filter(|&r| r < column.len())
-                    .collect();
-                let scores = scan::score_rows(&column, fine, &rows);
-                out.extend(
-                    rows.iter()
-                        .zip(scores)
-                        .map(|(&row, score)| (score, source.id(row), group[0].source, row as u32)),
-                );
-            }
-            out
-        })
-        .collect();
+    let mut scored: Vec<(f32, u64, u32, u32)> = if parallel {
+        shortlist
+            .par_chunks(RERANK_CHUNK)
+            .flat_map_iter(score_chunk)
+            .collect()
+    } else {
+        shortlist
+            .chunks(RERANK_CHUNK)
+            .flat_map(score_chunk)
+            .collect()
+    };
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.truncate(k);
     scored

@@ -256,8 +256,9 @@ fn scan_part(
     }
 }
 
-/// The best `m` rows of all `parts` for each query, best first. Parallel over parts and blocks
-/// of rows on the current rayon pool; the result does not depend on the number of threads.
+/// The best `m` rows of all `parts` for each query, best first. With `parallel`, over parts
+/// and blocks of rows on the current rayon pool, else on the calling thread; the result does
+/// not depend on the number of threads.
 ///
 /// `accept(part, row)` is asked only about rows that would enter a top-M (the filter hook).
 pub(crate) fn top_m(
@@ -265,6 +266,7 @@ pub(crate) fn top_m(
     queries: &[&QueryVec],
     m: usize,
     accept: &(impl Fn(u32, usize) -> bool + Sync + ?Sized),
+    parallel: bool,
 ) -> Vec<Vec<Candidate>> {
     let tasks: Vec<(u32, Range<usize>)> = parts
         .iter()
@@ -277,22 +279,21 @@ pub(crate) fn top_m(
         })
         .collect();
     let fresh = || vec![TopM::new(m); queries.len()];
-    let tops = tasks
-        .into_par_iter()
-        .fold(fresh, |mut tops, (source, range)| {
-            scan_part(
-                &parts[source as usize],
-                range,
-                source,
-                queries,
-                accept,
-                &mut tops,
-            );
-            tops
-        })
-        .reduce(fresh, |a, b| {
-            a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect()
-        });
+    let scan = |mut tops: Vec<TopM>, (source, range): (u32, Range<usize>)| {
+        let part = &parts[source as usize];
+        scan_part(part, range, source, queries, accept, &mut tops);
+        tops
+    };
+    let tops = if parallel {
+        tasks
+            .into_par_iter()
+            .fold(fresh, scan)
+            .reduce(fresh, |a, b| {
+                a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect()
+            })
+    } else {
+        tasks.into_iter().fold(fresh(), scan)
+    };
     tops.into_iter().map(TopM::into_sorted).collect()
 }
 
@@ -416,7 +417,7 @@ mod tests {
                 column: owned.column(),
                 skip: &skip,
             }];
-            let found = top_m(&parts, &[&QueryVec::new(&query)], m, &|_, _| true);
+            let found = top_m(&parts, &[&QueryVec::new(&query)], m, &|_, _| true, true);
             let rows_found: Vec<u32> = found[0].iter().map(|c| c.row).collect();
             let expected = brute_force(&owned, &query, &skip, m);
             // Quantising the query to i8 perturbs scores slightly: compare as sets, mostly.
@@ -447,9 +448,9 @@ mod tests {
         let queries: Vec<QueryVec> = (0..5).map(|s| QueryVec::new(&values(64, s))).collect();
         let refs: Vec<&QueryVec> = queries.iter().collect();
         let odd_rows = |_: u32, row: usize| row % 2 == 1;
-        let batch = top_m(&parts, &refs, 20, &odd_rows);
+        let batch = top_m(&parts, &refs, 20, &odd_rows, true);
         for (query, expected) in refs.iter().zip(&batch) {
-            let single = top_m(&parts, &[query], 20, &odd_rows);
+            let single = top_m(&parts, &[query], 20, &odd_rows, false);
             assert_eq!(&single[0], expected);
             assert!(
                 expected
@@ -472,7 +473,7 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .expect("thread pool")
-                .install(|| top_m(&parts, &[&query], 100, &|_, _| true))
+                .install(|| top_m(&parts, &[&query], 100, &|_, _| true, threads > 1))
         };
         assert_eq!(run(1), run(2));
     }
