@@ -200,6 +200,9 @@ Single-item latency on 2 cores: image {res['latency_ms']['image_single']} ms, te
   distribution (many icon themes and flags), so the numbers above overstate open-world quality.
 - The text tower inherits MiniLM's English-only vocabulary; captions are truncated to 64 tokens.
 - Retrieval numbers are for 1,000 candidates; they fall as the collection grows.
+- `text.onnx` is dynamically quantised: activation scales are computed per batch, so the same
+  caption encoded alone or inside a padded batch differs slightly (cosine ≥ ~0.97 in the fixtures);
+  the image tower is fp32 and batch-independent.
 
 ## Data (after cleaning)
 | step | count |

@@ -142,7 +142,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-val", type=int, default=N_VAL, help="train-split pairs held aside for monitoring")
-    ap.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off)")
+    ap.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0 = off; 0.995 with lr 3e-3 was much worse in a 28-min run)")
     ap.add_argument("--out", default=None, help="checkpoint path (default <work>/model.pt)")
     a = ap.parse_args()
     torch.set_num_threads(2)
