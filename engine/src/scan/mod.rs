@@ -45,40 +45,46 @@ impl QueryVec {
 /// An element type the scan can read.
 pub(crate) trait Element: bytemuck::Pod + Sync {
     const TYPE: ElemType;
-    /// The dot product of the query with one stored row, before the row's own scale.
-    fn dot(query: &QueryVec, row: &[Self]) -> f32;
-}
-
-/// A dimension mismatch cannot occur (columns and queries are checked against the schema);
-/// should it ever, the row scores lowest instead of panicking.
-fn or_lowest(dot: Option<f64>) -> f32 {
-    dot.map_or(f32::NEG_INFINITY, |d| d as f32)
+    /// `simsimd`'s dot product of the query (in this element type) with one stored row,
+    /// before the query's and the row's scales. A length mismatch cannot occur (columns and
+    /// queries are checked against the schema); should it ever, the row scores lowest instead
+    /// of panicking.
+    fn raw_dot(query: &QueryVec, row: &[Self]) -> f64;
+    /// Factor turning `raw_dot` into the query side of the real dot product.
+    fn query_scale(query: &QueryVec) -> f32;
 }
 
 impl Element for f32 {
     const TYPE: ElemType = ElemType::F32;
     #[inline(always)]
-    fn dot(query: &QueryVec, row: &[f32]) -> f32 {
-        or_lowest(<f32 as SpatialSimilarity>::dot(&query.f32, row))
+    fn raw_dot(query: &QueryVec, row: &[f32]) -> f64 {
+        <f32 as SpatialSimilarity>::dot(&query.f32, row).unwrap_or(f64::NEG_INFINITY)
+    }
+    fn query_scale(_: &QueryVec) -> f32 {
+        1.0
     }
 }
 
 impl Element for half::f16 {
     const TYPE: ElemType = ElemType::F16;
     #[inline(always)]
-    fn dot(query: &QueryVec, row: &[half::f16]) -> f32 {
-        or_lowest(simsimd::f16::dot(
-            as_simsimd_f16(&query.f16),
-            as_simsimd_f16(row),
-        ))
+    fn raw_dot(query: &QueryVec, row: &[half::f16]) -> f64 {
+        simsimd::f16::dot(as_simsimd_f16(&query.f16), as_simsimd_f16(row))
+            .unwrap_or(f64::NEG_INFINITY)
+    }
+    fn query_scale(_: &QueryVec) -> f32 {
+        1.0
     }
 }
 
 impl Element for i8 {
     const TYPE: ElemType = ElemType::I8;
     #[inline(always)]
-    fn dot(query: &QueryVec, row: &[i8]) -> f32 {
-        or_lowest(<i8 as SpatialSimilarity>::dot(&query.i8, row)) * query.i8_scale
+    fn raw_dot(query: &QueryVec, row: &[i8]) -> f64 {
+        <i8 as SpatialSimilarity>::dot(&query.i8, row).unwrap_or(f64::NEG_INFINITY)
+    }
+    fn query_scale(query: &QueryVec) -> f32 {
+        query.i8_scale
     }
 }
 
@@ -113,48 +119,36 @@ impl<'a, E: Element> Rows<'a, E> {
         }
     }
 
-    /// Scores of rows `base..end` (at most 64) into `out[row - base]`: the rows whose bit is
-    /// set in `live`; the others get NaN.
+    /// Raw dot products (see [`Element::raw_dot`]) of rows `base..end` (at most 64) into
+    /// `out[row - base]` for the rows whose bit is set in `live`; the others get NaN. A tight
+    /// loop of `simsimd` calls with little state live across them.
     #[inline(always)]
-    fn score_block(
-        &self,
-        query: &QueryVec,
-        base: usize,
-        end: usize,
-        live: u64,
-        out: &mut [f32; 64],
-    ) {
+    fn raw_block(&self, query: &QueryVec, base: usize, end: usize, live: u64, out: &mut [f64; 64]) {
         let n = end - base;
         if live == bit_range(0, n) {
-            let block = &self.elems[base * self.stride..(end - 1) * self.stride + self.dim];
-            for (i, slot) in out[..n].iter_mut().enumerate() {
-                *slot = E::dot(query, &block[i * self.stride..i * self.stride + self.dim]);
+            let block = &self.elems[base * self.stride..end * self.stride];
+            for (slot, row) in out[..n].iter_mut().zip(block.chunks_exact(self.stride)) {
+                *slot = E::raw_dot(query, &row[..self.dim]);
             }
         } else {
-            out.fill(f32::NAN);
+            out.fill(f64::NAN);
             let mut bits = live;
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let start = (base + i) * self.stride;
-                out[i] = E::dot(query, &self.elems[start..start + self.dim]);
-            }
-        }
-        if let Some(scales) = self.scales {
-            for (slot, scale) in out[..n].iter_mut().zip(&scales[base..end]) {
-                *slot *= scale;
+                out[i] = E::raw_dot(query, &self.elems[start..start + self.dim]);
             }
         }
     }
 
+    /// The score of one row: its dot product with the query.
     #[inline(always)]
     fn score(&self, query: &QueryVec, row: usize) -> f32 {
         let start = row * self.stride;
-        let dot = E::dot(query, &self.elems[start..start + self.dim]);
-        match self.scales {
-            Some(scales) => dot * scales[row],
-            None => dot,
-        }
+        let dot = E::raw_dot(query, &self.elems[start..start + self.dim]) as f32;
+        let row_scale = self.scales.map_or(1.0, |s| s[row]);
+        dot * E::query_scale(query) * row_scale
     }
 }
 
@@ -169,9 +163,9 @@ pub(crate) struct Part<'a> {
 /// Scores rows `range` of one column against every query, feeding each query's top-M.
 ///
 /// Rows go in blocks of 64, one bitmap word: a fully deleted block costs one compare. Per
-/// block and query, a tight loop of `simsimd` calls fills 64 scores (little state lives across
-/// the calls), then the row scales and the threshold filter run over the block; the block's
-/// rows stay in L1 while every query of a batch reads them.
+/// block and query, a tight loop of `simsimd` calls fills 64 raw dot products, then the scales
+/// and the threshold filter run over the block; the block's rows stay in L1 while every query
+/// of a batch reads them.
 fn scan_rows<E: Element>(
     rows: &Rows<'_, E>,
     skip: &[u64],
@@ -181,7 +175,7 @@ fn scan_rows<E: Element>(
     accept: &(impl Fn(u32, usize) -> bool + ?Sized),
     tops: &mut [TopM],
 ) {
-    let mut scores = [0.0f32; 64];
+    let mut raw = [0.0f64; 64];
     let mut start = range.start;
     while start < range.end {
         let word = start / 64;
@@ -190,10 +184,11 @@ fn scan_rows<E: Element>(
         let live = !skip.get(word).copied().unwrap_or(0) & bit_range(start - base, end - base);
         if live != 0 {
             for (query, top) in queries.iter().zip(tops.iter_mut()) {
-                rows.score_block(query, base, end, live, &mut scores);
+                rows.raw_block(query, base, end, live, &mut raw);
+                let query_scale = E::query_scale(query);
                 let mut threshold = top.threshold();
                 // Rows not scanned hold NaN, which never passes.
-                for (i, &score) in scores[..end - base].iter().enumerate() {
+                let mut consider = |i: usize, score: f32| {
                     if score >= threshold && accept(source, base + i) {
                         top.push(Candidate {
                             score,
@@ -201,6 +196,19 @@ fn scan_rows<E: Element>(
                             row: (base + i) as u32,
                         });
                         threshold = top.threshold();
+                    }
+                };
+                let block = raw[..end - base].iter().enumerate();
+                match rows.scales {
+                    Some(scales) => {
+                        for ((i, &dot), &scale) in block.zip(&scales[base..end]) {
+                            consider(i, dot as f32 * query_scale * scale);
+                        }
+                    }
+                    None => {
+                        for (i, &dot) in block {
+                            consider(i, dot as f32 * query_scale);
+                        }
                     }
                 }
             }
