@@ -775,3 +775,82 @@ impl Database {
 pub fn verify(path: &Path) -> Result<VerifyReport> {
     Ok(hivlp_storage::verify(path, VerifyLevel::Full)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::Clustered;
+
+    fn schema() -> Schema {
+        Schema {
+            fine_dim: 64,
+            coarse_dim: 8,
+            fine_type: hivlp_storage::ElemType::F32,
+            coarse_type: hivlp_storage::ElemType::I8,
+            metric: Metric::Cosine,
+        }
+    }
+
+    fn fine_items(range: std::ops::Range<u64>) -> Vec<Item> {
+        let g = Clustered::new(64, 8, 20, 1.0, 3);
+        range
+            .map(|id| Item {
+                id: Some(id),
+                image: Some(Embedding {
+                    fine: g.pair(0, id).fine,
+                    coarse: None,
+                }),
+                ..Item::default()
+            })
+            .collect()
+    }
+
+    /// A crash after the refitted projection was recorded as pending, before the rows were
+    /// rewritten: the next open finishes the rewrite, so rows and queries agree again.
+    #[test]
+    fn an_interrupted_refit_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let opts = Options {
+            projection_fit_rows: 1_000_000,
+            threads: Some(1),
+            ..Options::default()
+        };
+        let db = Database::create(&path, schema(), opts.clone()).unwrap();
+        db.insert(fine_items(0..500)).unwrap();
+        db.flush().unwrap();
+        let refit = {
+            let CoarseMode::Projected(current) = &**db.coarse.read() else {
+                panic!("projection mode expected");
+            };
+            let sample = projection::sample_fine(&db.store.view(), Modality::Image, 500);
+            let mut next = current.clone();
+            next[0] = Projection {
+                fitted: true,
+                matrix: projection::fit_pca(&sample, 64, 8),
+            };
+            CoarseMode::Projected(next)
+        };
+        // What `install_projection` writes first; then the "crash".
+        db.store
+            .set_property(projection::PENDING_PROPERTY, refit.encode())
+            .unwrap();
+        drop(db);
+
+        let db = Database::open(&path, opts).unwrap();
+        assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
+        assert_eq!(**db.coarse.read(), refit);
+        assert_eq!(
+            db.store.property(projection::PENDING_PROPERTY),
+            Some(Vec::new())
+        );
+        // Every stored coarse vector is the new projection of its fine vector.
+        let record = db.get(42).unwrap().image.unwrap();
+        let mut expected = vec![0.0; 8];
+        refit.derive(Modality::Image, Metric::Cosine, &record.fine, &mut expected);
+        let stored = record.coarse.unwrap();
+        for (a, b) in stored.iter().zip(&expected) {
+            assert!((a - b).abs() < 0.02, "{stored:?} vs {expected:?}");
+        }
+    }
+}
