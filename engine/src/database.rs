@@ -76,28 +76,38 @@ impl std::fmt::Debug for Database {
 /// rounded to the schema's element types).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
+    /// External id.
     pub id: u64,
     pub caption: Option<String>,
+    /// Where the item's image lives (as given on insert).
     pub uri: Option<String>,
+    /// User bytes, returned as given.
     pub metadata: Vec<u8>,
+    /// Image vectors (`coarse` is always `Some`), if the item has them.
     pub image: Option<Embedding>,
+    /// Text vectors (`coarse` is always `Some`), if the item has them.
     pub text: Option<Embedding>,
 }
 
 /// An image–caption pair for [`Database::insert_pairs`], encoded by the database's model.
 #[derive(Debug, Clone)]
 pub struct Pair<'a> {
+    /// External id; `None`: the database assigns one.
     pub id: Option<u64>,
+    /// The image to encode.
     pub image: ImageInput<'a>,
     /// Also stored as the item's caption; `None`: an image-only item.
     pub caption: Option<&'a str>,
+    /// Stored with the item and returned in hits (e.g. where the image file lives).
     pub uri: Option<String>,
+    /// User bytes, returned in hits.
     pub metadata: Vec<u8>,
 }
 
 /// Counts and sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// Rows, segments, memtable, WAL and disk figures of the storage engine.
     pub store: StoreStats,
     /// How image and text coarse vectors are derived.
     pub coarse: [CoarseDerivation; 2],
@@ -386,10 +396,12 @@ impl Database {
         })
     }
 
+    /// Dimensions, element types and metric, fixed at creation.
     pub fn schema(&self) -> &Schema {
         self.store.schema()
     }
 
+    /// The database directory.
     pub fn path(&self) -> &Path {
         self.store.path()
     }
@@ -555,6 +567,7 @@ impl Database {
         Ok(self.store.snapshot(dest)?)
     }
 
+    /// Counts and sizes, and how coarse vectors are derived.
     pub fn stats(&self) -> Stats {
         let mode = self.coarse.read().clone();
         Stats {
@@ -571,6 +584,7 @@ impl Database {
         self.store.view().len()
     }
 
+    /// Whether no live item exists.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -16,21 +16,28 @@ pub enum Error {
     /// Another writer holds the database (another process, or another open handle).
     #[error("database {} is locked by another writer; open it read-only or close the other writer", path.display())]
     Locked { path: PathBuf },
+    /// `open` found no database at the path.
     #[error("no database at {}", path.display())]
     NotFound { path: PathBuf },
+    /// `create` (or a snapshot destination) found a database already there.
     #[error("a database already exists at {}", path.display())]
     AlreadyExists { path: PathBuf },
+    /// A write on a read-only handle.
     #[error("the database was opened read-only")]
     ReadOnly,
     /// An earlier write failed half-way; reopen the database to recover.
     #[error("an earlier write failed ({0}); reopen the database to recover")]
     Poisoned(String),
+    /// A file does not hold what hivlp wrote (names the file and byte offset).
     #[error(transparent)]
     Corruption(#[from] CorruptionError),
+    /// The call's arguments were rejected; nothing changed.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
+    /// The embedding model could not be loaded, used, or does not fit the database.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// An operating-system I/O failure, with the file or step it concerns.
     #[error(transparent)]
     Io(#[from] IoError),
     /// Compaction failed; nothing was changed.
@@ -46,8 +53,10 @@ pub enum InvalidInput {
     /// or existing ids). Row indices are indices into the `insert` batch.
     #[error(transparent)]
     Row(#[from] hivlp_storage::InvalidInput),
+    /// The schema given to `create` is unusable (zero dimensions, unsupported fine type...).
     #[error("invalid schema: {0}")]
     Schema(String),
+    /// An item's vector has the wrong length.
     #[error(
         "item {item}: {target:?} {tier} vector has {got} dimensions, the database has {expected}"
     )]
@@ -58,6 +67,7 @@ pub enum InvalidInput {
         expected: usize,
         got: usize,
     },
+    /// An item's vector holds NaN or an infinity.
     #[error(
         "item {item}: {target:?} {tier} vector holds {value} at index {index}; only finite values can be stored"
     )]
@@ -75,12 +85,15 @@ pub enum InvalidInput {
         target: Target,
         tier: Tier,
     },
+    /// An item carries no vectors at all.
     #[error("item {item} has neither an image nor a text embedding")]
     ItemEmpty { item: usize },
+    /// The database stores caller-supplied coarse vectors and an item has none.
     #[error(
         "item {item} has no {target:?} coarse vector, but this database stores user-supplied coarse vectors"
     )]
     CoarseRequired { item: usize, target: Target },
+    /// The database derives coarse vectors and an item brings its own.
     #[error(
         "item {item} carries a {target:?} coarse vector, but this database derives coarse vectors from fine ones ({mode})"
     )]
@@ -89,12 +102,14 @@ pub enum InvalidInput {
         target: Target,
         mode: &'static str,
     },
+    /// A query vector has the wrong length.
     #[error("query {tier} vector has {got} dimensions, the database has {expected}")]
     QueryDimension {
         tier: Tier,
         expected: usize,
         got: usize,
     },
+    /// A query vector holds NaN or an infinity.
     #[error(
         "query {tier} vector holds {value} at index {index}; only finite values can be searched"
     )]
@@ -103,18 +118,24 @@ pub enum InvalidInput {
         index: usize,
         value: f32,
     },
+    /// A cosine query vector is all zeros.
     #[error("query {tier} vector is all zeros, which has no cosine similarity")]
     QueryZero { tier: Tier },
+    /// A two-stage query without a coarse vector on a database that cannot derive one.
     #[error(
         "the query has no coarse vector, and this database stores user-supplied coarse vectors (none can be derived)"
     )]
     QueryCoarseRequired,
+    /// `SearchParams::k` is 0.
     #[error("k must be at least 1")]
     ZeroK,
+    /// `SearchParams::candidates` is below `k`.
     #[error("candidates ({candidates}) must be at least k ({k})")]
     CandidatesBelowK { candidates: usize, k: usize },
+    /// A target name other than "image" or "text" (see [`parse_target`](crate::parse_target)).
     #[error("unknown target {0:?}; expected \"image\" or \"text\"")]
     UnknownTarget(String),
+    /// `Options::threads` is `Some(0)`.
     #[error("thread count must be at least 1")]
     ZeroThreads,
 }
@@ -134,11 +155,13 @@ pub enum ModelError {
         "this database was opened without a model; pass Options::model to encode text or images"
     )]
     NoModel,
+    /// The bundle could not be loaded (manifest, files, ONNX Runtime).
     #[error(transparent)]
     Load(#[from] hivlp_encoders::EncoderError),
     /// An input could not be encoded (the error names the failing item).
     #[error(transparent)]
     Encode(#[from] hivlp_encoders::EncodeError),
+    /// The bundle's dimensions or metric differ from the database schema.
     #[error("the model's {what} ({model}) does not match the database schema ({schema})")]
     Schema {
         what: &'static str,
