@@ -116,6 +116,9 @@ attention_mask = "attention_mask"
 token_type_ids = "token_type_ids"
 output = "embedding"
 max_length = {C.MAX_LENGTH}
+# The int8 graph quantises activations per run, so a caption's vector would depend on its batch
+# mates; one caption per run keeps a stored caption and the same text as a query identical.
+max_batch_size = 1
 '''
     open(os.path.join(a.out, "model.toml"), "w").write(toml)
     for f in sorted(os.listdir(a.out)):
