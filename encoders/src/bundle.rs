@@ -201,12 +201,14 @@ impl Bundle {
             path: manifest_path.clone(),
             source,
         })?;
-        let raw: RawManifest = toml::from_str(&source).map_err(|e| BundleError::Parse {
-            key: e.span().and_then(|span| key_at(&source, span.start)),
-            message: e.message().to_string(),
-            path: manifest_path.clone(),
-        })?;
-        let mut bundle = raw.validate(dir, &manifest_path)?;
+        let mut bundle = Bundle::parse(&source, dir)?;
+        for (key, file) in [
+            ("image.onnx", &bundle.image.onnx),
+            ("text.onnx", &bundle.text.onnx),
+            ("text.tokenizer", &bundle.text.tokenizer),
+        ] {
+            check_file(key, file)?;
+        }
         bundle.info.content_hash = content_hash(&[
             (MANIFEST_KEY, manifest_path),
             ("image.onnx", bundle.image.onnx.clone()),
@@ -214,6 +216,31 @@ impl Bundle {
             ("text.tokenizer", bundle.text.tokenizer.clone()),
         ])?;
         Ok(bundle)
+    }
+
+    /// Parses and validates the text of a `model.toml` without touching the file system: the
+    /// files it names are resolved against `dir` but not checked, and
+    /// [`BundleInfo::content_hash`] is empty. [`Bundle::open`] is this plus those checks; use
+    /// `parse` to vet a manifest from elsewhere (it is the fuzz target `bundle_manifest`).
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use hivlp_encoders::{Bundle, Layout};
+    /// let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/model.toml"))?;
+    /// let bundle = Bundle::parse(&toml, Path::new("models/default"))?;
+    /// assert_eq!(bundle.info().layout, Layout::Matryoshka);
+    /// assert!(bundle.info().content_hash.is_empty());
+    /// assert!(Bundle::parse("fine_dim = 0", Path::new(".")).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parse(source: &str, dir: &Path) -> Result<Bundle, BundleError> {
+        let manifest_path = dir.join(MANIFEST);
+        let raw: RawManifest = toml::from_str(source).map_err(|e| BundleError::Parse {
+            key: e.span().and_then(|span| key_at(source, span.start)),
+            message: e.message().to_string(),
+            path: manifest_path.clone(),
+        })?;
+        raw.validate(dir, &manifest_path)
     }
 
     /// The bundle directory.
@@ -490,7 +517,7 @@ impl RawManifest {
             }
         }
         let image_spec = ImageSpec {
-            onnx: bundle_file(dir, "image.onnx", &image.onnx)?,
+            onnx: dir.join(image.onnx),
             input: image.input,
             outputs: image_outputs,
             size: image.size,
@@ -503,8 +530,8 @@ impl RawManifest {
             max_batch_size: image.max_batch_size,
         };
         let text_spec = TextSpec {
-            onnx: bundle_file(dir, "text.onnx", &text.onnx)?,
-            tokenizer: bundle_file(dir, "text.tokenizer", &text.tokenizer)?,
+            onnx: dir.join(text.onnx),
+            tokenizer: dir.join(text.tokenizer),
             input_ids: text.input_ids,
             attention_mask: text.attention_mask,
             token_type_ids: text.token_type_ids.filter(|n| !n.is_empty()),
@@ -561,20 +588,18 @@ fn output_names(
     }
 }
 
-/// Resolves a file named in the manifest, relative to the bundle directory, and checks it is
-/// readable.
-fn bundle_file(dir: &Path, key: &'static str, name: &str) -> Result<PathBuf, BundleError> {
-    let path = dir.join(name);
-    match fs::metadata(&path) {
-        Ok(m) if m.is_file() => Ok(path),
+/// Checks that a file named in the manifest is a readable regular file.
+fn check_file(key: &'static str, path: &Path) -> Result<(), BundleError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
         Ok(_) => Err(BundleError::MissingFile {
             key,
-            file: path,
+            file: path.to_path_buf(),
             source: std::io::Error::other("not a regular file"),
         }),
         Err(source) => Err(BundleError::MissingFile {
             key,
-            file: path,
+            file: path.to_path_buf(),
             source,
         }),
     }
