@@ -1,9 +1,28 @@
 //! `hivlp`: an embedded vector database for image–text retrieval with coarse-to-fine search.
 //!
-//! Every item stores a low-dimensional *coarse* and a high-dimensional *fine* vector per
-//! modality (image, text). A search scans all coarse vectors (SIMD dot products over
-//! memory-mapped segments, fused with a top-M threshold filter), then re-ranks the M best
-//! with their fine vectors. See [`Database`].
+//! Every item stores, per modality (image, text), a low-dimensional *coarse* vector and a
+//! high-dimensional *fine* one. [`Database::search`] works in two stages:
+//!
+//! 1. **Coarse scan**: every live row's coarse vector (f32, f16 or i8 with a per-row scale, in
+//!    memory-mapped segments and the memtable) is scored against the query with `simsimd` dot
+//!    products — one generic loop instantiated per element type, parallel over row blocks,
+//!    skipping deleted rows a 64-bit bitmap word at a time — and a threshold filter keeps the
+//!    best M ([`SearchParams::candidates`]) without ever materialising all scores.
+//! 2. **Re-rank**: the M candidates' fine vectors are read in file order and scored exactly;
+//!    the best k are returned, ties broken by id, so results are the same for any thread count.
+//!
+//! `exact: true` is a flat scan of the fine vectors with the same loop (the ground truth), and
+//! [`Database::search_batch`] scores a tile of queries against each block of rows while it is
+//! in cache.
+//!
+//! Coarse vectors come from the caller ([`Embedding::coarse`]), from the model (the normalised
+//! prefix of a Matryoshka embedding), or from the database's own projection of the fine vector:
+//! a random orthogonal map until [`Options::projection_fit_rows`] rows exist, then PCA fitted on
+//! them and refitted at [`Database::compact`] (every row's coarse vector is rewritten). The
+//! choice is kept in the database, so rows and queries always use the same map.
+//!
+//! With a model bundle ([`ModelChoice`]), [`Database::insert_pairs`],
+//! [`Database::search_text`] and [`Database::search_image`] encode with `hivlp-encoders`.
 
 mod database;
 mod error;
