@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use memmap2::Mmap;
+use memmap2::{Advice, Mmap};
 
 use crate::bitmap::Bitmap;
 use crate::codec::{self, Decoder, FileKind, VerifyLevel};
@@ -189,6 +189,11 @@ impl Segment {
                 };
                 let map = map_file(&path)?;
                 check_vector_file(&map, &path, elem, dim, info.rows as usize, level)?;
+                if fine {
+                    // A query touches a few hundred scattered fine rows: read-around would map
+                    // far more pages than it uses. Advice is a hint; ignoring a refusal is safe.
+                    let _ = map.advise(Advice::Random);
+                }
                 files.push(path);
                 Ok(VectorFile {
                     map,
