@@ -45,5 +45,10 @@ pub use params::{
 };
 pub use projection::{CoarseDerivation, retained_energy};
 
+/// The README's Rust example, run as a doctest.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Result of every fallible [`Database`] call.
 pub type Result<T> = std::result::Result<T, Error>;
