@@ -461,6 +461,17 @@ impl RawManifest {
         if image.mean.iter().any(|m| !m.is_finite()) {
             return Err(invalid("image.mean", "must be finite".into()));
         }
+        // The tensor holds (x - mean) / std for pixels x in [0, 1]; both ends must stay finite.
+        if let Some(c) = (0..3).find(|&c| {
+            [0.0f32, 1.0]
+                .iter()
+                .any(|x| !((x - image.mean[c]) / image.std[c]).is_finite())
+        }) {
+            return Err(invalid(
+                "image.std",
+                format!("component {c}: (x - mean) / std overflows for pixel values x in [0, 1]"),
+            ));
+        }
         if image.input.is_empty() {
             return Err(invalid("image.input", "must not be empty".into()));
         }
@@ -719,6 +730,12 @@ max_length = 64
         );
         expect_key(
             &GOOD.replace("std = [0.5, 0.5, 0.5]", "std = [0.5, 0.0, 0.5]"),
+            "image.std",
+        );
+        expect_key(
+            &GOOD
+                .replace("mean = [0.5, 0.5, 0.5]", "mean = [0.5, -3e38, 0.5]")
+                .replace("std = [0.5, 0.5, 0.5]", "std = [0.5, 0.01, 0.5]"),
             "image.std",
         );
         expect_key(
