@@ -1,4 +1,6 @@
-//! Writes the seed corpus of every fuzz target from real databases built with the storage API:
+//! Writes the seed corpus of every fuzz target: storage seeds from real databases built with the
+//! storage API, image seeds from the `image` crate's encoders, manifest seeds from the default
+//! bundle's `model.toml`:
 //! `cargo run --manifest-path fuzz/Cargo.toml --example gen_corpus [-- <corpus dir>]`
 //! (default `fuzz/corpus`). Rerun it after a file format change; `tests/corpus.rs` fails until
 //! the seeds are valid again.
@@ -6,8 +8,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use hivlp_fuzz::encoders::DEFAULT_MANIFEST;
 use hivlp_fuzz::{FIXUP, SCHEMAS, STRICT, chunks, payloads, push_chunk, segment_files};
 use hivlp_storage::{FOOTER_LEN, Row, Schema, Store, StoreOptions, TierVectors};
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 
 /// A few varied rows: both modalities, one only, empty and non-empty metadata.
 fn rows(schema: &Schema, ids: std::ops::Range<u64>) -> Vec<Row> {
@@ -140,5 +144,82 @@ fn main() {
         }
     }
     let _ = fs::remove_dir_all(&scratch);
+    image_seeds(&out.join("image_decode"));
+    manifest_seeds(&out.join("bundle_manifest"));
     println!("seed corpus written to {}", out.display());
+}
+
+/// A small gradient with a diagonal edge, so resampling has something to do.
+fn picture(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let edge = if x * height > y * width { 200 } else { 30 };
+        Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, edge])
+    })
+}
+
+/// Tiny images in every format the encoder accepts, with varied shapes, colour types and
+/// preprocessing selectors (see `hivlp_fuzz::encoders::image_spec`); each well under 4 KiB.
+fn image_seeds(dir: &Path) {
+    let rgb = DynamicImage::ImageRgb8(picture(12, 7));
+    let tall = DynamicImage::ImageRgb8(picture(5, 13));
+    let rgba = DynamicImage::ImageRgba8(RgbaImage::from_fn(9, 9, |x, y| {
+        Rgba([(x * 28) as u8, 90, (y * 28) as u8, ((x + y) * 14) as u8])
+    }));
+    let gray16 = DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(6, 4, |x, y| {
+        image::Luma([((x * 4 + y) * 2500) as u16])
+    }));
+    let seeds: [(&str, &DynamicImage, ImageFormat, u8); 10] = [
+        ("png-rgb", &rgb, ImageFormat::Png, 0),
+        ("png-rgba", &rgba, ImageFormat::Png, 0b1_0010),
+        ("png-gray16", &gray16, ImageFormat::Png, 0b0_0101),
+        ("jpeg-rgb", &rgb, ImageFormat::Jpeg, 0),
+        ("jpeg-tall", &tall, ImageFormat::Jpeg, 0b1_1001),
+        ("gif-rgba", &rgba, ImageFormat::Gif, 0b0_0010),
+        ("gif-tall", &tall, ImageFormat::Gif, 0b1_0100),
+        ("bmp-rgb", &rgb, ImageFormat::Bmp, 0b0_1000),
+        ("bmp-rgba", &rgba, ImageFormat::Bmp, 0b1_0001),
+        ("webp-rgba", &rgba, ImageFormat::WebP, 0b0_0100),
+    ];
+    for (name, picture, format, selector) in seeds {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        picture.write_to(&mut bytes, format).unwrap();
+        let bytes = bytes.into_inner();
+        assert!(bytes.len() < 4096, "{name} is {} bytes", bytes.len());
+        write_seed(dir, name, &[vec![selector], bytes].concat());
+    }
+}
+
+/// The default bundle's manifest and its other two layouts, plus optional keys left out.
+fn manifest_seeds(dir: &Path) {
+    write_seed(dir, "default", DEFAULT_MANIFEST.as_bytes());
+    let separate = DEFAULT_MANIFEST
+        .replace("layout = \"matryoshka\"", "layout = \"separate\"")
+        .replace(
+            "output = \"embedding\"",
+            "coarse_output = \"coarse\"\nfine_output = \"fine\"",
+        );
+    write_seed(dir, "separate", separate.as_bytes());
+    let fine_only = DEFAULT_MANIFEST
+        .replace("layout = \"matryoshka\"", "layout = \"fine_only\"")
+        .replace("coarse_dim = 64\n", "");
+    write_seed(dir, "fine_only", fine_only.as_bytes());
+    // Small size (the harness then preprocesses an image with it), BGR, every optional key
+    // left out, comments stripped.
+    let minimal: String = DEFAULT_MANIFEST
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#')
+                && !["background", "token_type_ids", "max_batch_size"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+        })
+        .map(|l| match l {
+            "size = 96" => "size = 7\n".to_owned(),
+            "channel_order = \"rgb\"" => "channel_order = \"bgr\"\n".to_owned(),
+            "interpolation = \"triangle\"" => "interpolation = \"catmull_rom\"\n".to_owned(),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert!(minimal.contains("size = 7") && minimal.contains("bgr"));
+    write_seed(dir, "small-bgr-minimal", minimal.as_bytes());
 }

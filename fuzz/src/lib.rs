@@ -1,8 +1,9 @@
-//! Harnesses of hivlp-storage's fuzz targets, shared by the cargo-fuzz binaries in
-//! `fuzz_targets/`, the seed corpus generator (`examples/gen_corpus.rs`) and the corpus replay
-//! test (`tests/corpus.rs`).
+//! Harnesses of hivlp's fuzz targets, shared by the cargo-fuzz binaries in `fuzz_targets/`,
+//! the seed corpus generator (`examples/gen_corpus.rs`) and the corpus replay test
+//! (`tests/corpus.rs`): hivlp-storage's decoders of bytes from disk (here) and
+//! hivlp-encoders' decoders of bytes from users ([`encoders`]).
 //!
-//! Every input starts with two bytes, flags and a schema selector ([`SCHEMAS`]):
+//! Every storage input starts with two bytes, flags and a schema selector ([`SCHEMAS`]):
 //! - [`FIXUP`]: the harness frames what follows with valid checksums (WAL frame crc32s, file
 //!   footers), so that the fuzzer explores the decoders behind the checksums; without it the
 //!   bytes are used as they are, which exercises framing, footers and torn-tail detection.
@@ -12,6 +13,10 @@
 //! Each harness returns whether the storage layer accepted the input. Whatever the bytes,
 //! storage must return an error or data that satisfies its documented invariants (checked here
 //! with `assert!`), never panic, hang or read out of bounds.
+
+pub mod encoders;
+
+pub use encoders::{bundle_manifest, image_decode};
 
 use std::collections::BTreeMap;
 use std::fs;
