@@ -143,3 +143,23 @@ fn auto_ids_are_fresh_and_scores_are_cosines() {
     assert!((hits[0].score - 1.0).abs() < 1e-5);
     assert_eq!(COARSE, p.coarse.len());
 }
+
+#[test]
+fn i8_batch_equals_single_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(items(0..1500, true)).unwrap();
+    db.flush().unwrap();
+    db.insert(items(1500..2100, true)).unwrap(); // memtable
+    db.delete(&[3, 64, 65, 1700]).unwrap();
+    // 33 queries: a full tile (the multi-query kernel) and a tile of one (per-query path).
+    let queries: Vec<Query> = (0..33).map(query).collect();
+    let params = SearchParams {
+        k: 20,
+        ..SearchParams::default()
+    };
+    let batch = db.search_batch(&queries, &params).unwrap();
+    for (q, hits) in queries.iter().zip(&batch) {
+        assert_eq!(&db.search(q, &params).unwrap(), hits);
+    }
+}

@@ -1,7 +1,10 @@
 //! The scan kernels: one generic loop over the rows of a [`VectorColumn`], instantiated per
 //! element type (`f32`, `f16`, `i8` with a per-row scale), with `simsimd` computing every dot
-//! product and the top-M threshold filter fused into the loop.
+//! product and the top-M threshold filter fused into the loop. A batch's tile of queries
+//! scores each block of rows together ([`TileScorer`]); for `i8` that is a multi-query AVX2
+//! kernel ([`batch_i8`]).
 
+mod batch_i8;
 mod top;
 
 use std::ops::Range;
@@ -52,10 +55,49 @@ pub(crate) trait Element: bytemuck::Pod + Sync {
     fn raw_dot(query: &QueryVec, row: &[Self]) -> f64;
     /// Factor turning `raw_dot` into the query side of the real dot product.
     fn query_scale(query: &QueryVec) -> f32;
+    /// How a tile of queries scores a block of rows: [`PerQuery`] unless the type has a
+    /// multi-query kernel.
+    type Tile<'q>: TileScorer<Self>;
+    fn tile<'q>(queries: &'q [&'q QueryVec], dim: usize) -> Self::Tile<'q>;
+}
+
+/// Fills raw dot products (see [`Element::raw_dot`]) of every query of a tile with the rows
+/// `base..end` (at most 64) of a block: `out[query][row - base]`, NaN for rows not in `live`.
+pub(crate) trait TileScorer<E: Element> {
+    fn raw_blocks(
+        &mut self,
+        rows: &Rows<'_, E>,
+        base: usize,
+        end: usize,
+        live: u64,
+        out: &mut [[f64; 64]],
+    );
+}
+
+/// The default [`TileScorer`]: one tight `simsimd` loop per query.
+pub(crate) struct PerQuery<'q>(&'q [&'q QueryVec]);
+
+impl<E: Element> TileScorer<E> for PerQuery<'_> {
+    fn raw_blocks(
+        &mut self,
+        rows: &Rows<'_, E>,
+        base: usize,
+        end: usize,
+        live: u64,
+        out: &mut [[f64; 64]],
+    ) {
+        for (query, out) in self.0.iter().zip(out) {
+            rows.raw_block(query, base, end, live, out);
+        }
+    }
 }
 
 impl Element for f32 {
     const TYPE: ElemType = ElemType::F32;
+    type Tile<'q> = PerQuery<'q>;
+    fn tile<'q>(queries: &'q [&'q QueryVec], _: usize) -> PerQuery<'q> {
+        PerQuery(queries)
+    }
     #[inline(always)]
     fn raw_dot(query: &QueryVec, row: &[f32]) -> f64 {
         <f32 as SpatialSimilarity>::dot(&query.f32, row).unwrap_or(f64::NEG_INFINITY)
@@ -67,6 +109,10 @@ impl Element for f32 {
 
 impl Element for half::f16 {
     const TYPE: ElemType = ElemType::F16;
+    type Tile<'q> = PerQuery<'q>;
+    fn tile<'q>(queries: &'q [&'q QueryVec], _: usize) -> PerQuery<'q> {
+        PerQuery(queries)
+    }
     #[inline(always)]
     fn raw_dot(query: &QueryVec, row: &[half::f16]) -> f64 {
         simsimd::f16::dot(as_simsimd_f16(&query.f16), as_simsimd_f16(row))
@@ -79,6 +125,10 @@ impl Element for half::f16 {
 
 impl Element for i8 {
     const TYPE: ElemType = ElemType::I8;
+    type Tile<'q> = batch_i8::I8Tile<'q>;
+    fn tile<'q>(queries: &'q [&'q QueryVec], dim: usize) -> Self::Tile<'q> {
+        batch_i8::I8Tile::new(queries, dim)
+    }
     #[inline(always)]
     fn raw_dot(query: &QueryVec, row: &[i8]) -> f64 {
         <i8 as SpatialSimilarity>::dot(&query.i8, row).unwrap_or(f64::NEG_INFINITY)
@@ -99,7 +149,7 @@ fn as_simsimd_f16(values: &[half::f16]) -> &[simsimd::f16] {
 }
 
 /// The rows of a column as typed slices.
-struct Rows<'a, E> {
+pub(crate) struct Rows<'a, E> {
     elems: &'a [E],
     /// Distance between row starts, in elements.
     stride: usize,
@@ -163,9 +213,8 @@ pub(crate) struct Part<'a> {
 /// Scores rows `range` of one column against every query, feeding each query's top-M.
 ///
 /// Rows go in blocks of 64, one bitmap word: a fully deleted block costs one compare. Per
-/// block and query, a tight loop of `simsimd` calls fills 64 raw dot products, then the scales
-/// and the threshold filter run over the block; the block's rows stay in L1 while every query
-/// of a batch reads them.
+/// block, the element type's [`TileScorer`] fills 64 raw dot products per query while the
+/// block's rows stay in L1, then per query the scales and the threshold filter run over them.
 fn scan_rows<E: Element>(
     rows: &Rows<'_, E>,
     skip: &[u64],
@@ -175,7 +224,8 @@ fn scan_rows<E: Element>(
     accept: &(impl Fn(u32, usize) -> bool + ?Sized),
     tops: &mut [TopM],
 ) {
-    let mut raw = [0.0f64; 64];
+    let mut raw = vec![[0.0f64; 64]; queries.len()];
+    let mut tile = E::tile(queries, rows.dim);
     let mut start = range.start;
     while start < range.end {
         let word = start / 64;
@@ -183,8 +233,8 @@ fn scan_rows<E: Element>(
         let end = (base + 64).min(range.end);
         let live = !skip.get(word).copied().unwrap_or(0) & bit_range(start - base, end - base);
         if live != 0 {
-            for (query, top) in queries.iter().zip(tops.iter_mut()) {
-                rows.raw_block(query, base, end, live, &mut raw);
+            tile.raw_blocks(rows, base, end, live, &mut raw);
+            for ((query, top), raw) in queries.iter().zip(tops.iter_mut()).zip(&raw) {
                 let query_scale = E::query_scale(query);
                 let mut threshold = top.threshold();
                 // Rows not scanned hold NaN, which never passes.
