@@ -235,10 +235,31 @@ fn scan_rows<E: Element>(
         if live != 0 {
             tile.raw_blocks(rows, base, end, live, &mut raw);
             for ((query, top), raw) in queries.iter().zip(tops.iter_mut()).zip(&raw) {
+                let n = end - base;
                 let query_scale = E::query_scale(query);
+                let mut scores = [0.0f32; 64];
+                match rows.scales {
+                    Some(scales) => {
+                        for ((score, &dot), &scale) in
+                            scores.iter_mut().zip(&raw[..n]).zip(&scales[base..end])
+                        {
+                            *score = dot as f32 * query_scale * scale;
+                        }
+                    }
+                    None => {
+                        for (score, &dot) in scores.iter_mut().zip(&raw[..n]) {
+                            *score = dot as f32 * query_scale;
+                        }
+                    }
+                }
+                let scores = &scores[..n];
                 let mut threshold = top.threshold();
-                // Rows not scanned hold NaN, which never passes.
-                let mut consider = |i: usize, score: f32| {
+                // Once the top-M fills, most blocks hold no row that beats it: one vectorised
+                // pass settles them. Rows not scanned hold NaN, which never passes.
+                if !scores.iter().fold(false, |any, &s| any | (s >= threshold)) {
+                    continue;
+                }
+                for (i, &score) in scores.iter().enumerate() {
                     if score >= threshold && accept(source, base + i) {
                         top.push(Candidate {
                             score,
@@ -246,19 +267,6 @@ fn scan_rows<E: Element>(
                             row: (base + i) as u32,
                         });
                         threshold = top.threshold();
-                    }
-                };
-                let block = raw[..end - base].iter().enumerate();
-                match rows.scales {
-                    Some(scales) => {
-                        for ((i, &dot), &scale) in block.zip(&scales[base..end]) {
-                            consider(i, dot as f32 * query_scale * scale);
-                        }
-                    }
-                    None => {
-                        for (i, &dot) in block {
-                            consider(i, dot as f32 * query_scale);
-                        }
                     }
                 }
             }
