@@ -114,6 +114,63 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
     assert_eq!(db.len(), 40);
 }
 
+/// Cross-modal retrieval on a small fixture of distinct demo pairs: each caption finds its own
+/// image first (text → image) and each image its own caption (image → text).
+#[test]
+fn captions_find_their_images_and_images_their_captions() {
+    let names = [
+        "oc_01_nomoon_openclipart_moon",
+        "oc_1989_chevrolet_celebrity_wagon",
+        "oc_lemon_half_food_lemon",
+        "oc_red_fedora_people_hat",
+        "oc_two_sailboats_in_sunset",
+        "oc_turkey_on_platter_holiday",
+        "om_bison_animal_buffalo_herd",
+        "om_leo_horoscope_lion_zodiac",
+        "om_flag_guyana_gy_flag",
+        "om_four_o_clock_4",
+    ];
+    let fixture: Vec<(PathBuf, String)> = names
+        .iter()
+        .map(|name| {
+            let image = demo_dir().join(format!("{name}.png"));
+            let caption = std::fs::read_to_string(image.with_extension("txt")).unwrap();
+            (image, caption.trim().to_owned())
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db =
+        Database::create_with_model(dir.path().join("db"), ElemType::I8, model_options()).unwrap();
+    let pairs: Vec<Pair<'_>> = fixture
+        .iter()
+        .map(|(image, caption)| Pair {
+            id: None,
+            image: ImageInput::Path(image),
+            caption: Some(caption),
+            uri: None,
+            metadata: Vec::new(),
+        })
+        .collect();
+    let ids = db.insert_pairs(&pairs).unwrap();
+
+    let images = SearchParams {
+        target: Target::Image,
+        k: 1,
+        ..SearchParams::default()
+    };
+    let captions = SearchParams {
+        target: Target::Text,
+        ..images.clone()
+    };
+    for ((image, caption), id) in fixture.iter().zip(&ids) {
+        let by_text = db.search_text(caption, &images).unwrap();
+        assert_eq!(by_text[0].id, *id, "text → image for {caption:?}");
+        let by_image = db.search_image(ImageInput::Path(image), &captions).unwrap();
+        assert_eq!(by_image[0].id, *id, "image → text for {}", image.display());
+        assert_eq!(by_image[0].caption.as_deref(), Some(caption.as_str()));
+    }
+}
+
 #[test]
 fn another_model_bundle_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
