@@ -669,26 +669,25 @@ impl Database {
     /// Encodes `text` with the model and searches (`params.target: Image` for text→image).
     pub fn search_text(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>> {
         params.checked_candidates()?;
-        let embedding = self
-            .require_encoder()?
-            .encode_texts(&[text])
-            .map_err(ModelError::Encode)?;
-        let query = embedding
-            .into_iter()
-            .next()
-            .map(Query::from)
-            .unwrap_or_default();
-        self.search(&query, params)
+        let encoded = self.require_encoder()?.encode_texts(&[text]);
+        self.search_encoded(encoded, params)
     }
 
     /// Encodes `image` with the model and searches (`params.target: Text` for image→text).
     pub fn search_image(&self, image: ImageInput<'_>, params: &SearchParams) -> Result<Vec<Hit>> {
         params.checked_candidates()?;
-        let embedding = self
-            .require_encoder()?
-            .encode_images(&[image])
-            .map_err(ModelError::Encode)?;
-        let query = embedding
+        let encoded = self.require_encoder()?.encode_images(&[image]);
+        self.search_encoded(encoded, params)
+    }
+
+    /// Searches with the one embedding an encoder call returned.
+    fn search_encoded(
+        &self,
+        encoded: std::result::Result<Vec<Embedding>, hivlp_encoders::EncodeError>,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>> {
+        let query = encoded
+            .map_err(ModelError::Encode)?
             .into_iter()
             .next()
             .map(Query::from)
