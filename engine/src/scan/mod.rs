@@ -290,35 +290,22 @@ fn scan_part(
     accept: &(impl Fn(u32, usize) -> bool + ?Sized),
     tops: &mut [TopM],
 ) {
-    let column = &part.column;
-    match column.elem() {
-        ElemType::F32 => scan_rows(
-            &Rows::<f32>::of(column),
-            part.skip,
-            range,
-            source,
-            queries,
-            accept,
-            tops,
-        ),
-        ElemType::F16 => scan_rows(
-            &Rows::<half::f16>::of(column),
-            part.skip,
-            range,
-            source,
-            queries,
-            accept,
-            tops,
-        ),
-        ElemType::I8 => scan_rows(
-            &Rows::<i8>::of(column),
-            part.skip,
-            range,
-            source,
-            queries,
-            accept,
-            tops,
-        ),
+    /// `scan_rows` for the element type `E` the column holds.
+    fn typed<E: Element>(
+        part: &Part<'_>,
+        range: Range<usize>,
+        source: u32,
+        queries: &[&QueryVec],
+        accept: &(impl Fn(u32, usize) -> bool + ?Sized),
+        tops: &mut [TopM],
+    ) {
+        let rows = Rows::<E>::of(&part.column);
+        scan_rows(&rows, part.skip, range, source, queries, accept, tops);
+    }
+    match part.column.elem() {
+        ElemType::F32 => typed::<f32>(part, range, source, queries, accept, tops),
+        ElemType::F16 => typed::<half::f16>(part, range, source, queries, accept, tops),
+        ElemType::I8 => typed::<i8>(part, range, source, queries, accept, tops),
     }
 }
 
