@@ -73,9 +73,9 @@ fn report_row_sizes() {
         options(Durability::Buffered),
     )
     .unwrap();
-    let before = store.stats().wal_bytes;
+    let before = store.stats().unwrap().wal_bytes;
     store.insert((0..1000).map(row).collect()).unwrap();
-    let wal_per_row = (store.stats().wal_bytes - before) as f64 / 1000.0;
+    let wal_per_row = (store.stats().unwrap().wal_bytes - before) as f64 / 1000.0;
     println!(
         "row size: {INPUT_VECTOR_BYTES} bytes of input vectors, {wal_per_row:.0} bytes of WAL \
          (MB/s = rows/s × bytes / 1e6)"
@@ -148,7 +148,7 @@ fn compaction(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(5));
     let (_dir, store) = compaction_input();
-    let bytes = store.stats().disk_bytes;
+    let bytes = store.stats().unwrap().disk_bytes;
     println!(
         "compaction input: {SEGMENTS} segments × {SEGMENT_ROWS} rows, half deleted, {bytes} bytes \
          on disk"

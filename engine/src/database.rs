@@ -5,8 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hivlp_storage::{
-    CoarseRewrite, CompactionReport, MergeAll, MergePolicy, Metric, Modality, Row, Schema,
+    CompactionReport, MergeAll, MergePolicy, Metric, Modality, Properties, Rewrite, Row, Schema,
     SegmentStats, Store, StoreOptions, StoreStats, Tier, TierVectors, VerifyLevel, VerifyReport,
+    View,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -52,8 +53,8 @@ const DEFAULT_COARSE_DIM: usize = 64;
 pub struct Database {
     store: Store,
     pool: rayon::ThreadPool,
-    /// How coarse vectors are derived; replaced (whole) when the projection is refitted.
-    coarse: RwLock<Arc<CoarseMode>>,
+    /// How coarse vectors are derived, decoded from the properties of the latest view.
+    coarse: RwLock<ModeCache>,
     /// Serialises writers with projection refits, so every row's coarse vector comes from the
     /// projection in force when it is stored.
     writer: Mutex<()>,
@@ -66,7 +67,7 @@ impl std::fmt::Debug for Database {
         f.debug_struct("Database")
             .field("path", &self.store.path())
             .field("schema", self.store.schema())
-            .field("coarse", &self.coarse.read().name())
+            .field("coarse", &self.coarse.read().mode.name())
             .field("encoder", &self.encoder)
             .finish_non_exhaustive()
     }
@@ -111,6 +112,14 @@ pub struct Stats {
     pub store: StoreStats,
     /// How image and text coarse vectors are derived.
     pub coarse: [CoarseDerivation; 2],
+}
+
+/// The coarse mode of one version of the store's properties. The mode lives in the
+/// properties, which each [`View`] carries with its rows, so a query is always projected with
+/// the map of the rows it scans, in this process and in others, however a refit interleaves.
+struct ModeCache {
+    properties: Arc<Properties>,
+    mode: Arc<CoarseMode>,
 }
 
 /// Rewrites every segment (compaction with a coarse rewrite must touch every row).
@@ -341,33 +350,8 @@ impl Database {
                 _ => {}
             }
         }
-        let schema = store.schema().clone();
-        let decode = |key: &str| -> Result<Option<CoarseMode>> {
-            match store.property(key) {
-                None => Ok(None),
-                Some(b) if b.is_empty() => Ok(None),
-                Some(b) => CoarseMode::decode(&b, schema.fine_dim, schema.coarse_dim)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        hivlp_storage::CorruptionError::new(
-                            store.path().join("MANIFEST"),
-                            0,
-                            format!("engine property {key} cannot be decoded"),
-                        )
-                        .into()
-                    }),
-            }
-        };
-        let mode = decode(projection::PROPERTY)?
-            .unwrap_or_else(|| initial_mode(&schema, encoder.as_ref()));
-        let pending = decode(projection::PENDING_PROPERTY)?;
-        let db = Self::assemble(store, mode, encoder, &opts)?;
-        if let (Some(pending), false) = (pending, opts.read_only) {
-            // A refit was interrupted: finish rewriting the rows, then switch.
-            let _writer = db.writer.lock();
-            db.install_projection(pending)?;
-        }
-        Ok(db)
+        let mode = decode_mode(&store.view(), encoder.as_ref(), store.path())?;
+        Self::assemble(store, mode, encoder, &opts)
     }
 
     fn assemble(
@@ -386,10 +370,14 @@ impl Database {
                     source: std::io::Error::other(e),
                 })
             })?;
+        let coarse = RwLock::new(ModeCache {
+            properties: store.view().properties().clone(),
+            mode: Arc::new(mode),
+        });
         Ok(Database {
             store,
             pool,
-            coarse: RwLock::new(Arc::new(mode)),
+            coarse,
             writer: Mutex::new(()),
             encoder,
             projection_fit_rows: opts.projection_fit_rows.max(1),
@@ -426,9 +414,9 @@ impl Database {
         }
         let _writer = self.writer.lock();
         let schema = self.store.schema().clone();
-        let mut mode = self.coarse.read().clone();
-        let undecided = *mode == CoarseMode::Undecided;
-        if undecided {
+        let mut mode = self.coarse_mode(&self.store.view())?;
+        let mut properties = Vec::new();
+        if *mode == CoarseMode::Undecided {
             let supplied = items
                 .iter()
                 .flat_map(|i| [&i.image, &i.text])
@@ -439,6 +427,7 @@ impl Database {
             } else {
                 CoarseMode::random(schema.fine_dim, schema.coarse_dim)
             });
+            properties.push((projection::PROPERTY.to_owned(), mode.encode()));
         }
         let auto_ids = items.iter().filter(|i| i.id.is_none()).count() as u64;
         let mut fresh = self.store.allocate_ids(auto_ids);
@@ -462,13 +451,11 @@ impl Database {
             });
         }
         let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
-        if undecided {
-            self.store
-                .set_property(projection::PROPERTY, mode.encode())?;
-            *self.coarse.write() = mode;
-        }
-        self.store.insert(rows)?;
-        self.fit_projection_if_due()?;
+        self.store.insert_with_properties(rows, properties)?;
+        // The rows are committed, so the refit they may trigger is not part of this call's
+        // outcome: a failed refit changes nothing (rows and projection switch together) and
+        // is tried again by the next insert and by `compact`, which reports its errors.
+        let _ = self.fit_projection_if_due();
         Ok(ids)
     }
 
@@ -554,7 +541,7 @@ impl Database {
     /// recomputed.
     pub fn compact(&self) -> Result<CompactionReport> {
         let writer = self.writer.lock();
-        if let Some(refit) = self.refit(PCA_MAX_SAMPLES, |_| true) {
+        if let Some(refit) = self.refit(PCA_MAX_SAMPLES, |_| true)? {
             return self.install_projection(refit);
         }
         // Without a refit, inserts may proceed while segments merge.
@@ -568,15 +555,15 @@ impl Database {
     }
 
     /// Counts and sizes, and how coarse vectors are derived.
-    pub fn stats(&self) -> Stats {
-        let mode = self.coarse.read().clone();
-        Stats {
-            store: self.store.stats(),
+    pub fn stats(&self) -> Result<Stats> {
+        let mode = self.coarse_mode(&self.store.view())?;
+        Ok(Stats {
+            store: self.store.stats()?,
             coarse: [
                 mode.derivation(Modality::Image),
                 mode.derivation(Modality::Text),
             ],
-        }
+        })
     }
 
     /// Live (not deleted) items.
@@ -629,8 +616,9 @@ impl Database {
         params: &SearchParams,
     ) -> Result<(Vec<Hit>, SearchTiming)> {
         let candidates = params.checked_candidates()?;
-        let prepared = [self.prepare(query, params)?];
         let view = self.store.view();
+        let mode = self.coarse_mode(&view)?;
+        let prepared = [self.prepare(query, params, &mode)?];
         let (mut hits, [coarse, fine]) =
             self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel));
         Ok((
@@ -643,14 +631,15 @@ impl Database {
     /// batch. Hits per query, in order.
     pub fn search_batch(&self, queries: &[Query], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
         let candidates = params.checked_candidates()?;
+        let view = self.store.view();
+        let mode = self.coarse_mode(&view)?;
         let prepared = queries
             .iter()
-            .map(|q| self.prepare(q, params))
+            .map(|q| self.prepare(q, params, &mode))
             .collect::<Result<Vec<_>>>()?;
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
-        let view = self.store.view();
         Ok(self
             .run(|parallel| search::search(&view, &prepared, params, candidates, parallel))
             .0)
@@ -695,7 +684,28 @@ impl Database {
         self.search(&query, params)
     }
 
-    fn prepare(&self, query: &Query, params: &SearchParams) -> Result<PreparedQuery> {
+    /// The coarse mode that goes with `view`'s rows.
+    fn coarse_mode(&self, view: &View) -> Result<Arc<CoarseMode>> {
+        {
+            let cache = self.coarse.read();
+            if Arc::ptr_eq(&cache.properties, view.properties()) {
+                return Ok(cache.mode.clone());
+            }
+        }
+        let mode = Arc::new(decode_mode(view, self.encoder.as_ref(), self.store.path())?);
+        *self.coarse.write() = ModeCache {
+            properties: view.properties().clone(),
+            mode: mode.clone(),
+        };
+        Ok(mode)
+    }
+
+    fn prepare(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+        mode: &CoarseMode,
+    ) -> Result<PreparedQuery> {
         let schema = self.store.schema();
         check_vector(&query.fine, schema.fine_dim, Tier::Fine, None)?;
         let fine = normalized(&query.fine, schema.metric, Tier::Fine, None)?;
@@ -705,7 +715,6 @@ impl Database {
                 normalized(c, schema.metric, Tier::Coarse, None)?
             }
             None => {
-                let mode = self.coarse.read().clone();
                 let mut c = vec![0.0; schema.coarse_dim];
                 let derived = mode.derive(params.target, schema.metric, &fine, &mut c);
                 // An exact search never reads coarse vectors; an empty database has none.
@@ -725,7 +734,7 @@ impl Database {
     /// has `projection_fit_rows` rows.
     fn fit_projection_if_due(&self) -> Result<()> {
         let due = |p: &Projection| !p.fitted;
-        match self.refit(self.projection_fit_rows, due) {
+        match self.refit(self.projection_fit_rows, due)? {
             Some(mode) => self.install_projection(mode).map(|_| ()),
             None => Ok(()),
         }
@@ -734,15 +743,20 @@ impl Database {
     /// A new projection mode with PCA refitted (on up to `samples` rows) for each modality
     /// selected by `select` that has at least `projection_fit_rows` rows; `None` when
     /// nothing would change or coarse vectors are not projected.
-    fn refit(&self, samples: usize, select: impl Fn(&Projection) -> bool) -> Option<CoarseMode> {
-        let CoarseMode::Projected(current) = &**self.coarse.read() else {
-            return None;
-        };
+    fn refit(
+        &self,
+        samples: usize,
+        select: impl Fn(&Projection) -> bool,
+    ) -> Result<Option<CoarseMode>> {
         if self.store.options().read_only {
-            return None;
+            return Ok(None);
         }
-        let schema = self.store.schema();
         let view = self.store.view();
+        let mode = self.coarse_mode(&view)?;
+        let CoarseMode::Projected(current) = &*mode else {
+            return Ok(None);
+        };
+        let schema = self.store.schema();
         let mut next = current.clone();
         let mut changed = false;
         for (m, p) in Modality::ALL.into_iter().zip(next.iter_mut()) {
@@ -758,112 +772,45 @@ impl Database {
                 changed = true;
             }
         }
-        changed.then_some(CoarseMode::Projected(next))
+        Ok(changed.then_some(CoarseMode::Projected(next)))
     }
 
-    /// Rewrites every row's coarse vector with `mode` (a compaction), then makes it the mode
-    /// in force. Recorded as pending first, so that an interrupted rewrite is finished by the
-    /// next open. Callers hold the writer lock.
+    /// Rewrites every row's coarse vector with `mode` in a compaction that installs `mode`
+    /// with the rewritten rows: readers switch to both at once, and a crash leaves either the
+    /// old rows and mode or the new ones. Callers hold the writer lock.
     fn install_projection(&self, mode: CoarseMode) -> Result<CompactionReport> {
-        let encoded = mode.encode();
-        self.store
-            .set_property(projection::PENDING_PROPERTY, encoded.clone())?;
         let metric = self.store.schema().metric;
-        let mode = Arc::new(mode);
-        let for_rows = mode.clone();
-        let rewrite = move |m: Modality, fine: &[f32], out: &mut [f32]| {
-            for_rows.derive(m, metric, fine, out);
+        let properties = vec![(projection::PROPERTY.to_owned(), mode.encode())];
+        let derive = move |m: Modality, fine: &[f32], out: &mut [f32]| {
+            mode.derive(m, metric, fine, out);
         };
-        let hook: &CoarseRewrite = &rewrite;
-        let report = self.store.compact(&RewriteAll, Some(hook))?;
-        self.store.set_property(projection::PROPERTY, encoded)?;
-        self.store
-            .set_property(projection::PENDING_PROPERTY, Vec::new())?;
-        *self.coarse.write() = mode;
-        Ok(report)
+        let rewrite = Rewrite {
+            coarse: &derive,
+            properties,
+        };
+        Ok(self.store.compact(&RewriteAll, Some(&rewrite))?)
+    }
+}
+
+/// The coarse mode recorded in `view`'s properties (the initial one for a database that
+/// recorded none yet).
+fn decode_mode(view: &View, encoder: Option<&Encoder>, dir: &Path) -> Result<CoarseMode> {
+    let schema = view.schema();
+    match view.properties().get(projection::PROPERTY) {
+        None => Ok(initial_mode(schema, encoder)),
+        Some(b) if b.is_empty() => Ok(initial_mode(schema, encoder)),
+        Some(b) => CoarseMode::decode(b, schema.fine_dim, schema.coarse_dim).ok_or_else(|| {
+            hivlp_storage::CorruptionError::new(
+                dir.join("MANIFEST"),
+                0,
+                format!("engine property {} cannot be decoded", projection::PROPERTY),
+            )
+            .into()
+        }),
     }
 }
 
 /// Checks every file of the database at `path` (footers, checksums, manifest references).
 pub fn verify(path: &Path) -> Result<VerifyReport> {
     Ok(hivlp_storage::verify(path, VerifyLevel::Full)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::synthetic::Clustered;
-
-    fn schema() -> Schema {
-        Schema {
-            fine_dim: 64,
-            coarse_dim: 8,
-            fine_type: hivlp_storage::ElemType::F32,
-            coarse_type: hivlp_storage::ElemType::I8,
-            metric: Metric::Cosine,
-        }
-    }
-
-    fn fine_items(range: std::ops::Range<u64>) -> Vec<Item> {
-        let g = Clustered::new(64, 8, 20, 1.0, 3);
-        range
-            .map(|id| Item {
-                id: Some(id),
-                image: Some(Embedding {
-                    fine: g.pair(0, id).fine,
-                    coarse: None,
-                }),
-                ..Item::default()
-            })
-            .collect()
-    }
-
-    /// A crash after the refitted projection was recorded as pending, before the rows were
-    /// rewritten: the next open finishes the rewrite, so rows and queries agree again.
-    #[test]
-    fn an_interrupted_refit_is_finished_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let opts = Options {
-            projection_fit_rows: 1_000_000,
-            threads: Some(1),
-            ..Options::default()
-        };
-        let db = Database::create(&path, schema(), opts.clone()).unwrap();
-        db.insert(fine_items(0..500)).unwrap();
-        db.flush().unwrap();
-        let refit = {
-            let CoarseMode::Projected(current) = &**db.coarse.read() else {
-                panic!("projection mode expected");
-            };
-            let sample = projection::sample_fine(&db.store.view(), Modality::Image, 500);
-            let mut next = current.clone();
-            next[0] = Projection {
-                fitted: true,
-                matrix: projection::fit_pca(&sample, 64, 8),
-            };
-            CoarseMode::Projected(next)
-        };
-        // What `install_projection` writes first; then the "crash".
-        db.store
-            .set_property(projection::PENDING_PROPERTY, refit.encode())
-            .unwrap();
-        drop(db);
-
-        let db = Database::open(&path, opts).unwrap();
-        assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
-        assert_eq!(**db.coarse.read(), refit);
-        assert_eq!(
-            db.store.property(projection::PENDING_PROPERTY),
-            Some(Vec::new())
-        );
-        // Every stored coarse vector is the new projection of its fine vector.
-        let record = db.get(42).unwrap().image.unwrap();
-        let mut expected = vec![0.0; 8];
-        refit.derive(Modality::Image, Metric::Cosine, &record.fine, &mut expected);
-        let stored = record.coarse.unwrap();
-        for (a, b) in stored.iter().zip(&expected) {
-            assert!((a - b).abs() < 0.02, "{stored:?} vs {expected:?}");
-        }
-    }
 }

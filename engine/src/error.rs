@@ -53,6 +53,10 @@ pub enum InvalidInput {
     /// or existing ids). Row indices are indices into the `insert` batch.
     #[error(transparent)]
     Row(#[from] hivlp_storage::InvalidInput),
+    /// A snapshot destination that is empty, inside the database directory, or otherwise
+    /// unusable; nothing was created.
+    #[error("cannot snapshot into {}: {reason}", path.display())]
+    SnapshotDestination { path: PathBuf, reason: String },
     /// The schema given to `create` is unusable (zero dimensions, unsupported fine type...).
     #[error("invalid schema: {0}")]
     Schema(String),
@@ -214,6 +218,10 @@ impl From<SnapshotError> for Error {
     fn from(e: SnapshotError) -> Self {
         match e {
             SnapshotError::DestinationExists { path } => Error::AlreadyExists { path },
+            SnapshotError::InvalidDestination { path, reason } => {
+                InvalidInput::SnapshotDestination { path, reason }.into()
+            }
+            SnapshotError::Commit(c) => c.into(),
             SnapshotError::Io(io) => Error::Io(io),
             other => Error::Io(IoError {
                 context: "snapshot".into(),

@@ -10,9 +10,6 @@ use simsimd::SpatialSimilarity;
 
 /// Store property holding the encoded [`CoarseMode`] in force.
 pub(crate) const PROPERTY: &str = "hivlp.coarse";
-/// Store property holding a refitted mode whose compaction has not finished yet; finished on
-/// the next open (so a crash never leaves rows and queries on different projections).
-pub(crate) const PENDING_PROPERTY: &str = "hivlp.coarse.pending";
 
 const MAGIC: &[u8; 4] = b"HVCM";
 const VERSION: u8 = 1;

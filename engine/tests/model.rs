@@ -44,7 +44,7 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
     let dir = tempfile::tempdir().unwrap();
     let db =
         Database::create_with_model(dir.path().join("db"), ElemType::I8, model_options()).unwrap();
-    assert_eq!(db.stats().coarse, [CoarseDerivation::Prefix; 2]);
+    assert_eq!(db.stats().unwrap().coarse, [CoarseDerivation::Prefix; 2]);
     let demo = demo_pairs(40);
     let pairs: Vec<Pair<'_>> = demo
         .iter()

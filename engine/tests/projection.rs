@@ -52,10 +52,13 @@ fn pca_replaces_the_random_projection_once_enough_rows_exist() {
     )
     .unwrap();
     db.insert(items(0..1000, false)).unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::RandomProjection);
+    assert_eq!(
+        db.stats().unwrap().coarse[0],
+        CoarseDerivation::RandomProjection
+    );
     let random_recall = recall_at_10(&db, 20);
     db.insert(items(1000..2500, false)).unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
     // Every row, old ones included, now carries the PCA coarse vector: a stored row's own
     // fine vector as the query finds it first through the coarse stage with M = k.
     let own = Query::new(generator().pair(0, 10).fine);
@@ -75,7 +78,7 @@ fn pca_replaces_the_random_projection_once_enough_rows_exist() {
     db.insert(items(2500..4000, false)).unwrap();
     let before = recall_at_10(&db, 50);
     db.compact().unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
     let after = recall_at_10(&db, 50);
     assert!(
         after >= before - 0.02,
@@ -83,7 +86,7 @@ fn pca_replaces_the_random_projection_once_enough_rows_exist() {
     );
     drop(db);
     let db = Database::open(&path, options()).unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
     assert_eq!(recall_at_10(&db, 50), after);
     assert_eq!(db.search(&own, &params).unwrap()[0].id, 10);
 }
@@ -93,7 +96,76 @@ fn a_database_with_supplied_coarse_vectors_stays_supplied() {
     let dir = tempfile::tempdir().unwrap();
     let db = create(dir.path(), ElemType::F16);
     db.insert(items(0..100, true)).unwrap();
-    assert_eq!(db.stats().coarse, [CoarseDerivation::Supplied; 2]);
+    assert_eq!(db.stats().unwrap().coarse, [CoarseDerivation::Supplied; 2]);
     db.compact().unwrap();
-    assert_eq!(db.stats().coarse, [CoarseDerivation::Supplied; 2]);
+    assert_eq!(db.stats().unwrap().coarse, [CoarseDerivation::Supplied; 2]);
+}
+
+/// A refit switches rows and the query-side projection in one step: every search that runs
+/// while `compact` refits returns exactly what it returns before the refit or after it, never
+/// old-map queries against new-map rows (which found nothing: recall 0).
+#[test]
+fn searches_during_a_refit_see_old_rows_and_map_or_new_ones() {
+    let queries: Vec<Query> = (0..4)
+        .map(|i| Query::new(generator().pair(1, i).fine))
+        .collect();
+    let params = SearchParams {
+        k: 5,
+        candidates: Some(5),
+        ..SearchParams::default()
+    };
+    let ids = |db: &Database, q: &Query| -> Vec<u64> {
+        db.search(q, &params)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect()
+    };
+    let mut mixed = 0;
+    for round in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let fit_rows = |projection_fit_rows| Options {
+            projection_fit_rows,
+            ..options()
+        };
+        let db =
+            Database::create(&path, common::schema(ElemType::I8), fit_rows(1_000_000)).unwrap();
+        db.insert(items(0..1500, false)).unwrap();
+        drop(db);
+        // Reopened with a lower threshold, the next compaction fits PCA.
+        let db = Database::open(&path, fit_rows(1000)).unwrap();
+        assert_eq!(
+            db.stats().unwrap().coarse[0],
+            CoarseDerivation::RandomProjection
+        );
+        let before: Vec<Vec<u64>> = queries.iter().map(|q| ids(&db, q)).collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let seen = std::thread::scope(|scope| {
+            let searcher = scope.spawn(|| {
+                let mut seen = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    for (i, q) in queries.iter().enumerate() {
+                        seen.push((i, ids(&db, q)));
+                    }
+                }
+                seen
+            });
+            db.compact().unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            searcher.join().unwrap()
+        });
+        assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
+        let after: Vec<Vec<u64>> = queries.iter().map(|q| ids(&db, q)).collect();
+        let inconsistent = seen
+            .iter()
+            .filter(|(i, hits)| *hits != before[*i] && *hits != after[*i])
+            .count();
+        eprintln!(
+            "round {round}: {} searches during the refit, {inconsistent} inconsistent",
+            seen.len()
+        );
+        mixed += inconsistent;
+    }
+    assert_eq!(mixed, 0, "searches mixed the old projection with new rows");
 }

@@ -111,7 +111,7 @@ fn segments_memtable_reopen_and_compaction_agree() {
     assert_eq!(db.len(), 2997);
     assert_eq!(db.search_batch(&queries, &params).unwrap(), before);
     db.compact().unwrap();
-    assert_eq!(db.stats().store.segments, 1);
+    assert_eq!(db.stats().unwrap().store.segments, 1);
     assert_eq!(db.search_batch(&queries, &params).unwrap(), before);
     let record = db.get(1500).unwrap();
     assert_eq!(record.caption.as_deref(), Some("item 1500"));

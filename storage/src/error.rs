@@ -225,6 +225,13 @@ pub enum SnapshotError {
     #[error("snapshot destination {} already exists", path.display())]
     DestinationExists { path: PathBuf },
     /// The operating system reported an error.
+    /// The destination is unusable (empty, inside the database directory, ...); nothing
+    /// was created.
+    #[error("cannot snapshot into {}: {reason}", path.display())]
+    InvalidDestination { path: PathBuf, reason: String },
+    /// The handle is poisoned, or another write-side refusal.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     #[error(transparent)]
     Io(#[from] IoError),
 }

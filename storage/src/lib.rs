@@ -53,6 +53,7 @@ mod bitmap;
 mod codec;
 mod column;
 mod error;
+mod file_name;
 pub mod manifest;
 mod merge;
 mod schema;
@@ -70,13 +71,14 @@ pub use error::{
     CommitError, CompactionError, CorruptionError, Error, InvalidInput, IoError, OpenError,
     SnapshotError, Tier,
 };
+pub use file_name::FileName;
 pub use merge::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
-pub use schema::{ElemType, Metric, Modality, Row, Schema, TierVectors};
-pub use segment::CoarseRewrite;
+pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, TierVectors};
+pub use segment::{CoarseRewrite, Rewrite};
 pub use source::{RowMeta, Source, View};
 pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_METADATA_BYTES, MAX_PROPERTY_KEY_BYTES,
-    MAX_URI_BYTES, Store, StoreOptions, StoreStats,
+    MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
 pub use vectors::{ROW_ALIGN, encode_row, stride};
 pub use verify::{VerifyReport, verify};

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::codec::{self, Decoder, Encoder, FileKind};
 use crate::error::{CorruptionError, IoError, OpenError};
+use crate::file_name::FileName;
 use crate::schema::{Metric, Schema};
 use crate::segment::{SegmentInfo, decode_elem, encode_elem};
 
@@ -38,7 +39,7 @@ pub struct Manifest {
 
 /// `MANIFEST-<n>`.
 pub fn manifest_file_name(number: u64) -> String {
-    format!("MANIFEST-{number:06}")
+    FileName::Manifest(number).to_string()
 }
 
 /// Checks that a schema can be stored.
@@ -186,9 +187,11 @@ pub(crate) fn read_current(dir: &Path) -> Result<(u64, Manifest), OpenError> {
     let number = std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.strip_suffix('\n'))
-        .and_then(|t| t.strip_prefix("MANIFEST-"))
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|n| n.parse::<u64>().ok())
+        .and_then(FileName::parse)
+        .and_then(|name| match name {
+            FileName::Manifest(n) => Some(n),
+            _ => None,
+        })
         .ok_or_else(|| CorruptionError::new(&current, 0, "CURRENT does not name a manifest"))?;
     let path = dir.join(manifest_file_name(number));
     let bytes = std::fs::read(&path).map_err(|e| {

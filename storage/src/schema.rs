@@ -80,3 +80,7 @@ impl Row {
         }
     }
 }
+
+/// Engine state kept in the manifest, opaque to storage: key → bytes (the coarse projection,
+/// the model's name and hash, …).
+pub type Properties = std::collections::BTreeMap<String, Vec<u8>>;

@@ -15,6 +15,7 @@ use crate::bitmap::Bitmap;
 use crate::codec::{self, Decoder, FileKind, VerifyLevel};
 use crate::column::VectorColumn;
 use crate::error::{CompactionError, CorruptionError, IoError, OpenError};
+use crate::file_name::FileName;
 use crate::schema::{ElemType, Modality, Schema};
 use crate::source::{RowMeta, Source};
 use crate::vectors::{encode_row, stride};
@@ -46,32 +47,19 @@ pub(crate) fn modality_bit(m: Modality) -> u8 {
     }
 }
 
-fn modality_name(m: Modality) -> &'static str {
-    match m {
-        Modality::Image => "image",
-        Modality::Text => "text",
-    }
-}
-
-/// File name stem of segment `id`.
-pub fn segment_stem(id: u64) -> String {
-    format!("seg-{id:06}")
-}
-
 /// `seg-<id>.<image|text>.<coarse|fine>`.
-pub fn vector_file_name(id: u64, m: Modality, fine: bool) -> String {
-    let tier = if fine { "fine" } else { "coarse" };
-    format!("{}.{}.{tier}", segment_stem(id), modality_name(m))
+pub fn vector_file_name(id: u64, modality: Modality, fine: bool) -> String {
+    FileName::SegmentVectors { id, modality, fine }.to_string()
 }
 
 /// `seg-<id>.meta`.
 pub fn meta_file_name(id: u64) -> String {
-    format!("{}.meta", segment_stem(id))
+    FileName::SegmentMeta(id).to_string()
 }
 
 /// `seg-<id>.del-<gen>`.
 pub fn tombstone_file_name(id: u64, generation: u64) -> String {
-    format!("{}.del-{generation:06}", segment_stem(id))
+    FileName::Tombstones { id, generation }.to_string()
 }
 
 /// The columnar metadata archive of a segment (rkyv). Row `r` of every vector file belongs to
@@ -121,6 +109,9 @@ pub struct Segment {
     vectors: [Option<[VectorFile; 2]>; 2],
     has: [Bitmap; 2],
     files: Vec<PathBuf>,
+    /// `(device, inode)` of each of `files` as opened, to tell them from a file that
+    /// later took the same name.
+    identities: Vec<(u64, u64)>,
     obsolete: AtomicBool,
 }
 
@@ -131,13 +122,17 @@ fn modality_index(m: Modality) -> usize {
     }
 }
 
+/// `(device, inode)` of a file's metadata.
+pub(crate) fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
 #[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<Mmap, OpenError> {
+fn map_file(path: &Path) -> Result<(Mmap, (u64, u64)), OpenError> {
     let file = File::open(path).map_err(|e| IoError::at(path, "open", e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| IoError::at(path, "stat", e))?
-        .len();
+    let meta = file.metadata().map_err(|e| IoError::at(path, "stat", e))?;
+    let len = meta.len();
     if len == 0 {
         return Err(CorruptionError::new(path, 0, "empty file").into());
     }
@@ -146,7 +141,7 @@ fn map_file(path: &Path) -> Result<Mmap, OpenError> {
     // valid on unix). Modification by another program is outside the contract documented in
     // FORMAT.md.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| IoError::at(path, "mmap", e))?;
-    Ok(map)
+    Ok((map, identity(&meta)))
 }
 
 impl Segment {
@@ -160,9 +155,11 @@ impl Segment {
         level: VerifyLevel,
     ) -> Result<Segment, OpenError> {
         let mut files = Vec::new();
+        let mut identities = Vec::new();
         let meta_path = dir.join(meta_file_name(info.id));
-        let meta = map_file(&meta_path)?;
+        let (meta, id) = map_file(&meta_path)?;
         files.push(meta_path.clone());
+        identities.push(id);
         let body = codec::check_footer(&meta, FileKind::Meta, &meta_path, true)?;
         let meta_len = body.len();
         let has = validate_meta(body, info, &meta_path)?;
@@ -187,7 +184,7 @@ impl Segment {
                 } else {
                     (schema.coarse_type, schema.coarse_dim)
                 };
-                let map = map_file(&path)?;
+                let (map, id) = map_file(&path)?;
                 check_vector_file(&map, &path, elem, dim, info.rows as usize, level)?;
                 if fine {
                     // A query touches a few hundred scattered fine rows: read-around would map
@@ -195,6 +192,7 @@ impl Segment {
                     let _ = map.advise(Advice::Random);
                 }
                 files.push(path);
+                identities.push(id);
                 Ok(VectorFile {
                     map,
                     elem,
@@ -214,6 +212,7 @@ impl Segment {
             vectors,
             has,
             files,
+            identities,
             obsolete: AtomicBool::new(false),
         })
     }
@@ -236,6 +235,22 @@ impl Segment {
     /// Files of this segment (vectors and metadata; tombstones are tracked by the store).
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// Each of [`files`](Self::files) with its `(device, inode)` and its bytes as mapped
+    /// (footer included): what this handle reads, even after the file was deleted.
+    pub(crate) fn mapped_files(&self) -> impl Iterator<Item = (&Path, (u64, u64), &[u8])> {
+        let vectors = self
+            .vectors
+            .iter()
+            .flatten()
+            .flat_map(|tiers| tiers.iter().map(|t| &t.map[..]));
+        let maps = std::iter::once(&self.meta[..]).chain(vectors);
+        self.files
+            .iter()
+            .zip(&self.identities)
+            .zip(maps)
+            .map(|((path, id), bytes)| (path.as_path(), *id, bytes))
     }
 
     /// Deletes this segment's files once the last reference is dropped.
@@ -463,6 +478,15 @@ pub(crate) struct RowRef<'a> {
 /// engine refits its coarse projection). Arguments: the modality, the fine vector as `f32`
 /// (dequantised), and the coarse output buffer of `schema.coarse_dim` values to fill.
 pub type CoarseRewrite = dyn Fn(Modality, &[f32], &mut [f32]) + Send + Sync;
+
+/// A compaction that recomputes coarse vectors: every merged row's coarse vectors come from
+/// `coarse`, and `properties` (what the engine needs to score the new vectors, e.g. the
+/// projection that made them) are set in the same manifest. Readers, in this process and
+/// others, see the new rows and their properties together or neither.
+pub struct Rewrite<'a> {
+    pub coarse: &'a CoarseRewrite,
+    pub properties: Vec<(String, Vec<u8>)>,
+}
 
 /// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory).
 /// On error the files written so far are removed.

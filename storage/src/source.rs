@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::bitmap::Bitmap;
 use crate::column::VectorColumn;
-use crate::schema::{ElemType, Modality, Row, Schema};
+use crate::schema::{ElemType, Modality, Properties, Row, Schema};
 use crate::segment::Segment;
 use crate::vectors::{OwnedColumn, stride};
 
@@ -359,19 +359,33 @@ pub struct View {
 struct ViewInner {
     schema: Arc<Schema>,
     sources: Vec<Source>,
+    properties: Arc<Properties>,
     live: usize,
 }
 
 impl View {
-    pub(crate) fn new(schema: Arc<Schema>, sources: Vec<Source>) -> View {
+    pub(crate) fn new(
+        schema: Arc<Schema>,
+        sources: Vec<Source>,
+        properties: Arc<Properties>,
+    ) -> View {
         let live = sources.iter().map(Source::live_rows).sum();
         View {
             inner: Arc::new(ViewInner {
                 schema,
                 sources,
+                properties,
                 live,
             }),
         }
+    }
+
+    /// The engine properties that go with these rows (set by
+    /// [`Store::set_property`](crate::Store::set_property) or installed by a
+    /// [`Rewrite`](crate::Rewrite) together with the rows they describe). The `Arc` is shared
+    /// by every view until the properties change, so its address tells whether they did.
+    pub fn properties(&self) -> &Arc<Properties> {
+        &self.inner.properties
     }
 
     /// The database's schema.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,11 +17,12 @@ use crate::error::{
     CommitError, CompactionError, CorruptionError, InvalidInput, IoError, OpenError, SnapshotError,
     Tier,
 };
+use crate::file_name::FileName;
 use crate::manifest::{self, Manifest, manifest_file_name, sync_dir};
 use crate::merge::{MergePolicy, SegmentStats};
-use crate::schema::{ElemType, Modality, Row, Schema};
+use crate::schema::{ElemType, Modality, Properties, Row, Schema};
 use crate::segment::{
-    CoarseRewrite, RowRef, Segment, SegmentInfo, read_tombstones, tombstone_file_name,
+    CoarseRewrite, Rewrite, RowRef, Segment, SegmentInfo, read_tombstones, tombstone_file_name,
     write_segment, write_tombstones,
 };
 use crate::source::{Backing, MemBatch, Source, View};
@@ -120,7 +122,7 @@ pub struct CompactionReport {
     pub bytes_after: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SegSlot {
     seg: Arc<Segment>,
     source: Source,
@@ -144,7 +146,7 @@ struct Writer {
     imm: Vec<Source>,
     /// The active memtable: batches since the last freeze, oldest first.
     mem: Vec<Source>,
-    properties: Arc<BTreeMap<String, Vec<u8>>>,
+    properties: Arc<Properties>,
     poisoned: Option<String>,
 }
 
@@ -199,11 +201,40 @@ pub struct Store {
     _lock: Option<File>,
     published: RwLock<View>,
     writer: Mutex<Writer>,
-    properties: RwLock<Arc<BTreeMap<String, Vec<u8>>>>,
     next_id: AtomicU64,
+    /// Serialises compactions, and property changes with them: a rewrite installs properties
+    /// in its manifest, so no WAL record may set them meanwhile (replay would undo them).
     compaction: Mutex<()>,
     /// Serialises flushes (their middle phase runs without the writer lock).
     flushing: Mutex<()>,
+}
+
+/// What a directory holds, for callers that open a database or create it if absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupancy {
+    /// A database (`CURRENT` exists): open it.
+    Database,
+    /// Nothing, or only hivlp files left by a create that never finished: create there.
+    Empty,
+    /// Files that are not hivlp's: not a database, and perhaps not meant to become one.
+    Other,
+}
+
+/// Tells what `dir` holds (a missing or unreadable directory is [`Occupancy::Empty`]; creating
+/// there reports the actual problem).
+pub fn occupancy(dir: &Path) -> Occupancy {
+    if dir.join(FileName::Current.to_string()).exists() {
+        return Occupancy::Database;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Occupancy::Empty;
+    };
+    let ours = |name: &std::ffi::OsStr| name.to_str().and_then(FileName::parse).is_some();
+    if entries.flatten().all(|e| ours(&e.file_name())) {
+        Occupancy::Empty
+    } else {
+        Occupancy::Other
+    }
 }
 
 fn take_lock(dir: &Path) -> Result<File, OpenError> {
@@ -223,7 +254,10 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 
 impl Store {
     /// Creates a new database at `path` (the directory may exist, but must not hold a
-    /// database) and opens it for writing.
+    /// database) and opens it for writing. A database exists once `CURRENT` does, which is
+    /// written last: files of hivlp's naming found in a directory without it are leftovers
+    /// of an interrupted create (or strays) and are removed first, so a create killed
+    /// half-way can simply be run again.
     pub fn create(
         path: impl AsRef<Path>,
         schema: Schema,
@@ -257,8 +291,7 @@ impl Store {
             segments: Vec::new(),
             properties: BTreeMap::new(),
         };
-        // Leftovers of an interrupted create (no CURRENT yet) are removed first.
-        let _ = std::fs::remove_file(dir.join(wal_file_name(1)));
+        remove_files(dir, |name| !matches!(name, FileName::Lock))?;
         manifest.install(dir, 1)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
@@ -370,7 +403,6 @@ impl Store {
             remove_orphans(dir, &w)?;
         }
         let view = w.view(&schema);
-        let properties = w.properties.clone();
         Ok(Store {
             dir: dir.to_path_buf(),
             schema,
@@ -378,7 +410,6 @@ impl Store {
             _lock: lock,
             published: RwLock::new(view),
             writer: Mutex::new(w),
-            properties: RwLock::new(properties),
             next_id: AtomicU64::new(next_id),
             compaction: Mutex::new(()),
             flushing: Mutex::new(()),
@@ -441,10 +472,26 @@ impl Store {
     /// [`Durability`], then made visible. Vectors are stored as given (Cosine databases
     /// expect the caller to have normalised them).
     pub fn insert(&self, rows: Vec<Row>) -> Result<(), CommitError> {
+        self.insert_with_properties(rows, Vec::new())
+    }
+
+    /// [`insert`](Self::insert), first setting engine properties the rows depend on (such as
+    /// how their coarse vectors were derived). Nothing is written unless the rows are valid;
+    /// the property records precede the insert record in the WAL, so a crash between them
+    /// can leave the properties set without the rows, never the rows without them.
+    pub fn insert_with_properties(
+        &self,
+        rows: Vec<Row>,
+        properties: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), CommitError> {
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
         validate_rows(&self.schema, &rows)?;
+        let mut records = properties
+            .iter()
+            .map(|(key, value)| property_record(key, value))
+            .collect::<Result<Vec<_>, _>>()?;
         let n = rows.len();
         let batch = Arc::new(MemBatch::from_rows(&self.schema, &rows));
         let source = Source::new(
@@ -452,16 +499,11 @@ impl Store {
             self.schema.clone(),
             Arc::new(Bitmap::new(n)),
         );
-        let body = wal::encode_insert(&source);
-        if body.len() + 8 > MAX_RECORD_LEN {
-            return Err(InvalidInput::BatchTooLarge {
-                len: body.len() + 8,
-                max: MAX_RECORD_LEN,
-            }
-            .into());
-        }
+        records.push(wal::encode_insert(&source));
+        check_record_len(records.last().map_or(0, Vec::len))?;
         let max_id = rows.iter().map(|r| r.id).max().unwrap_or(0);
         drop(rows);
+        let _no_compaction = (!properties.is_empty()).then(|| self.compaction.lock());
         let mut w = self.writer()?;
         for r in 0..n {
             let id = source.id(r);
@@ -469,7 +511,8 @@ impl Store {
                 return Err(InvalidInput::IdExists { id, row: r }.into());
             }
         }
-        self.append(&mut w, &body, self.options.durability)?;
+        self.append(&mut w, &records, self.options.durability)?;
+        w.set_properties(properties);
         w.push_mem(&self.schema, source);
         self.next_id.fetch_max(max_id + 1, Ordering::SeqCst);
         self.publish(&w);
@@ -494,7 +537,8 @@ impl Store {
         if found.is_empty() {
             return Ok(0);
         }
-        self.append(&mut w, &wal::encode_delete(&found), self.options.durability)?;
+        let record = wal::encode_delete(&found);
+        self.append(&mut w, &[record], self.options.durability)?;
         let n = w.apply_delete(&self.schema, &found);
         self.publish(&w);
         self.maybe_flush(w);
@@ -503,33 +547,18 @@ impl Store {
 
     /// The value of an engine property, as last set.
     pub fn property(&self, key: &str) -> Option<Vec<u8>> {
-        self.properties.read().get(key).cloned()
+        self.view().properties().get(key).cloned()
     }
 
     /// Sets an engine property (kept in the manifest; opaque to storage). Always fsynced
-    /// before returning, whatever the durability mode.
+    /// before returning, whatever the durability mode. Waits for a running compaction.
     pub fn set_property(&self, key: &str, value: Vec<u8>) -> Result<(), CommitError> {
-        if key.len() > MAX_PROPERTY_KEY_BYTES {
-            return Err(InvalidInput::PropertyTooLarge {
-                len: key.len(),
-                max: MAX_PROPERTY_KEY_BYTES,
-            }
-            .into());
-        }
-        let body = wal::encode_set_property(key, &value);
-        if body.len() + 8 > MAX_RECORD_LEN {
-            return Err(InvalidInput::BatchTooLarge {
-                len: body.len() + 8,
-                max: MAX_RECORD_LEN,
-            }
-            .into());
-        }
+        let record = property_record(key, &value)?;
+        let _no_compaction = self.compaction.lock();
         let mut w = self.writer()?;
-        self.append(&mut w, &body, Durability::Sync)?;
-        let mut props = (*w.properties).clone();
-        props.insert(key.to_owned(), value);
-        w.properties = Arc::new(props);
-        *self.properties.write() = w.properties.clone();
+        self.append(&mut w, &[record], Durability::Sync)?;
+        w.set_properties(vec![(key.to_owned(), value)]);
+        self.publish(&w);
         Ok(())
     }
 
@@ -578,22 +607,27 @@ impl Store {
         }
     }
 
+    /// Appends WAL records (bodies starting with their kind byte), then makes them durable
+    /// per `durability`: one fsync for all of them.
     fn append(
         &self,
         w: &mut Writer,
-        body: &[u8],
+        records: &[Vec<u8>],
         durability: Durability,
     ) -> Result<(), CommitError> {
         let Some(wal) = w.wal.as_mut() else {
             return Err(CommitError::ReadOnly);
         };
-        let result = wal.append(body).and_then(|()| match durability {
-            Durability::Sync => wal.sync(),
-            Durability::Buffered if wal.since_sync() >= self.options.buffered_sync_interval => {
-                wal.sync()
-            }
-            Durability::Buffered => Ok(()),
-        });
+        let result = records
+            .iter()
+            .try_for_each(|body| wal.append(body))
+            .and_then(|()| match durability {
+                Durability::Sync => wal.sync(),
+                Durability::Buffered if wal.since_sync() >= self.options.buffered_sync_interval => {
+                    wal.sync()
+                }
+                Durability::Buffered => Ok(()),
+            });
         result.map_err(|e| poison(w, e))
     }
 
@@ -764,15 +798,17 @@ impl Store {
     /// Merges segments chosen by `policy` into new segments without their deleted rows,
     /// then swaps the manifest. Inserts, deletes and readers continue meanwhile: the writer
     /// lock is held only to pick the segments and to install the result; the merged
-    /// segments' files are deleted when the last [`View`] using them is dropped.
+    /// segments' files are deleted when the last [`View`] using them is dropped. A compaction
+    /// that fails before its manifest is installed changes nothing (its new files are
+    /// removed); one whose manifest install fails poisons the handle.
     ///
-    /// With `rewrite`, the memtable is flushed first and every merged row's coarse vectors
-    /// are recomputed from its fine vectors (use [`MergeAll`](crate::MergeAll) so that
-    /// every row is rewritten).
+    /// With `rewrite`, the memtable is flushed first, every merged row's coarse vectors are
+    /// recomputed from its fine vectors (use [`MergeAll`](crate::MergeAll) so that every row
+    /// is rewritten), and the rewrite's properties are installed with the new rows.
     pub fn compact(
         &self,
         policy: &dyn MergePolicy,
-        rewrite: Option<&CoarseRewrite>,
+        rewrite: Option<&Rewrite<'_>>,
     ) -> Result<CompactionReport, CompactionError> {
         if self.options.read_only {
             return Err(CompactionError::ReadOnly);
@@ -815,12 +851,46 @@ impl Store {
             w.manifest.next_segment_id += groups.len() as u64;
             (groups, first_id)
         };
-        if groups.is_empty() {
+        let properties = rewrite.map_or(&[][..], |r| &r.properties[..]);
+        if groups.is_empty() && properties.is_empty() {
             return Ok(CompactionReport::default());
         }
         // 2. Merge, without the lock.
         let mut report = CompactionReport::default();
         let mut outputs = Vec::new();
+        let merged = self.merge(
+            &groups,
+            first_id,
+            rewrite.map(|r| r.coarse),
+            &mut report,
+            &mut outputs,
+        );
+        if let Err(e) = merged.and_then(|()| Ok(sync_dir(&self.dir)?)) {
+            discard(&outputs);
+            return Err(e);
+        }
+        // 3. Install, under the writer lock.
+        let mut w = match self.writer() {
+            Ok(w) => w,
+            Err(e) => {
+                discard(&outputs);
+                return Err(e.into());
+            }
+        };
+        self.install_compaction(&mut w, &groups, outputs, properties)?;
+        self.publish(&w);
+        Ok(report)
+    }
+
+    /// Writes one new segment per group into `outputs` (`None` for a group with no live row).
+    fn merge(
+        &self,
+        groups: &[Vec<(Arc<Segment>, Source)>],
+        first_id: u64,
+        rewrite: Option<&CoarseRewrite>,
+        report: &mut CompactionReport,
+        outputs: &mut Vec<Option<Arc<Segment>>>,
+    ) -> Result<(), CompactionError> {
         for (i, group) in groups.iter().enumerate() {
             let sources: Vec<Source> = group.iter().map(|(_, s)| s.clone()).collect();
             let rows = live_rows(&sources);
@@ -834,40 +904,42 @@ impl Store {
                 continue;
             }
             let info = write_segment(&self.dir, first_id + i as u64, &self.schema, &rows, rewrite)?;
-            let seg =
-                Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap).map_err(|e| {
-                    IoError::new(
+            let seg = Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap);
+            let seg = match seg {
+                Ok(seg) => Arc::new(seg),
+                Err(e) => {
+                    remove_segment_files(&self.dir, &info);
+                    return Err(IoError::new(
                         "reopening a merged segment",
                         std::io::Error::other(e.to_string()),
                     )
-                })?;
+                    .into());
+                }
+            };
             report.rows_written += rows.len();
             report.segments_written += 1;
             report.bytes_after += file_bytes(seg.files());
-            outputs.push(Some(Arc::new(seg)));
+            outputs.push(Some(seg));
         }
-        sync_dir(&self.dir)?;
-        // 3. Install, under the writer lock.
-        let mut w = self.writer()?;
-        self.install_compaction(&mut w, &groups, outputs)
-            .map_err(|e| CompactionError::Commit(poison(&mut w, e)))?;
-        self.publish(&w);
-        Ok(report)
+        Ok(())
     }
 
+    /// Phase 3 of a compaction: the new segment list (with the tombstones of rows deleted
+    /// while the merge ran) is built aside and `w` changes only once its manifest is
+    /// installed, so a failure before that leaves the handle exactly as it was.
     fn install_compaction(
         &self,
         w: &mut Writer,
         groups: &[Vec<(Arc<Segment>, Source)>],
         outputs: Vec<Option<Arc<Segment>>>,
-    ) -> Result<(), IoError> {
-        let mut slots: Vec<Option<SegSlot>> = std::mem::take(&mut w.segments)
-            .into_iter()
-            .map(Some)
-            .collect();
+        properties: &[(String, Vec<u8>)],
+    ) -> Result<(), CompactionError> {
+        let mut slots: Vec<Option<SegSlot>> = w.segments.iter().cloned().map(Some).collect();
         let mut retired = Vec::new();
         let mut superseded = Vec::new();
-        for (group, output) in groups.iter().zip(outputs) {
+        let mut new_tombstones = Vec::new();
+        let mut placed = Vec::new();
+        for (group, output) in groups.iter().zip(&outputs) {
             let mut carried = output.as_ref().map(|s| Bitmap::new(s.rows()));
             let mut next_row = 0usize;
             let mut first_pos = None;
@@ -898,10 +970,23 @@ impl Store {
             };
             let mut del_gen = 0;
             if carried.count_ones() > 0 {
-                write_tombstones(&self.dir, seg.id(), 1, &carried)?;
+                if let Err(e) = write_tombstones(&self.dir, seg.id(), 1, &carried) {
+                    for f in &new_tombstones {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    discard(&outputs);
+                    return Err(e.into());
+                }
+                new_tombstones.push(self.dir.join(tombstone_file_name(seg.id(), 1)));
                 del_gen = 1;
             }
-            slots[pos] = Some(SegSlot::new(seg, &self.schema, carried, del_gen));
+            placed.push((
+                pos,
+                SegSlot::new(seg.clone(), &self.schema, carried, del_gen),
+            ));
+        }
+        for (pos, slot) in placed {
+            slots[pos] = Some(slot);
         }
         let segments: Vec<SegSlot> = slots.into_iter().flatten().collect();
         let mut manifest = w.manifest.clone();
@@ -912,13 +997,19 @@ impl Store {
                 ..s.seg.info().clone()
             })
             .collect();
+        manifest.properties = (*w.properties).clone();
+        manifest.properties.extend(properties.iter().cloned());
         let number = w.manifest_number + 1;
-        let installed = manifest.install(&self.dir, number);
-        w.segments = segments;
-        installed?;
+        if let Err(e) = manifest.install(&self.dir, number) {
+            // CURRENT may already name the new manifest: only a reopen can tell, so the
+            // handle refuses further writes and every file stays where it is.
+            return Err(CompactionError::Commit(poison(w, e)));
+        }
         superseded.push(self.dir.join(manifest_file_name(w.manifest_number)));
+        w.segments = segments;
         w.manifest = manifest;
         w.manifest_number = number;
+        w.set_properties(properties.to_vec());
         for seg in retired {
             seg.mark_obsolete();
         }
@@ -928,31 +1019,30 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a consistent copy of the database as it is at this moment into `dest` (which
-    /// must not exist), ready to open. Segment files are hard-linked (copied where the file
-    /// system refuses links), tombstones are written from memory, and the memtable becomes a
-    /// segment of the copy. Readers are never blocked; writers only while the state is
-    /// captured.
+    /// Writes a consistent copy of the database as it is at this moment into `dest`, a new
+    /// directory (missing parents are created) that must not exist and must not lie inside
+    /// the database directory. The copy is built from what this handle holds open: segment
+    /// files are hard-linked when the link is to the very file this handle maps (copied from
+    /// the mapping otherwise, e.g. after a writer compacted it away or across file systems),
+    /// tombstones are written from memory, and the memtable becomes a segment of the copy.
+    /// Nothing is left behind on failure. Readers are never blocked; writers only while the
+    /// state is captured.
     pub fn snapshot(&self, dest: &Path) -> Result<(), SnapshotError> {
-        if dest.exists() {
-            return Err(SnapshotError::DestinationExists {
-                path: dest.to_path_buf(),
-            });
-        }
+        let target = SnapshotTarget::resolve(&self.dir, dest)?;
         let (view, mut manifest) = {
             let w = self.writer.lock();
+            if let Some(why) = &w.poisoned {
+                return Err(CommitError::Poisoned(why.clone()).into());
+            }
             let mut m = w.manifest.clone();
             m.next_id = self.next_id();
             m.properties = (*w.properties).clone();
             (w.view(&self.schema), m)
         };
-        std::fs::create_dir_all(dest).map_err(|e| IoError::at(dest, "create directory", e))?;
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
-        let result = self.write_snapshot(dest, &view, &mut manifest);
+        target.create()?;
+        let result = self.write_snapshot(&target.path, &view, &mut manifest);
         if result.is_err() {
-            let _ = std::fs::remove_dir_all(dest);
+            target.remove();
         }
         result
     }
@@ -970,9 +1060,11 @@ impl Store {
                 mem_rows.extend(live_rows(std::slice::from_ref(s)));
                 continue;
             };
-            for f in seg.files() {
-                let Some(name) = f.file_name() else { continue };
-                link_or_copy(f, &dest.join(name))?;
+            for (path, identity, bytes) in seg.mapped_files() {
+                let Some(name) = path.file_name() else {
+                    continue;
+                };
+                link_or_copy(path, identity, bytes, &dest.join(name))?;
             }
             let mut info = seg.info().clone();
             info.del_gen = 0;
@@ -1010,10 +1102,14 @@ impl Store {
         self.sync()
     }
 
-    /// Counts and sizes.
-    pub fn stats(&self) -> StoreStats {
+    /// Counts and sizes; refused once the handle is poisoned (its in-memory state may no
+    /// longer match the files: reopen the database).
+    pub fn stats(&self) -> Result<StoreStats, CommitError> {
         let (wal_bytes, view) = {
             let w = self.writer.lock();
+            if let Some(why) = &w.poisoned {
+                return Err(CommitError::Poisoned(why.clone()));
+            }
             (
                 w.wal.as_ref().map_or(0, WalWriter::len),
                 w.view(&self.schema),
@@ -1040,7 +1136,7 @@ impl Store {
             }
             s.deleted_rows += src.deleted().count_ones();
         }
-        s
+        Ok(s)
     }
 }
 
@@ -1065,6 +1161,25 @@ fn live_rows(sources: &[Source]) -> Vec<RowRef<'_>> {
         .collect()
 }
 
+/// Marks segments written by a compaction that will not be installed: their files go when
+/// the last reference does.
+fn discard(outputs: &[Option<Arc<Segment>>]) {
+    for seg in outputs.iter().flatten() {
+        seg.mark_obsolete();
+    }
+}
+
+/// Removes the files of a segment that was written but never opened.
+fn remove_segment_files(dir: &Path, info: &SegmentInfo) {
+    let _ = std::fs::remove_file(dir.join(crate::segment::meta_file_name(info.id)));
+    for m in Modality::ALL.into_iter().filter(|m| info.has_modality(*m)) {
+        for fine in [false, true] {
+            let _ =
+                std::fs::remove_file(dir.join(crate::segment::vector_file_name(info.id, m, fine)));
+        }
+    }
+}
+
 fn poison(w: &mut Writer, e: IoError) -> CommitError {
     w.poisoned = Some(e.to_string());
     CommitError::Io(e)
@@ -1086,6 +1201,16 @@ impl SegSlot {
 }
 
 impl Writer {
+    /// Replaces the properties map (readers keep the one their view holds).
+    fn set_properties(&mut self, changes: Vec<(String, Vec<u8>)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut props = (*self.properties).clone();
+        props.extend(changes);
+        self.properties = Arc::new(props);
+    }
+
     fn view(&self, schema: &Arc<Schema>) -> View {
         let sources = self
             .segments
@@ -1094,7 +1219,7 @@ impl Writer {
             .chain(self.imm.iter().cloned())
             .chain(self.mem.iter().cloned())
             .collect();
-        View::new(schema.clone(), sources)
+        View::new(schema.clone(), sources, self.properties.clone())
     }
 
     fn find_live(&self, id: u64) -> Option<(Slot, usize)> {
@@ -1202,13 +1327,35 @@ impl Writer {
                 self.apply_delete(schema, &ids);
             }
             WalRecord::SetProperty { key, value } => {
-                let mut props = (*self.properties).clone();
-                props.insert(key.to_owned(), value.to_vec());
-                self.properties = Arc::new(props);
+                self.set_properties(vec![(key.to_owned(), value.to_vec())]);
             }
         }
         Ok(())
     }
+}
+
+/// The WAL record setting one property, if its sizes are within limits.
+fn property_record(key: &str, value: &[u8]) -> Result<Vec<u8>, InvalidInput> {
+    if key.len() > MAX_PROPERTY_KEY_BYTES {
+        return Err(InvalidInput::PropertyTooLarge {
+            len: key.len(),
+            max: MAX_PROPERTY_KEY_BYTES,
+        });
+    }
+    let record = wal::encode_set_property(key, value);
+    check_record_len(record.len())?;
+    Ok(record)
+}
+
+/// A record body of `len` bytes fits in one WAL frame (with its sequence number).
+fn check_record_len(len: usize) -> Result<(), InvalidInput> {
+    if len + 8 > MAX_RECORD_LEN {
+        return Err(InvalidInput::BatchTooLarge {
+            len: len + 8,
+            max: MAX_RECORD_LEN,
+        });
+    }
+    Ok(())
 }
 
 fn validate_rows(schema: &Schema, rows: &[Row]) -> Result<(), InvalidInput> {
@@ -1321,43 +1468,38 @@ fn list_numbered(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<u64>, IoE
 }
 
 /// Removes files of ours that the current manifest does not reference: leftovers of an
-/// interrupted flush, compaction or create.
+/// interrupted flush, compaction or create. Only exact hivlp file names are touched.
 fn remove_orphans(dir: &Path, w: &Writer) -> Result<(), IoError> {
-    let wanted_seg = |id: u64| w.manifest.segments.iter().find(|s| s.id == id);
+    let manifest = &w.manifest;
+    let wanted = |id: u64| manifest.segments.iter().find(|s| s.id == id);
+    remove_files(dir, |name| match name {
+        FileName::Current | FileName::Lock => false,
+        FileName::CurrentTmp => true,
+        FileName::Manifest(n) => n != w.manifest_number,
+        FileName::Wal(n) => n < manifest.log_number,
+        FileName::SegmentMeta(id) | FileName::SegmentVectors { id, .. } => wanted(id).is_none(),
+        FileName::Tombstones { id, generation } => {
+            wanted(id).is_none_or(|info| info.del_gen != generation)
+        }
+    })
+}
+
+/// Removes the regular files of `dir` whose name is one of hivlp's and that `doomed` picks,
+/// then makes the removals durable. Anything else (other names, directories) is left alone.
+fn remove_files(dir: &Path, doomed: impl Fn(FileName) -> bool) -> Result<(), IoError> {
     let mut removed = false;
     for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
         let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let orphan = if name == "CURRENT.tmp" {
-            true
-        } else if let Some(n) = name.strip_prefix("MANIFEST-") {
-            n.parse::<u64>().is_ok_and(|n| n != w.manifest_number)
-        } else if let Some(n) = name
-            .strip_prefix("wal-")
-            .and_then(|r| r.strip_suffix(".log"))
-        {
-            n.parse::<u64>().is_ok_and(|n| n < w.manifest.log_number)
-        } else if let Some(rest) = name.strip_prefix("seg-") {
-            let (id, kind) = rest.split_once('.').unwrap_or((rest, ""));
-            match id.parse::<u64>() {
-                Err(_) => false,
-                Ok(id) => match wanted_seg(id) {
-                    None => true,
-                    Some(info) => kind
-                        .strip_prefix("del-")
-                        .and_then(|g| g.parse::<u64>().ok())
-                        .is_some_and(|g| g != info.del_gen),
-                },
-            }
-        } else {
-            false
+        let Some(name) = name.to_str().and_then(FileName::parse) else {
+            continue;
         };
-        if orphan {
-            let path = entry.path();
-            std::fs::remove_file(&path).map_err(|e| IoError::at(&path, "remove", e))?;
-            removed = true;
+        if !doomed(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
         }
+        let path = entry.path();
+        std::fs::remove_file(&path).map_err(|e| IoError::at(&path, "remove", e))?;
+        removed = true;
     }
     if removed {
         sync_dir(dir)?;
@@ -1365,14 +1507,128 @@ fn remove_orphans(dir: &Path, w: &Writer) -> Result<(), IoError> {
     Ok(())
 }
 
-fn link_or_copy(from: &Path, to: &Path) -> Result<(), IoError> {
+/// Puts the segment file this handle maps as `bytes` at `to`, in a directory the snapshot
+/// created: a hard link when `from` is still that very file, else a fresh copy of the bytes.
+/// Never writes through an existing name, so it cannot truncate a live file.
+fn link_or_copy(from: &Path, identity: (u64, u64), bytes: &[u8], to: &Path) -> Result<(), IoError> {
     if std::fs::hard_link(from, to).is_ok() {
-        return Ok(());
+        let linked = std::fs::symlink_metadata(to).map_err(|e| IoError::at(to, "stat", e))?;
+        if crate::segment::identity(&linked) == identity {
+            return Ok(());
+        }
+        // `from` names another file now: the link is not ours to keep.
+        std::fs::remove_file(to).map_err(|e| IoError::at(to, "remove", e))?;
     }
-    std::fs::copy(from, to).map_err(|e| IoError::at(to, "copy to", e))?;
-    File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| IoError::at(to, "fsync", e))
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(|e| IoError::at(to, "create", e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| IoError::at(to, "copy to", e))
+}
+
+/// Where a snapshot goes: checked before anything is created, then created exclusively.
+struct SnapshotTarget {
+    /// The destination with its existing ancestors canonicalised.
+    path: PathBuf,
+    /// Ancestors of `path` that do not exist yet, outermost first.
+    missing_parents: Vec<PathBuf>,
+}
+
+impl SnapshotTarget {
+    /// Refuses an empty destination, one inside (or equal to) the database directory, and one
+    /// whose not-yet-existing part climbs with `..` (it could lead anywhere).
+    fn resolve(db_dir: &Path, dest: &Path) -> Result<SnapshotTarget, SnapshotError> {
+        let invalid = |reason: &str| SnapshotError::InvalidDestination {
+            path: dest.to_path_buf(),
+            reason: reason.to_owned(),
+        };
+        if dest.as_os_str().is_empty() {
+            return Err(invalid("the path is empty"));
+        }
+        let db = std::fs::canonicalize(db_dir).map_err(|e| IoError::at(db_dir, "resolve", e))?;
+        // The deepest ancestor that exists, canonicalised, then the missing names as given
+        // (they name nothing yet, so no link can redirect them).
+        let mut existing = dest;
+        let mut missing = Vec::new();
+        let mut path = loop {
+            if let Ok(base) = std::fs::canonicalize(existing) {
+                break base;
+            }
+            let Some(name) = existing.file_name() else {
+                return Err(invalid("'..' after a folder that does not exist yet"));
+            };
+            missing.push(name);
+            existing = match existing.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+        };
+        let mut missing_parents = Vec::new();
+        for name in missing.iter().rev() {
+            path.push(name);
+            missing_parents.push(path.clone());
+        }
+        if path.starts_with(&db) {
+            return Err(invalid("it lies inside the database directory"));
+        }
+        if missing_parents.pop().is_none() {
+            return Err(SnapshotError::DestinationExists {
+                path: dest.to_path_buf(),
+            });
+        }
+        Ok(SnapshotTarget {
+            path,
+            missing_parents,
+        })
+    }
+
+    /// Creates the missing parents, then the destination itself exclusively: of two
+    /// snapshots racing for one destination, one gets `DestinationExists`.
+    fn create(&self) -> Result<(), SnapshotError> {
+        let mut created = Vec::new();
+        let result = self
+            .missing_parents
+            .iter()
+            .try_for_each(|p| match std::fs::create_dir(p) {
+                Ok(()) => {
+                    created.push(p);
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(IoError::at(p, "create directory", e).into()),
+            })
+            .and_then(|()| match std::fs::create_dir(&self.path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(SnapshotError::DestinationExists {
+                        path: self.path.clone(),
+                    })
+                }
+                Err(e) => Err(IoError::at(&self.path, "create directory", e).into()),
+            });
+        if result.is_err() {
+            for p in created.iter().rev() {
+                let _ = std::fs::remove_dir(p);
+            }
+            return result;
+        }
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        sync_dir(parent).inspect_err(|_| self.remove())?;
+        Ok(())
+    }
+
+    /// Removes what [`create`](Self::create) made (after a failed snapshot).
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+        for p in self.missing_parents.iter().rev() {
+            if std::fs::remove_dir(p).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 fn file_bytes(files: &[PathBuf]) -> u64 {

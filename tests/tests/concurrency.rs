@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hivlp_storage::{ElemType, MergeAll, Modality, OpenError, Row, Schema, Store, StoreOptions};
+use hivlp_storage::{
+    ElemType, MergeAll, Modality, OpenError, Rewrite, Row, Schema, Store, StoreOptions,
+};
 use hivlp_tests::{
     StoreImage, diff_images, dir_bytes, expected_image, expected_row, random_row, random_rows,
     read_view, small_schema,
@@ -171,6 +173,10 @@ fn compaction_under_concurrent_reads_and_writes() {
                 }
             }
             coarse.copy_from_slice(&fine[..coarse.len()]);
+        };
+        let rewrite = Rewrite {
+            coarse: &rewrite,
+            properties: Vec::new(),
         };
         let report = store.compact(&MergeAll, Some(&rewrite)).unwrap();
         let took = started.elapsed();

@@ -339,7 +339,7 @@ fn name(value: impl std::fmt::Debug) -> String {
 pub fn stats(db: &Path, json: bool) -> CliResult {
     let handle = open(db, ModelChoice::None)?;
     let schema = handle.schema().clone();
-    let stats = handle.stats();
+    let stats = handle.stats()?;
     let store = &stats.store;
     if json {
         let value = serde_json::json!({

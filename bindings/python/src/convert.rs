@@ -7,7 +7,7 @@ use numpy::{PyArray2, PyArrayMethods as _, PyReadonlyArray2, PyUntypedArrayMetho
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use crate::errors::{InvalidInputError, ModelError};
+use crate::errors::{InvalidInputError, ModelError, map_error};
 
 pub fn parse_dtype(name: &str) -> PyResult<ElemType> {
     match name {
@@ -292,7 +292,7 @@ fn name(value: impl std::fmt::Debug) -> String {
 pub fn stats<'py>(py: Python<'py>, db: &engine::Database) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     let schema = db.schema();
-    let stats = db.stats();
+    let stats = db.stats().map_err(map_error)?;
     let store = &stats.store;
     dict.set_item("items", store.live_rows)?;
     dict.set_item("deleted", store.deleted_rows)?;

@@ -82,9 +82,10 @@ fn open(
     if let Some(rows) = memtable_rows {
         options.memtable_rows = rows;
     }
-    let exists =
-        path.is_dir() && std::fs::read_dir(&path).is_ok_and(|mut entries| entries.next().is_some());
-    let db = if exists || read_only {
+    // A folder of someone else's files is not made a database; what a killed create left
+    // behind is (`occupancy` tells them apart).
+    let create = engine::occupancy(&path) == engine::Occupancy::Empty;
+    let db = if !create || read_only {
         py.detach(|| Database::open(&path, options))
     } else if matches!(model, ModelChoice::None) {
         let (Some(fine_dim), Some(coarse_dim)) = (fine_dim, coarse_dim) else {

@@ -14,7 +14,7 @@ fn compaction_drops_deleted_rows_and_reclaims_files() {
     store.flush().unwrap();
     let expected = dump(&store.view());
     let old_view = store.view();
-    let bytes_before = store.stats().disk_bytes;
+    let bytes_before = store.stats().unwrap().disk_bytes;
     let old_files: Vec<String> = files(dir.path())
         .into_iter()
         .filter(|f| f.starts_with("seg-"))
@@ -35,8 +35,8 @@ fn compaction_drops_deleted_rows_and_reclaims_files() {
     drop(old_view);
     let now = files(dir.path());
     assert!(old_files.iter().all(|f| !now.contains(f)), "{now:?}");
-    assert!(store.stats().disk_bytes < bytes_before);
-    assert_eq!(store.stats().segments, 1);
+    assert!(store.stats().unwrap().disk_bytes < bytes_before);
+    assert_eq!(store.stats().unwrap().segments, 1);
     drop(store);
     let store = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(dump(&store.view()), expected);
@@ -97,25 +97,56 @@ fn coarse_rewrite_recomputes_coarse_from_fine() {
     store.insert(rows(&s, 0..10)).unwrap();
     store.flush().unwrap();
     store.insert(rows(&s, 10..20)).unwrap();
+    store.set_property("map", b"old".to_vec()).unwrap();
+    let before = store.view();
     let prefix = |_: Modality, fine: &[f32], coarse: &mut [f32]| {
         coarse.copy_from_slice(&fine[..coarse.len()]);
     };
-    store.compact(&MergeAll, Some(&prefix)).unwrap();
+    let rewrite = Rewrite {
+        coarse: &prefix,
+        properties: vec![("map".into(), b"new".to_vec())],
+    };
+    store.compact(&MergeAll, Some(&rewrite)).unwrap();
+    // Rows and the property describing them change in one step: a view holds both old, the
+    // next view both new, and so does a handle opened from the files.
+    let rewritten = |view: &View| {
+        let (mut c, mut f) = (Vec::new(), Vec::new());
+        view.sources().iter().all(|src| {
+            (0..src.rows()).all(|r| {
+                src.coarse(Modality::Image).row_to_f32(r, &mut c);
+                src.fine(Modality::Image).row_to_f32(r, &mut f);
+                c == f[..6]
+            })
+        })
+    };
+    assert_eq!(before.properties().get("map"), Some(&b"old".to_vec()));
+    assert!(!rewritten(&before));
     let view = store.view();
     assert_eq!(view.sources().len(), 1);
-    let src = &view.sources()[0];
-    let (mut c, mut f) = (Vec::new(), Vec::new());
-    for r in 0..src.rows() {
-        src.coarse(Modality::Image).row_to_f32(r, &mut c);
-        src.fine(Modality::Image).row_to_f32(r, &mut f);
-        assert_eq!(c, f[..6]);
-    }
+    assert_eq!(view.properties().get("map"), Some(&b"new".to_vec()));
+    assert!(rewritten(&view));
+    let reader = Store::open(
+        dir.path(),
+        StoreOptions {
+            read_only: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(reader.property("map"), Some(b"new".to_vec()));
+    assert!(rewritten(&reader.view()));
+    drop((before, reader));
     let bad = |_: Modality, _: &[f32], coarse: &mut [f32]| coarse[0] = f32::NAN;
     store.insert(rows(&s, [30])).unwrap();
+    let bad = Rewrite {
+        coarse: &bad,
+        properties: vec![("map".into(), b"bad".to_vec())],
+    };
     assert!(matches!(
         store.compact(&MergeAll, Some(&bad)),
         Err(CompactionError::Rewrite(_))
     ));
+    assert_eq!(store.property("map"), Some(b"new".to_vec()));
     assert_eq!(store.view().len(), 21);
     // No leftovers from the failed merge.
     let segs: Vec<String> = files(dir.path())
@@ -196,4 +227,62 @@ fn rows_dump(s: &Schema, ids: &std::collections::BTreeSet<u64>) -> Dump {
     let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
     store.insert(rows(s, ids.iter().copied())).unwrap();
     dump(&store.view())
+}
+
+/// Issue 8.5: a compaction that fails after its merge (here: the tombstones of a row deleted
+/// meanwhile cannot be written) leaves the handle exactly as it was, so stats, snapshots and
+/// later compactions see every segment (before the fix the handle was left with none, and
+/// a snapshot of it was an empty database).
+#[test]
+fn a_compaction_failing_at_install_leaves_the_handle_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::I8);
+    let store = std::sync::Arc::new(Store::create(dir.path(), s.clone(), opts()).unwrap());
+    for chunk in 0..2u64 {
+        store.insert(rows(&s, chunk * 20..chunk * 20 + 20)).unwrap();
+        store.flush().unwrap();
+    }
+    // The merged segment gets the next id; a directory in the way of its tombstone file
+    // makes that write fail the way a full disk would.
+    for id in 3..10 {
+        std::fs::create_dir(dir.path().join(crate::segment::tombstone_file_name(id, 1))).unwrap();
+    }
+    let deleter = store.clone();
+    let deleted = std::sync::atomic::AtomicBool::new(false);
+    let delete_during_merge = move |_: Modality, fine: &[f32], coarse: &mut [f32]| {
+        if !deleted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            assert_eq!(deleter.delete(&[7]).unwrap(), 1);
+        }
+        coarse.copy_from_slice(&fine[..coarse.len()]);
+    };
+    let rewrite = Rewrite {
+        coarse: &delete_during_merge,
+        properties: Vec::new(),
+    };
+    let before = files(dir.path());
+    assert!(store.compact(&MergeAll, Some(&rewrite)).is_err());
+    drop(rewrite);
+    drop(delete_during_merge);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.segments, stats.live_rows), (2, 39));
+    assert_eq!(store.view().len(), 39);
+    assert_eq!(
+        files(dir.path()),
+        before,
+        "the failed merge left files behind"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let snap = elsewhere.path().join("snap");
+    store.snapshot(&snap).unwrap();
+    assert_eq!(Store::open(&snap, opts()).unwrap().view().len(), 39);
+    // Once the disk "has room" again, the same compaction goes through.
+    for id in 3..10 {
+        std::fs::remove_dir(dir.path().join(crate::segment::tombstone_file_name(id, 1))).unwrap();
+    }
+    store.compact(&MergeAll, None).unwrap();
+    assert_eq!(store.stats().unwrap().segments, 1);
+    let expected = dump(&store.view());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), expected);
 }

@@ -1,6 +1,7 @@
 //! Store-level tests, split by concern. Helpers build small deterministic rows.
 
 mod compaction;
+mod create;
 mod lock;
 mod recovery;
 mod roundtrip;

@@ -17,7 +17,7 @@ fn torn_wal_tail_is_dropped_and_truncated() {
     let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
     store.insert(rows(&s, 0..3)).unwrap();
     let two = dump(&store.view());
-    let len_two = store.stats().wal_bytes;
+    let len_two = store.stats().unwrap().wal_bytes;
     store.insert(rows(&s, 3..6)).unwrap();
     drop(store);
     let wal = wal_path(dir.path());
@@ -200,7 +200,7 @@ fn crash_between_wal_rotation_and_manifest_install_replays_both_logs() {
     std::fs::remove_file(d.join("MANIFEST-000002")).unwrap();
     let store = Store::open(d, opts()).unwrap();
     assert_eq!(dump(&store.view()), expected);
-    assert_eq!(store.stats().segments, 0);
+    assert_eq!(store.stats().unwrap().segments, 0);
     assert!(!files(d).iter().any(|f| f.starts_with("seg-")));
     store.flush().unwrap();
     drop(store);

@@ -111,7 +111,7 @@ fn deletes_hide_rows_and_survive_flush_and_reopen() {
     assert_eq!(dump(&store.view()), expected);
     store.flush().unwrap();
     assert_eq!(dump(&store.view()), expected);
-    let stats = store.stats();
+    let stats = store.stats().unwrap();
     assert_eq!(
         (stats.segments, stats.memtable_rows, stats.deleted_rows),
         (2, 0, 2)
@@ -158,10 +158,10 @@ fn memtable_batches_stay_few_and_auto_flush_triggers() {
         );
     }
     let expected = dump(&store.view());
-    assert_eq!(store.stats().segments, 0);
+    assert_eq!(store.stats().unwrap().segments, 0);
     store.insert(rows(&s, [299])).unwrap();
-    assert_eq!(store.stats().segments, 1);
-    assert_eq!(store.stats().memtable_rows, 0);
+    assert_eq!(store.stats().unwrap().segments, 1);
+    assert_eq!(store.stats().unwrap().memtable_rows, 0);
     let mut all = dump(&store.view());
     all.remove(&299);
     assert_eq!(all, expected);

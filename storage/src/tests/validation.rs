@@ -6,7 +6,7 @@ fn bad_input_is_rejected_before_anything_is_written() {
     let s = schema(ElemType::F32, ElemType::F16);
     let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
     store.insert(rows(&s, [1])).unwrap();
-    let wal_before = store.stats().wal_bytes;
+    let wal_before = store.stats().unwrap().wal_bytes;
     let check = |batch: Vec<Row>, want: &dyn Fn(&InvalidInput) -> bool| match store.insert(batch) {
         Err(CommitError::InvalidInput(e)) => assert!(want(&e), "{e}"),
         other => panic!("expected invalid input, got {other:?}"),
@@ -85,7 +85,7 @@ fn bad_input_is_rejected_before_anything_is_written() {
     let mut r = row(&s, 2);
     (r.image, r.text) = (None, None);
     check(vec![r], &|e| matches!(e, InvalidInput::NoVectors { .. }));
-    assert_eq!(store.stats().wal_bytes, wal_before);
+    assert_eq!(store.stats().unwrap().wal_bytes, wal_before);
     assert_eq!(store.view().len(), 1);
     assert!(matches!(
         store.set_property(&"k".repeat(2000), vec![]),

@@ -1,0 +1,164 @@
+//! [`FileName`]: the name of every file hivlp keeps in a database directory, built and parsed
+//! in one place, so that clean-up code only ever removes files that are exactly ours.
+
+use std::fmt;
+
+use crate::schema::Modality;
+
+/// A file of a database directory (see `FORMAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileName {
+    /// `CURRENT`: names the live manifest.
+    Current,
+    /// `CURRENT.tmp`: the next `CURRENT`, before its rename.
+    CurrentTmp,
+    /// `LOCK`: the writer's advisory lock.
+    Lock,
+    /// `MANIFEST-<n>`.
+    Manifest(u64),
+    /// `wal-<n>.log`.
+    Wal(u64),
+    /// `seg-<id>.meta`.
+    SegmentMeta(u64),
+    /// `seg-<id>.<image|text>.<coarse|fine>`.
+    SegmentVectors {
+        id: u64,
+        modality: Modality,
+        fine: bool,
+    },
+    /// `seg-<id>.del-<generation>`.
+    Tombstones { id: u64, generation: u64 },
+}
+
+impl FileName {
+    /// Parses a directory entry's name; `None` for anything hivlp does not write.
+    pub fn parse(name: &str) -> Option<FileName> {
+        match name {
+            "CURRENT" => return Some(FileName::Current),
+            "CURRENT.tmp" => return Some(FileName::CurrentTmp),
+            "LOCK" => return Some(FileName::Lock),
+            _ => {}
+        }
+        if let Some(n) = name.strip_prefix("MANIFEST-") {
+            return number(n).map(FileName::Manifest);
+        }
+        if let Some(n) = name
+            .strip_prefix("wal-")
+            .and_then(|r| r.strip_suffix(".log"))
+        {
+            return number(n).map(FileName::Wal);
+        }
+        let (id, kind) = name.strip_prefix("seg-")?.split_once('.')?;
+        let id = number(id)?;
+        if kind == "meta" {
+            return Some(FileName::SegmentMeta(id));
+        }
+        if let Some(generation) = kind.strip_prefix("del-") {
+            return number(generation).map(|generation| FileName::Tombstones { id, generation });
+        }
+        let (modality, tier) = kind.split_once('.')?;
+        let modality = Modality::ALL
+            .into_iter()
+            .find(|m| modality_name(*m) == modality)?;
+        let fine = match tier {
+            "coarse" => false,
+            "fine" => true,
+            _ => return None,
+        };
+        Some(FileName::SegmentVectors { id, modality, fine })
+    }
+
+    /// The segment this file belongs to, if it is a segment file.
+    pub fn segment(&self) -> Option<u64> {
+        match *self {
+            FileName::SegmentMeta(id)
+            | FileName::SegmentVectors { id, .. }
+            | FileName::Tombstones { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Decimal digits only (no sign, no spaces), as the writer formats them.
+fn number(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn modality_name(m: Modality) -> &'static str {
+    match m {
+        Modality::Image => "image",
+        Modality::Text => "text",
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FileName::Current => f.write_str("CURRENT"),
+            FileName::CurrentTmp => f.write_str("CURRENT.tmp"),
+            FileName::Lock => f.write_str("LOCK"),
+            FileName::Manifest(n) => write!(f, "MANIFEST-{n:06}"),
+            FileName::Wal(n) => write!(f, "wal-{n:06}.log"),
+            FileName::SegmentMeta(id) => write!(f, "seg-{id:06}.meta"),
+            FileName::SegmentVectors { id, modality, fine } => {
+                let tier = if fine { "fine" } else { "coarse" };
+                write!(f, "seg-{id:06}.{}.{tier}", modality_name(modality))
+            }
+            FileName::Tombstones { id, generation } => {
+                write!(f, "seg-{id:06}.del-{generation:06}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_back_and_strangers_do_not() {
+        let names = [
+            FileName::Current,
+            FileName::CurrentTmp,
+            FileName::Lock,
+            FileName::Manifest(3),
+            FileName::Wal(1_234_567),
+            FileName::SegmentMeta(9),
+            FileName::SegmentVectors {
+                id: 2,
+                modality: Modality::Text,
+                fine: true,
+            },
+            FileName::SegmentVectors {
+                id: 2,
+                modality: Modality::Image,
+                fine: false,
+            },
+            FileName::Tombstones {
+                id: 4,
+                generation: 12,
+            },
+        ];
+        for name in names {
+            assert_eq!(FileName::parse(&name.to_string()), Some(name), "{name}");
+        }
+        for stranger in [
+            "seg-1",
+            "seg-01.jpg",
+            "seg-+1.meta",
+            "seg-1.image.fine.bak",
+            "seg-1.del-",
+            "wal-.log",
+            "wal-1.log~",
+            "MANIFEST-",
+            "MANIFEST-1 ",
+            "notes.txt",
+            "current",
+        ] {
+            assert_eq!(FileName::parse(stranger), None, "{stranger}");
+        }
+    }
+}
