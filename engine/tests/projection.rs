@@ -169,3 +169,55 @@ fn searches_during_a_refit_see_old_rows_and_map_or_new_ones() {
     }
     assert_eq!(mixed, 0, "searches mixed the old projection with new rows");
 }
+
+/// Issue 8.6: an insert whose rows were committed succeeds even when the refit it triggers
+/// fails (here: a directory in the way of the rewritten segment's files, as a full disk
+/// would); the refit is reported by `compact` and goes through once it can. Before the fix
+/// the insert raised, and a caller's retry stored every row twice.
+#[test]
+fn a_failed_refit_does_not_fail_the_insert_that_triggered_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Database::create(
+        &path,
+        common::schema(ElemType::I8),
+        Options {
+            projection_fit_rows: 100,
+            memtable_rows: 10,
+            ..options()
+        },
+    )
+    .unwrap();
+    db.insert(items(0..50, false)).unwrap();
+    // The rows of the next insert are flushed as segment 2; the refit writes segment 3.
+    let blockers: Vec<_> = (3..10)
+        .flat_map(|id| {
+            [
+                format!("seg-{id:06}.meta"),
+                format!("seg-{id:06}.image.coarse"),
+                format!("seg-{id:06}.image.fine"),
+            ]
+        })
+        .map(|name| path.join(name))
+        .collect();
+    for b in &blockers {
+        std::fs::create_dir(b).unwrap();
+    }
+    let ids = db.insert(items(50..110, false)).unwrap();
+    assert_eq!(ids, (50..110).collect::<Vec<_>>());
+    assert_eq!(db.len(), 110);
+    assert_eq!(
+        db.stats().unwrap().coarse[0],
+        CoarseDerivation::RandomProjection
+    );
+    assert!(db.compact().is_err(), "compact reports the refit's failure");
+    for b in &blockers {
+        std::fs::remove_dir(b).unwrap();
+    }
+    db.compact().unwrap();
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
+    drop(db);
+    let db = Database::open(&path, options()).unwrap();
+    assert_eq!(db.len(), 110);
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
+}
