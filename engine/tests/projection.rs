@@ -221,3 +221,21 @@ fn a_failed_refit_does_not_fail_the_insert_that_triggered_it() {
     assert_eq!(db.len(), 110);
     assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
 }
+
+/// A first insert that storage refuses (here: an id twice in the batch) must not decide the
+/// coarse mode: the next, valid insert decides it. Before the fix the refused batch recorded
+/// "supplied", and every later item without a coarse vector was refused.
+#[test]
+fn a_refused_first_insert_does_not_decide_the_coarse_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    let mut refused = items(0..2, true);
+    refused[1].id = Some(0);
+    assert!(matches!(db.insert(refused), Err(hivlp::Error::InvalidInput(_))));
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Undecided);
+    db.insert(items(0..10, false)).unwrap();
+    assert_eq!(
+        db.stats().unwrap().coarse[0],
+        CoarseDerivation::RandomProjection
+    );
+}
