@@ -53,6 +53,9 @@ pub enum InvalidInput {
     /// or existing ids). Row indices are indices into the `insert` batch.
     #[error(transparent)]
     Row(#[from] hivlp_storage::InvalidInput),
+    /// `create` or `open` was given an empty path.
+    #[error("the database path is empty")]
+    EmptyPath,
     /// A snapshot destination that is empty, inside the database directory, or otherwise
     /// unusable; nothing was created.
     #[error("cannot snapshot into {}: {reason}", path.display())]
@@ -181,6 +184,7 @@ impl From<OpenError> for Error {
             OpenError::NotFound { path } => Error::NotFound { path },
             OpenError::AlreadyExists { path } => Error::AlreadyExists { path },
             OpenError::InvalidSchema(s) => InvalidInput::Schema(s).into(),
+            OpenError::EmptyPath => InvalidInput::EmptyPath.into(),
             OpenError::Corruption(c) => Error::Corruption(c),
             OpenError::Io(io) => Error::Io(io),
             other => Error::Io(IoError {

@@ -231,7 +231,10 @@ fn a_refused_first_insert_does_not_decide_the_coarse_mode() {
     let db = create(dir.path(), ElemType::I8);
     let mut refused = items(0..2, true);
     refused[1].id = Some(0);
-    assert!(matches!(db.insert(refused), Err(hivlp::Error::InvalidInput(_))));
+    assert!(matches!(
+        db.insert(refused),
+        Err(hivlp::Error::InvalidInput(_))
+    ));
     assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Undecided);
     db.insert(items(0..10, false)).unwrap();
     assert_eq!(

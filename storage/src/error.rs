@@ -169,6 +169,9 @@ pub enum OpenError {
     /// The schema (or the create options) cannot be stored.
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
+    /// An empty path would mean the current directory, which is never what was meant.
+    #[error("the database path is empty")]
+    EmptyPath,
     /// A file is damaged.
     #[error(transparent)]
     Corruption(#[from] CorruptionError),

@@ -264,6 +264,9 @@ impl Store {
         options: StoreOptions,
     ) -> Result<Store, OpenError> {
         let dir = path.as_ref();
+        if dir.as_os_str().is_empty() {
+            return Err(OpenError::EmptyPath);
+        }
         manifest::check_schema(&schema).map_err(OpenError::InvalidSchema)?;
         if options.read_only {
             return Err(OpenError::InvalidSchema(
@@ -304,6 +307,9 @@ impl Store {
     /// (writers only). A second writer gets [`OpenError::Locked`].
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
         let dir = path.as_ref();
+        if dir.as_os_str().is_empty() {
+            return Err(OpenError::EmptyPath);
+        }
         if !dir.join("CURRENT").exists() {
             return Err(OpenError::NotFound {
                 path: dir.to_path_buf(),

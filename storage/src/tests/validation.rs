@@ -109,6 +109,12 @@ fn bad_schemas_and_paths_are_typed_errors() {
         Err(OpenError::NotFound { .. })
     ));
     let s = schema(ElemType::F32, ElemType::F32);
+    // An empty path would be the working directory: refused before anything is created.
+    assert!(matches!(
+        Store::create("", s.clone(), opts()),
+        Err(OpenError::EmptyPath)
+    ));
+    assert!(matches!(Store::open("", opts()), Err(OpenError::EmptyPath)));
     drop(Store::create(dir.path(), s.clone(), opts()).unwrap());
     assert!(matches!(
         Store::create(dir.path(), s, opts()),
