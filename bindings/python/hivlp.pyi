@@ -110,7 +110,9 @@ class Database:
 
         ``target`` picks the items' image or caption embeddings; ``candidates`` is how many rows
         the coarse scan keeps for fine re-ranking; ``exact`` re-ranks every row. ``allow_ids``
-        restricts the results to those ids, ``deny_ids`` leaves those out.
+        restricts the results to those ids, ``deny_ids`` leaves those out. ``k`` and
+        ``candidates`` must be between 1 and 2**24 (``candidates`` at least ``k``), else
+        ``InvalidInputError``; values beyond the number of items return every item.
         """
     def search_batch(
         self,
@@ -123,9 +125,10 @@ class Database:
         allow_ids: Optional[Sequence[int]] = None,
         deny_ids: Optional[Sequence[int]] = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-        """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, k)``.
+        """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, min(k, len(db)))``.
 
-        Rows with fewer than ``k`` hits are padded with ``NO_ID`` and ``-inf``.
+        Rows with fewer hits (e.g. through ``allow_ids``) are padded with ``NO_ID`` and ``-inf``.
+        ``k`` and ``candidates`` are limited as in ``search``.
         """
     def get(self, id: int) -> Optional[Hit]:
         """The item with this id (score 0.0), or None."""

@@ -129,6 +129,12 @@ pub enum InvalidInput {
     /// `SearchParams::k` is 0.
     #[error("k must be at least 1")]
     ZeroK,
+    /// `SearchParams::k` is above [`MAX_CANDIDATES`](crate::MAX_CANDIDATES).
+    #[error("k ({k}) is above the limit of {max}")]
+    KTooLarge { k: usize, max: usize },
+    /// `SearchParams::candidates` is above [`MAX_CANDIDATES`](crate::MAX_CANDIDATES).
+    #[error("candidates ({candidates}) is above the limit of {max}")]
+    CandidatesTooLarge { candidates: usize, max: usize },
     /// `SearchParams::candidates` is below `k`.
     #[error("candidates ({candidates}) must be at least k ({k})")]
     CandidatesBelowK { candidates: usize, k: usize },

@@ -4,8 +4,8 @@ mod common;
 
 use common::{COARSE, FINE, create, items, options, schema};
 use hivlp::{
-    Database, ElemType, Embedding, Error, InvalidInput, Item, ModelError, Options, Query,
-    SearchParams, Target, Tier, parse_target,
+    Database, ElemType, Embedding, Error, InvalidInput, Item, MAX_CANDIDATES, ModelError, Options,
+    Query, SearchParams, Target, Tier, parse_target,
 };
 
 fn invalid(result: hivlp::Result<impl std::fmt::Debug>) -> InvalidInput {
@@ -198,4 +198,48 @@ fn locks_read_only_and_options_are_checked() {
         Database::open(dir.path().join("missing"), options()),
         Err(Error::NotFound { .. })
     ));
+}
+
+#[test]
+fn absurd_k_and_candidates_are_rejected_and_large_ones_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(items(0..10, true)).unwrap();
+    let query = Query {
+        fine: vec![1.0; FINE],
+        coarse: Some(vec![1.0; COARSE]),
+    };
+    let with = |k: usize, candidates: Option<usize>, exact: bool| SearchParams {
+        k,
+        candidates,
+        exact,
+        ..SearchParams::default()
+    };
+    for exact in [false, true] {
+        for params in [
+            with(1 << 62, None, exact),
+            with(1 << 40, None, exact),
+            with(usize::MAX, None, exact),
+            with(10, Some(1 << 62), exact),
+        ] {
+            let expected = |e: &InvalidInput| {
+                matches!(
+                    e,
+                    InvalidInput::KTooLarge {
+                        max: MAX_CANDIDATES,
+                        ..
+                    } | InvalidInput::CandidatesTooLarge {
+                        max: MAX_CANDIDATES,
+                        ..
+                    }
+                )
+            };
+            assert!(expected(&invalid(db.search(&query, &params))));
+            let batch = db.search_batch(std::slice::from_ref(&query), &params);
+            assert!(expected(&invalid(batch)));
+        }
+        // Within the limit but beyond the rows: every row, nothing allocated for the rest.
+        let big = with(MAX_CANDIDATES, Some(MAX_CANDIDATES), exact);
+        assert_eq!(db.search(&query, &big).unwrap().len(), 10);
+    }
 }

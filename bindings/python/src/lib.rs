@@ -16,7 +16,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::convert::{
-    FloatRows, ImageArg, hit_metadata, metadata_bytes, parse_dtype, parse_target, query_from,
+    FloatRows, ImageArg, SearchCount, hit_metadata, metadata_bytes, parse_dtype, parse_target,
+    query_from,
 };
 use crate::errors::{
     CorruptionError, HivlpError, InvalidInputError, LockedError, ModelError, map_error,
@@ -375,7 +376,7 @@ impl PyDatabase {
 
     /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
     #[pyo3(signature = (
-        text = None, image = None, vector = None, k = 10, candidates = None, target = "image",
+        text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
         exact = false, coarse_vector = None, allow_ids = None, deny_ids = None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -385,8 +386,8 @@ impl PyDatabase {
         text: Option<String>,
         image: Option<ImageArg>,
         vector: Option<Bound<'_, PyAny>>,
-        k: usize,
-        candidates: Option<usize>,
+        k: SearchCount,
+        candidates: Option<SearchCount>,
         target: &str,
         exact: bool,
         coarse_vector: Option<Bound<'_, PyAny>>,
@@ -396,8 +397,8 @@ impl PyDatabase {
         let db = self.db()?;
         let params = SearchParams {
             target: parse_target(target)?,
-            k,
-            candidates,
+            k: k.0,
+            candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
         };
@@ -421,11 +422,12 @@ impl PyDatabase {
         hits.into_iter().map(|h| PyHit::from_hit(py, h)).collect()
     }
 
-    /// Searches many fine query vectors at once; returns `(ids, scores)` as `(q, k)` arrays of
-    /// uint64 and float32. Rows with fewer than `k` hits are padded with id `NO_ID` and score
-    /// `-inf`.
+    /// Searches many fine query vectors at once; returns `(ids, scores)` as `(q, min(k, rows))`
+    /// arrays of uint64 and float32 (`rows`: live items). Rows with fewer hits are padded with
+    /// id `NO_ID` and score `-inf`.
     #[pyo3(signature = (
-        vectors, target = "image", k = 10, candidates = None, exact = false, coarse_vectors = None,
+        vectors, target = "image", k = SearchCount(10), candidates = None, exact = false,
+        coarse_vectors = None,
         allow_ids = None, deny_ids = None
     ))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -434,8 +436,8 @@ impl PyDatabase {
         py: Python<'py>,
         vectors: Bound<'py, PyAny>,
         target: &str,
-        k: usize,
-        candidates: Option<usize>,
+        k: SearchCount,
+        candidates: Option<SearchCount>,
         exact: bool,
         coarse_vectors: Option<Bound<'py, PyAny>>,
         allow_ids: Option<Vec<u64>>,
@@ -444,8 +446,8 @@ impl PyDatabase {
         let db = self.db()?;
         let params = SearchParams {
             target: parse_target(target)?,
-            k,
-            candidates,
+            k: k.0,
+            candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
         };
@@ -458,7 +460,7 @@ impl PyDatabase {
         )?;
         let fine = fine.view()?;
         let coarse = coarse.as_ref().map(|c| c.view()).transpose()?;
-        let (ids, scores) = py
+        let (ids, scores, width) = py
             .detach(|| {
                 let queries: Vec<engine::Query> = (0..fine.rows())
                     .map(|i| engine::Query {
@@ -467,20 +469,24 @@ impl PyDatabase {
                     })
                     .collect();
                 let results = db.search_batch(&queries, &params)?;
-                let mut ids = vec![NO_ID; queries.len() * k];
-                let mut scores = vec![f32::NEG_INFINITY; queries.len() * k];
+                // One column per hit, but never more than there are rows: the padding is sized
+                // by the data, not by `k` (rows deleted during the search still fit).
+                let longest = results.iter().map(Vec::len).max().unwrap_or(0);
+                let width = params.k.min(db.len().max(longest));
+                let mut ids = vec![NO_ID; queries.len() * width];
+                let mut scores = vec![f32::NEG_INFINITY; queries.len() * width];
                 for (q, hits) in results.iter().enumerate() {
-                    for (j, hit) in hits.iter().take(k).enumerate() {
-                        ids[q * k + j] = hit.id;
-                        scores[q * k + j] = hit.score;
+                    for (j, hit) in hits.iter().enumerate() {
+                        ids[q * width + j] = hit.id;
+                        scores[q * width + j] = hit.score;
                     }
                 }
-                Ok::<_, engine::Error>((ids, scores))
+                Ok::<_, engine::Error>((ids, scores, width))
             })
             .map_err(map_error)?;
-        let q = fine.rows();
-        let ids = PyArray1::from_vec(py, ids).reshape([q, k])?;
-        let scores = PyArray1::from_vec(py, scores).reshape([q, k])?;
+        let shape = [fine.rows(), width];
+        let ids = PyArray1::from_vec(py, ids).reshape(shape)?;
+        let scores = PyArray1::from_vec(py, scores).reshape(shape)?;
         Ok((ids, scores))
     }
 

@@ -75,9 +75,10 @@ def test_search_batch_returns_numpy_arrays(vec_db):
 
 
 def test_search_batch_pads_short_rows(vec_db):
-    vectors = unit_rows(3, FINE_DIM, seed=9)
-    vec_db.insert_vectors(image_fine=vectors)
-    found, scores = vec_db.search_batch(vectors, k=5)
+    vectors = unit_rows(6, FINE_DIM, seed=9)
+    ids = vec_db.insert_vectors(image_fine=vectors)
+    found, scores = vec_db.search_batch(vectors[:3], k=5, allow_ids=ids[:3])
+    assert found.shape == scores.shape == (3, 5)
     assert (found[:, 3:] == hivlp.NO_ID).all()
     assert np.isneginf(scores[:, 3:]).all()
     assert (found[:, :3] != hivlp.NO_ID).all()
