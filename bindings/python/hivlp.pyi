@@ -76,7 +76,8 @@ class Database:
     ) -> list[int]:
         """Encodes images and captions with the model and inserts them, all or nothing.
 
-        Without ``images`` the items are text-only. Returns the ids (given or assigned).
+        Without ``images`` the items are text-only. Returns the ids (given or assigned); given
+        ids must be between 0 and 2**63 - 1.
         """
     def insert_vectors(
         self,
@@ -91,7 +92,8 @@ class Database:
     ) -> list[int]:
         """Inserts precomputed ``(n, dim)`` float32 vectors, all or nothing.
 
-        Coarse vectors are derived from the fine ones when not given.
+        Coarse vectors are derived from the fine ones when not given. Given ``ids`` must be
+        between 0 and 2**63 - 1; assigned ones continue after the largest id used.
         """
     def search(
         self,

@@ -69,7 +69,8 @@ impl Default for Options {
 /// One item to insert: vectors of either or both modalities plus what search results return.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Item {
-    /// External id; `None`: the database assigns the next free one.
+    /// External id, at most [`MAX_ID`](crate::MAX_ID); `None`: the database assigns the next
+    /// free one.
     pub id: Option<u64>,
     pub caption: Option<String>,
     pub uri: Option<String>,

@@ -4,8 +4,8 @@ mod common;
 
 use common::{COARSE, FINE, create, items, options, schema};
 use hivlp::{
-    Database, ElemType, Embedding, Error, InvalidInput, Item, MAX_CANDIDATES, ModelError, Options,
-    Query, SearchParams, Target, Tier, parse_target,
+    Database, ElemType, Embedding, Error, InvalidInput, Item, MAX_CANDIDATES, MAX_ID, ModelError,
+    Options, Query, SearchParams, Target, Tier, parse_target,
 };
 
 fn invalid(result: hivlp::Result<impl std::fmt::Debug>) -> InvalidInput {
@@ -242,4 +242,30 @@ fn absurd_k_and_candidates_are_rejected_and_large_ones_clamped() {
         let big = with(MAX_CANDIDATES, Some(MAX_CANDIDATES), exact);
         assert_eq!(db.search(&query, &big).unwrap().len(), 10);
     }
+}
+
+#[test]
+fn explicit_ids_above_the_limit_are_refused_and_automatic_ids_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    let top = MAX_ID;
+    assert_eq!(top, i64::MAX as u64);
+    let with_id = |id: Option<u64>, n: u64| {
+        let mut item = items(n..n + 1, true).remove(0);
+        item.id = id;
+        vec![item]
+    };
+    for too_large in [top + 1, u64::MAX - 1] {
+        assert!(matches!(
+            invalid(db.insert(with_id(Some(too_large), 0))),
+            InvalidInput::Row(hivlp_storage::InvalidInput::IdTooLarge { id, row: 0, max: MAX_ID })
+                if id == too_large
+        ));
+    }
+    assert_eq!(db.insert(with_id(Some(top), 0)).unwrap(), [top]);
+    assert_eq!(db.insert(with_id(None, 1)).unwrap(), [top + 1]);
+    assert_eq!(db.insert(with_id(None, 2)).unwrap(), [top + 2]);
+    drop(db);
+    let db = Database::open(dir.path().join("db"), options()).unwrap();
+    assert_eq!(db.insert(with_id(None, 3)).unwrap(), [top + 3]);
 }

@@ -108,6 +108,12 @@ pub enum InvalidInput {
     /// A live row with this id exists (delete it first to replace it).
     #[error("id {id} (row {row}) already exists in the database")]
     IdExists { id: u64, row: usize },
+    /// An id above [`MAX_ID`](crate::MAX_ID) that [`Store::allocate_ids`](crate::Store::allocate_ids)
+    /// did not hand out.
+    #[error(
+        "id {id} (row {row}) is above {max}, the largest id an insert may choose (ids fit an int64); leave the id out to have one assigned"
+    )]
+    IdTooLarge { id: u64, row: usize, max: u64 },
     /// `u64::MAX` is reserved so that `next_id` never overflows.
     #[error("id {id} (row {row}) is u64::MAX, which is reserved")]
     ReservedId { id: u64, row: usize },

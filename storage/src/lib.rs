@@ -75,8 +75,8 @@ pub use schema::{ElemType, Metric, Modality, Row, Schema, TierVectors};
 pub use segment::CoarseRewrite;
 pub use source::{RowMeta, Source, View};
 pub use store::{
-    CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_METADATA_BYTES, MAX_PROPERTY_KEY_BYTES,
-    MAX_URI_BYTES, Store, StoreOptions, StoreStats,
+    CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
+    MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Store, StoreOptions, StoreStats,
 };
 pub use vectors::{ROW_ALIGN, encode_row, stride};
 pub use verify::{VerifyReport, verify};

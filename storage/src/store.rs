@@ -34,6 +34,10 @@ pub const MAX_URI_BYTES: usize = 16 * 1024;
 pub const MAX_METADATA_BYTES: usize = 1 << 20;
 /// Largest property key, in bytes.
 pub const MAX_PROPERTY_KEY_BYTES: usize = 1024;
+/// Largest id an insert may choose (2⁶³ − 1): chosen ids fit an int64 (Arrow, pandas, SQL),
+/// and ids from [`Store::allocate_ids`], which continue after the largest id ever used, can
+/// never run out. Ids above it are only those `allocate_ids` handed out.
+pub const MAX_ID: u64 = i64::MAX as u64;
 /// The memtable is flushed when the WAL grows past this many bytes (deletes alone can grow it).
 const WAL_FLUSH_BYTES: u64 = 256 << 20;
 /// A run of this many memtable batches of the same size class is merged into one, so a view
@@ -411,8 +415,9 @@ impl Store {
         self.next_id.load(Ordering::SeqCst)
     }
 
-    /// Reserves `n` fresh ids for rows about to be inserted. Reservations are not durable:
-    /// after a restart, unused reserved ids may be handed out again.
+    /// Reserves `n` fresh ids for rows about to be inserted; they may exceed [`MAX_ID`].
+    /// Reservations are not durable: after a restart, unused reserved ids may be handed out
+    /// again.
     pub fn allocate_ids(&self, n: u64) -> Range<u64> {
         let bump = |id: u64| Some(id.saturating_add(n).min(u64::MAX - 1));
         let start = match self
@@ -436,15 +441,17 @@ impl Store {
     }
 
     /// Inserts a batch of rows: all of them or none. Rows are validated first (dimensions,
-    /// finite values, f16 range, sizes, ids unique in the batch and not live in the database;
-    /// see [`InvalidInput`]), then written as one WAL record, made durable per
+    /// finite values, f16 range, sizes, ids unique in the batch, not live in the database and
+    /// at most [`MAX_ID`] unless from [`allocate_ids`](Self::allocate_ids); see
+    /// [`InvalidInput`]), then written as one WAL record, made durable per
     /// [`Durability`], then made visible. Vectors are stored as given (Cosine databases
     /// expect the caller to have normalised them).
     pub fn insert(&self, rows: Vec<Row>) -> Result<(), CommitError> {
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
-        validate_rows(&self.schema, &rows)?;
+        // `next_id` only grows, so an id below it now stays below it.
+        validate_rows(&self.schema, &rows, self.next_id())?;
         let n = rows.len();
         let batch = Arc::new(MemBatch::from_rows(&self.schema, &rows));
         let source = Source::new(
@@ -1211,7 +1218,8 @@ impl Writer {
     }
 }
 
-fn validate_rows(schema: &Schema, rows: &[Row]) -> Result<(), InvalidInput> {
+/// Checks a batch for [`Store::insert`]; `next_id`: ids below it were used or handed out.
+fn validate_rows(schema: &Schema, rows: &[Row], next_id: u64) -> Result<(), InvalidInput> {
     if rows.is_empty() {
         return Err(InvalidInput::EmptyBatch);
     }
@@ -1220,6 +1228,14 @@ fn validate_rows(schema: &Schema, rows: &[Row]) -> Result<(), InvalidInput> {
         let id = r.id;
         if id == u64::MAX {
             return Err(InvalidInput::ReservedId { id, row: i });
+        }
+        // Chosen ids near the top of the range would leave no room for automatic ones.
+        if id > MAX_ID && id >= next_id {
+            return Err(InvalidInput::IdTooLarge {
+                id,
+                row: i,
+                max: MAX_ID,
+            });
         }
         if let Some(first) = seen.insert(id, i) {
             return Err(InvalidInput::DuplicateId {
