@@ -138,6 +138,12 @@ class Database:
         """Deletes items; returns how many existed."""
     def flush(self) -> None:
         """Makes buffered writes durable and writes the in-memory rows to a segment."""
+    def sync(self) -> None:
+        """Makes every write so far durable (fsync), what ``durability="buffered"`` defers.
+
+        Raises ``HivlpError`` if the disk reports a failure; the handle then refuses writes
+        until the database is reopened. A no-op on a read-only handle.
+        """
     def compact(self) -> dict[str, Any]:
         """Merges segments and drops deleted rows."""
     def snapshot(self, dest: Union[str, os.PathLike[str]]) -> None:
@@ -145,7 +151,12 @@ class Database:
     def stats(self) -> dict[str, Any]:
         """Counts, sizes and the schema."""
     def close(self) -> None:
-        """Releases the write lock; later calls raise ``HivlpError``."""
+        """Makes the writes durable and releases the write lock; later calls raise ``HivlpError``.
+
+        Raises ``HivlpError`` if the writes could not be made durable (with
+        ``durability="buffered"``, those since the last ``sync()`` may be lost); the handle is
+        closed either way. Leaving a ``with`` block closes the same way and raises the same.
+        """
     def __len__(self) -> int: ...
     def __enter__(self) -> "Database": ...
     def __exit__(

@@ -540,8 +540,17 @@ impl Database {
     }
 
     /// Makes every acknowledged write durable (for [`Durability::Buffered`](crate::Durability::Buffered)).
+    /// A failure poisons the handle: later writes fail until the database is reopened.
     pub fn sync(&self) -> Result<()> {
         Ok(self.store.sync()?)
+    }
+
+    /// Closes the database, making every acknowledged write durable first. Unlike dropping
+    /// the handle, which does the same on a best-effort basis, reports a failure to do so
+    /// (with [`Durability::Buffered`](crate::Durability::Buffered), writes since the last
+    /// sync may then be lost).
+    pub fn close(self) -> Result<()> {
+        Ok(self.store.close()?)
     }
 
     /// Writes the memtable to a new immutable segment.

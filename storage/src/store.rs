@@ -540,8 +540,12 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every acknowledged write durable (fsyncs the WAL).
+    /// Makes every acknowledged write durable (fsyncs the WAL). A no-op on read-only handles,
+    /// which acknowledge no writes.
     pub fn sync(&self) -> Result<(), CommitError> {
+        if self.options.read_only {
+            return Ok(());
+        }
         let mut w = self.writer()?;
         let result = w.wal.as_mut().map_or(Ok(()), WalWriter::sync);
         result.map_err(|e| poison(&mut w, e))
@@ -1011,9 +1015,6 @@ impl Store {
     /// Closes the handle, making every acknowledged write durable first and reporting a
     /// failure to do so (dropping the handle does the same but cannot report errors).
     pub fn close(self) -> Result<(), CommitError> {
-        if self.options.read_only {
-            return Ok(());
-        }
         self.sync()
     }
 
@@ -1054,7 +1055,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if let Some(wal) = self.writer.get_mut().wal.as_mut() {
-            // Best effort; Buffered callers who need to know call `sync` or `flush`.
+            // Best effort; Buffered callers who need to know call `close`, `sync` or `flush`.
             let _ = wal.sync();
         }
     }

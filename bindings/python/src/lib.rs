@@ -545,11 +545,26 @@ impl PyDatabase {
             .is_none()
     }
 
-    /// Closes the database and releases its write lock; further calls raise `HivlpError`.
-    fn close(&self, py: Python<'_>) {
-        let db = self.inner.write().unwrap_or_else(|e| e.into_inner()).take();
-        // Dropping may wait for a concurrent search still holding the handle.
-        py.detach(|| drop(db));
+    /// Makes every write durable (fsync); what `durability="buffered"` defers.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.sync()).map_err(map_error)
+    }
+
+    /// Makes the writes durable, closes the database and releases its write lock; raises if
+    /// the writes could not be made durable. The handle is closed either way: further calls
+    /// raise `HivlpError`.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(db) = self.inner.write().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        py.detach(|| match Arc::try_unwrap(db) {
+            Ok(db) => db.close(),
+            // A call on another thread still holds the handle and drops it when it returns:
+            // make everything written so far durable now.
+            Err(shared) => shared.sync(),
+        })
+        .map_err(map_error)
     }
 
     fn __len__(&self) -> PyResult<usize> {
@@ -560,10 +575,11 @@ impl PyDatabase {
         slf
     }
 
+    /// Closes the database; a failure to make the writes durable raises here.
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close(py);
-        false
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {
