@@ -42,6 +42,16 @@ class InvalidInputError(HivlpError):
 class ModelError(HivlpError):
     """The model bundle is missing, broken, or does not match the database."""
 
+class ForkedError(HivlpError):
+    """The handle was opened by another process: this is a child of ``os.fork()``.
+
+    A handle cannot cross ``os.fork()`` (what ``multiprocessing`` does by default on Linux):
+    the child shares the parent's files and lock but not its threads. Every call on an
+    inherited handle, ``close()`` included, raises this and touches nothing; call
+    ``hivlp.open()`` in the child instead (``read_only=True`` beside the parent's writer), or
+    use the ``"spawn"`` or ``"forkserver"`` start method.
+    """
+
 class Hit:
     """One search result."""
 
@@ -60,7 +70,11 @@ class Hit:
         """JSON metadata decoded, other metadata as bytes, None when empty."""
 
 class Database:
-    """An open database. Close it with ``close()`` or use it as a context manager."""
+    """An open database. Close it with ``close()`` or use it as a context manager.
+
+    A handle belongs to the process that opened it: in a child of ``os.fork()`` every call
+    raises ``ForkedError``.
+    """
 
     @property
     def path(self) -> pathlib.Path: ...

@@ -33,7 +33,7 @@ mod search;
 pub mod synthetic;
 
 pub use database::{Database, Pair, Record, Stats, verify};
-pub use error::{CorruptionError, Error, InvalidInput, IoError, ModelError};
+pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
 pub use hivlp_encoders::{Embedding, Encoder, EncoderOptions, ImageInput};
 pub use hivlp_storage::{
     CompactionReport, Durability, ElemType, MAX_ID, Metric, Modality as Target, Schema, StoreStats,

@@ -61,7 +61,7 @@ fn bad_items_are_rejected_with_their_index() {
         invalid(db.insert(items(5..6, true))),
         InvalidInput::Row(_)
     ));
-    assert_eq!(db.len(), 10);
+    assert_eq!(db.len().unwrap(), 10);
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn locks_read_only_and_options_are_checked() {
         },
     )
     .unwrap();
-    assert_eq!(reader.len(), 3);
+    assert_eq!(reader.len().unwrap(), 3);
     assert!(matches!(
         reader.insert(items(3..4, true)),
         Err(Error::ReadOnly)

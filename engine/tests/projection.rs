@@ -52,10 +52,13 @@ fn pca_replaces_the_random_projection_once_enough_rows_exist() {
     )
     .unwrap();
     db.insert(items(0..1000, false)).unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::RandomProjection);
+    assert_eq!(
+        db.stats().unwrap().coarse[0],
+        CoarseDerivation::RandomProjection
+    );
     let random_recall = recall_at_10(&db, 20);
     db.insert(items(1000..2500, false)).unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
     // Every row, old ones included, now carries the PCA coarse vector: a stored row's own
     // fine vector as the query finds it first through the coarse stage with M = k.
     let own = Query::new(generator().pair(0, 10).fine);
@@ -75,7 +78,7 @@ fn pca_replaces_the_random_projection_once_enough_rows_exist() {
     db.insert(items(2500..4000, false)).unwrap();
     let before = recall_at_10(&db, 50);
     db.compact().unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
     let after = recall_at_10(&db, 50);
     assert!(
         after >= before - 0.02,
@@ -83,7 +86,7 @@ fn pca_replaces_the_random_projection_once_enough_rows_exist() {
     );
     drop(db);
     let db = Database::open(&path, options()).unwrap();
-    assert_eq!(db.stats().coarse[0], CoarseDerivation::Pca);
+    assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
     assert_eq!(recall_at_10(&db, 50), after);
     assert_eq!(db.search(&own, &params).unwrap()[0].id, 10);
 }
@@ -93,7 +96,7 @@ fn a_database_with_supplied_coarse_vectors_stays_supplied() {
     let dir = tempfile::tempdir().unwrap();
     let db = create(dir.path(), ElemType::F16);
     db.insert(items(0..100, true)).unwrap();
-    assert_eq!(db.stats().coarse, [CoarseDerivation::Supplied; 2]);
+    assert_eq!(db.stats().unwrap().coarse, [CoarseDerivation::Supplied; 2]);
     db.compact().unwrap();
-    assert_eq!(db.stats().coarse, [CoarseDerivation::Supplied; 2]);
+    assert_eq!(db.stats().unwrap().coarse, [CoarseDerivation::Supplied; 2]);
 }

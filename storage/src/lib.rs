@@ -67,8 +67,8 @@ pub use bitmap::Bitmap;
 pub use codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
 pub use column::VectorColumn;
 pub use error::{
-    CommitError, CompactionError, CorruptionError, Error, InvalidInput, IoError, OpenError,
-    SnapshotError, Tier,
+    CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
+    OpenError, SnapshotError, Tier,
 };
 pub use merge::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
 pub use schema::{ElemType, Metric, Modality, Row, Schema, TierVectors};

@@ -13,8 +13,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::bitmap::Bitmap;
 use crate::codec::VerifyLevel;
 use crate::error::{
-    CommitError, CompactionError, CorruptionError, InvalidInput, IoError, OpenError, SnapshotError,
-    Tier,
+    CommitError, CompactionError, CorruptionError, ForkedError, InvalidInput, IoError, OpenError,
+    SnapshotError, Tier,
 };
 use crate::manifest::{self, Manifest, manifest_file_name, sync_dir};
 use crate::merge::{MergePolicy, SegmentStats};
@@ -208,6 +208,8 @@ pub struct Store {
     compaction: Mutex<()>,
     /// Serialises flushes (their middle phase runs without the writer lock).
     flushing: Mutex<()>,
+    /// The process that opened the store: only it may use the handle (see [`ForkedError`]).
+    pid: u32,
 }
 
 fn take_lock(dir: &Path) -> Result<File, OpenError> {
@@ -386,6 +388,7 @@ impl Store {
             next_id: AtomicU64::new(next_id),
             compaction: Mutex::new(()),
             flushing: Mutex::new(()),
+            pid: std::process::id(),
         })
     }
 
@@ -402,6 +405,21 @@ impl Store {
     /// The options this handle was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    /// Fails in any process but the one that opened the store: a child of `fork()` inherits
+    /// the handle, but not its threads, and shares its file offsets and lock with the parent.
+    /// Every write checks this before taking a lock (one held at the fork is never released).
+    pub fn check_process(&self) -> Result<(), ForkedError> {
+        let current = std::process::id();
+        if current == self.pid {
+            return Ok(());
+        }
+        Err(ForkedError {
+            path: self.dir.clone(),
+            opened_by: self.pid,
+            current,
+        })
     }
 
     /// A consistent snapshot for reading: an `Arc` clone, never blocked by writers or
@@ -430,6 +448,7 @@ impl Store {
     }
 
     fn writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>, CommitError> {
+        self.check_process()?;
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
@@ -543,6 +562,7 @@ impl Store {
     /// Makes every acknowledged write durable (fsyncs the WAL). A no-op on read-only handles,
     /// which acknowledge no writes.
     pub fn sync(&self) -> Result<(), CommitError> {
+        self.check_process()?;
         if self.options.read_only {
             return Ok(());
         }
@@ -563,6 +583,7 @@ impl Store {
     /// Flushes if `needed` says so once this thread's turn to flush has come (another flush
     /// may have emptied the memtable meanwhile).
     fn flush_if(&self, needed: impl Fn(&Writer) -> bool) -> Result<(), CommitError> {
+        self.check_process()?;
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
@@ -785,6 +806,7 @@ impl Store {
         policy: &dyn MergePolicy,
         rewrite: Option<&CoarseRewrite>,
     ) -> Result<CompactionReport, CompactionError> {
+        self.check_process().map_err(CommitError::from)?;
         if self.options.read_only {
             return Err(CompactionError::ReadOnly);
         }
@@ -1054,6 +1076,10 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // A forked child's copy of the handle: the files are the parent's to sync.
+        if self.check_process().is_err() {
+            return;
+        }
         if let Some(wal) = self.writer.get_mut().wal.as_mut() {
             // Best effort; Buffered callers who need to know call `close`, `sync` or `flush`.
             let _ = wal.sync();

@@ -208,7 +208,7 @@ fn memtable_rows_are_found() {
     let fresh: Vec<u64> = (50_000..50_100).collect();
     db.insert(fresh.iter().map(|&i| item(i, &all[i as usize])).collect())
         .expect("insert");
-    assert!(db.stats().store.memtable_rows >= fresh.len());
+    assert!(db.stats().unwrap().store.memtable_rows >= fresh.len());
     for &id in &fresh {
         let pair = &all[id as usize];
         let query = Query {

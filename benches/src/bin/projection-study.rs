@@ -143,7 +143,7 @@ fn study(
             })
             .collect();
         let recalls = recall_by_m(&db, &queries, items.len())?;
-        print_row(data, derivation, db.stats().coarse, &recalls);
+        print_row(data, derivation, db.stats().unwrap().coarse, &recalls);
     }
     Ok(())
 }

@@ -316,7 +316,7 @@ fn name(value: impl std::fmt::Debug) -> String {
 pub fn stats<'py>(py: Python<'py>, db: &engine::Database) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     let schema = db.schema();
-    let stats = db.stats();
+    let stats = db.stats().map_err(crate::errors::map_error)?;
     let store = &stats.store;
     dict.set_item("items", store.live_rows)?;
     dict.set_item("deleted", store.deleted_rows)?;

@@ -20,7 +20,7 @@ use crate::convert::{
     query_from,
 };
 use crate::errors::{
-    CorruptionError, HivlpError, InvalidInputError, LockedError, ModelError, map_error,
+    CorruptionError, ForkedError, HivlpError, InvalidInputError, LockedError, ModelError, map_error,
 };
 
 /// The id reported by `search_batch` where a query has fewer than `k` hits.
@@ -180,9 +180,11 @@ struct PyDatabase {
 }
 
 impl PyDatabase {
-    /// The open database, or a `HivlpError` after `close()`.
+    /// The open database; a `HivlpError` after `close()`, a `ForkedError` in a child of
+    /// `os.fork()` (checked here too because some calls use the encoder directly).
     fn db(&self) -> PyResult<Arc<Database>> {
-        self.inner
+        let db = self
+            .inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -191,7 +193,9 @@ impl PyDatabase {
                     "the database {} is closed; open it again with hivlp.open()",
                     self.path.display()
                 ))
-            })
+            })?;
+        db.check_process().map_err(map_error)?;
+        Ok(db)
     }
 }
 
@@ -472,7 +476,7 @@ impl PyDatabase {
                 // One column per hit, but never more than there are rows: the padding is sized
                 // by the data, not by `k` (rows deleted during the search still fit).
                 let longest = results.iter().map(Vec::len).max().unwrap_or(0);
-                let width = params.k.min(db.len().max(longest));
+                let width = params.k.min(db.len()?.max(longest));
                 let mut ids = vec![NO_ID; queries.len() * width];
                 let mut scores = vec![f32::NEG_INFINITY; queries.len() * width];
                 for (q, hits) in results.iter().enumerate() {
@@ -493,7 +497,7 @@ impl PyDatabase {
     /// The item with this id, as a `Hit` with score 0.0, or None.
     fn get(&self, py: Python<'_>, id: u64) -> PyResult<Option<PyHit>> {
         let db = self.db()?;
-        match py.detach(|| db.get(id)) {
+        match py.detach(|| db.get(id)).map_err(map_error)? {
             Some(record) => PyHit::from_record(py, record).map(Some),
             None => Ok(None),
         }
@@ -568,7 +572,7 @@ impl PyDatabase {
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        Ok(self.db()?.len())
+        self.db()?.len().map_err(map_error)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -602,6 +606,7 @@ fn hivlp_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptionError", py.get_type::<CorruptionError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
     m.add("ModelError", py.get_type::<ModelError>())?;
+    m.add("ForkedError", py.get_type::<ForkedError>())?;
     m.add("NO_ID", NO_ID)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
