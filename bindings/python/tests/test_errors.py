@@ -12,7 +12,7 @@ from conftest import COARSE_DIM, FINE_DIM, unit_rows
 
 
 def test_exception_hierarchy():
-    for cls in (hivlp.LockedError, hivlp.CorruptionError, hivlp.InvalidInputError, hivlp.ModelError):
+    for cls in (hivlp.LockedError, hivlp.CorruptionError, hivlp.InvalidInputError, hivlp.ModelError, hivlp.ForkedError):
         assert issubclass(cls, hivlp.HivlpError)
     assert issubclass(hivlp.HivlpError, Exception)
 
