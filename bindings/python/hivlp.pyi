@@ -42,6 +42,16 @@ class InvalidInputError(HivlpError):
 class ModelError(HivlpError):
     """The model bundle is missing, broken, or does not match the database."""
 
+class ForkedError(HivlpError):
+    """The handle was opened by another process: this is a child of ``os.fork()``.
+
+    A handle cannot cross ``os.fork()`` (what ``multiprocessing`` does by default on Linux):
+    the child shares the parent's files and lock but not its threads. Every call on an
+    inherited handle, ``close()`` included, raises this and touches nothing; call
+    ``hivlp.open()`` in the child instead (``read_only=True`` beside the parent's writer), or
+    use the ``"spawn"`` or ``"forkserver"`` start method.
+    """
+
 class Hit:
     """One search result."""
 
@@ -60,7 +70,11 @@ class Hit:
         """JSON metadata decoded, other metadata as bytes, None when empty."""
 
 class Database:
-    """An open database. Close it with ``close()`` or use it as a context manager."""
+    """An open database. Close it with ``close()`` or use it as a context manager.
+
+    A handle belongs to the process that opened it: in a child of ``os.fork()`` every call
+    raises ``ForkedError``.
+    """
 
     @property
     def path(self) -> pathlib.Path: ...
@@ -76,7 +90,8 @@ class Database:
     ) -> list[int]:
         """Encodes images and captions with the model and inserts them, all or nothing.
 
-        Without ``images`` the items are text-only. Returns the ids (given or assigned).
+        Without ``images`` the items are text-only. Returns the ids (given or assigned); given
+        ids must be between 0 and 2**63 - 1.
         """
     def insert_vectors(
         self,
@@ -91,7 +106,8 @@ class Database:
     ) -> list[int]:
         """Inserts precomputed ``(n, dim)`` float32 vectors, all or nothing.
 
-        Coarse vectors are derived from the fine ones when not given.
+        Coarse vectors are derived from the fine ones when not given. Given ``ids`` must be
+        between 0 and 2**63 - 1; assigned ones continue after the largest id used.
         """
     def search(
         self,
@@ -110,7 +126,9 @@ class Database:
 
         ``target`` picks the items' image or caption embeddings; ``candidates`` is how many rows
         the coarse scan keeps for fine re-ranking; ``exact`` re-ranks every row. ``allow_ids``
-        restricts the results to those ids, ``deny_ids`` leaves those out.
+        restricts the results to those ids, ``deny_ids`` leaves those out. ``k`` and
+        ``candidates`` must be between 1 and 2**24 (``candidates`` at least ``k``), else
+        ``InvalidInputError``; values beyond the number of items return every item.
         """
     def search_batch(
         self,
@@ -123,9 +141,10 @@ class Database:
         allow_ids: Optional[Sequence[int]] = None,
         deny_ids: Optional[Sequence[int]] = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-        """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, k)``.
+        """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, min(k, len(db)))``.
 
-        Rows with fewer than ``k`` hits are padded with ``NO_ID`` and ``-inf``.
+        Rows with fewer hits (e.g. through ``allow_ids``) are padded with ``NO_ID`` and ``-inf``.
+        ``k`` and ``candidates`` are limited as in ``search``.
         """
     def get(self, id: int) -> Optional[Hit]:
         """The item with this id (score 0.0), or None."""
@@ -133,6 +152,12 @@ class Database:
         """Deletes items; returns how many existed."""
     def flush(self) -> None:
         """Makes buffered writes durable and writes the in-memory rows to a segment."""
+    def sync(self) -> None:
+        """Makes every write so far durable (fsync), what ``durability="buffered"`` defers.
+
+        Raises ``HivlpError`` if the disk reports a failure; the handle then refuses writes
+        until the database is reopened. A no-op on a read-only handle.
+        """
     def compact(self) -> dict[str, Any]:
         """Merges segments and drops deleted rows."""
     def snapshot(self, dest: Union[str, os.PathLike[str]]) -> None:
@@ -140,7 +165,12 @@ class Database:
     def stats(self) -> dict[str, Any]:
         """Counts, sizes and the schema."""
     def close(self) -> None:
-        """Releases the write lock; later calls raise ``HivlpError``."""
+        """Makes the writes durable and releases the write lock; later calls raise ``HivlpError``.
+
+        Raises ``HivlpError`` if the writes could not be made durable (with
+        ``durability="buffered"``, those since the last ``sync()`` may be lost); the handle is
+        closed either way. Leaving a ``with`` block closes the same way and raises the same.
+        """
     def __len__(self) -> int: ...
     def __enter__(self) -> "Database": ...
     def __exit__(

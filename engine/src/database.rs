@@ -399,6 +399,12 @@ impl Database {
         self.encoder.as_ref()
     }
 
+    /// Fails in a child of `fork()`: every method that touches the database, its threads or
+    /// its encoder calls this first (see [`Error::Forked`]).
+    pub fn check_process(&self) -> Result<()> {
+        Ok(self.store.check_process()?)
+    }
+
     fn require_encoder(&self) -> Result<&Encoder> {
         self.encoder
             .as_ref()
@@ -409,6 +415,7 @@ impl Database {
     /// items without. Fine vectors (and given coarse vectors) are normalised in cosine
     /// databases; a missing coarse vector is derived from the fine one.
     pub fn insert(&self, items: Vec<Item>) -> Result<Vec<u64>> {
+        self.check_process()?;
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -498,6 +505,7 @@ impl Database {
     /// batches) and inserts them. An image that cannot be decoded fails the whole call,
     /// naming its index; nothing is written then.
     pub fn insert_pairs(&self, pairs: &[Pair<'_>]) -> Result<Vec<u64>> {
+        self.check_process()?;
         let encoder = self.require_encoder()?;
         let images: Vec<ImageInput<'_>> = pairs.iter().map(|p| p.image).collect();
         let image_embeddings = encoder.encode_images(&images).map_err(ModelError::Encode)?;
@@ -523,16 +531,29 @@ impl Database {
 
     /// Deletes rows by id (unknown ids are ignored); returns how many were deleted.
     pub fn delete(&self, ids: &[u64]) -> Result<usize> {
+        self.check_process()?;
         Ok(self.store.delete(ids)?)
     }
 
     /// Makes every acknowledged write durable (for [`Durability::Buffered`](crate::Durability::Buffered)).
+    /// A failure poisons the handle: later writes fail until the database is reopened.
     pub fn sync(&self) -> Result<()> {
+        self.check_process()?;
         Ok(self.store.sync()?)
+    }
+
+    /// Closes the database, making every acknowledged write durable first. Unlike dropping
+    /// the handle, which does the same on a best-effort basis, reports a failure to do so
+    /// (with [`Durability::Buffered`](crate::Durability::Buffered), writes since the last
+    /// sync may then be lost). In a forked child, closes nothing the parent owns.
+    pub fn close(self) -> Result<()> {
+        // What `Store::close` does; the drop that follows has nothing left to sync.
+        self.sync()
     }
 
     /// Writes the memtable to a new immutable segment.
     pub fn flush(&self) -> Result<()> {
+        self.check_process()?;
         Ok(self.store.flush()?)
     }
 
@@ -540,6 +561,7 @@ impl Database {
     /// enough rows exist, the PCA projection is refitted first and every row's coarse vector
     /// recomputed.
     pub fn compact(&self) -> Result<CompactionReport> {
+        self.check_process()?;
         let writer = self.writer.lock();
         if let Some(refit) = self.refit(PCA_MAX_SAMPLES, |_| true)? {
             return self.install_projection(refit);
@@ -551,11 +573,13 @@ impl Database {
 
     /// Copies a consistent state of the database into the new directory `dest`.
     pub fn snapshot(&self, dest: &Path) -> Result<()> {
+        self.check_process()?;
         Ok(self.store.snapshot(dest)?)
     }
 
     /// Counts and sizes, and how coarse vectors are derived.
     pub fn stats(&self) -> Result<Stats> {
+        self.check_process()?;
         let mode = self.coarse_mode(&self.store.view())?;
         Ok(Stats {
             store: self.store.stats()?,
@@ -567,19 +591,23 @@ impl Database {
     }
 
     /// Live (not deleted) items.
-    pub fn len(&self) -> usize {
-        self.store.view().len()
+    pub fn len(&self) -> Result<usize> {
+        self.check_process()?;
+        Ok(self.store.view().len())
     }
 
     /// Whether no live item exists.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
     }
 
     /// The live item with this id.
-    pub fn get(&self, id: u64) -> Option<Record> {
+    pub fn get(&self, id: u64) -> Result<Option<Record>> {
+        self.check_process()?;
         let view = self.store.view();
-        let (source, row) = view.locate(id)?;
+        let Some((source, row)) = view.locate(id) else {
+            return Ok(None);
+        };
         let embedding = |m: Modality| {
             if !source.has(m).get(row) {
                 return None;
@@ -593,14 +621,14 @@ impl Database {
             })
         };
         let meta = source.meta(row);
-        Some(Record {
+        Ok(Some(Record {
             id,
             caption: meta.caption.map(str::to_owned),
             uri: meta.uri.map(str::to_owned),
             metadata: meta.metadata.to_vec(),
             image: embedding(Modality::Image),
             text: embedding(Modality::Text),
-        })
+        }))
     }
 
     /// The `k` best items for a query vector: coarse scan keeping `candidates` rows, exact fine
@@ -615,6 +643,7 @@ impl Database {
         query: &Query,
         params: &SearchParams,
     ) -> Result<(Vec<Hit>, SearchTiming)> {
+        self.check_process()?;
         let candidates = params.checked_candidates()?;
         let view = self.store.view();
         let mode = self.coarse_mode(&view)?;
@@ -630,6 +659,7 @@ impl Database {
     /// Many queries in one pass: each block of coarse vectors is read once for the whole
     /// batch. Hits per query, in order.
     pub fn search_batch(&self, queries: &[Query], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
+        self.check_process()?;
         let candidates = params.checked_candidates()?;
         let view = self.store.view();
         let mode = self.coarse_mode(&view)?;
@@ -657,6 +687,7 @@ impl Database {
 
     /// Encodes `text` with the model and searches (`params.target: Image` for text→image).
     pub fn search_text(&self, text: &str, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.check_process()?;
         params.checked_candidates()?;
         let encoded = self.require_encoder()?.encode_texts(&[text]);
         self.search_encoded(encoded, params)
@@ -664,6 +695,7 @@ impl Database {
 
     /// Encodes `image` with the model and searches (`params.target: Text` for image→text).
     pub fn search_image(&self, image: ImageInput<'_>, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.check_process()?;
         params.checked_candidates()?;
         let encoded = self.require_encoder()?.encode_images(&[image]);
         self.search_encoded(encoded, params)
@@ -807,6 +839,16 @@ fn decode_mode(view: &View, encoder: Option<&Encoder>, dir: &Path) -> Result<Coa
             )
             .into()
         }),
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // A forked child has none of the encoder runtime's threads, and releasing it would wait
+        // for them forever; the parent owns it, so this copy is left alone.
+        if self.check_process().is_err() {
+            std::mem::forget(self.encoder.take());
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use hivlp_storage::{CommitError, CompactionError, OpenError, SnapshotError, Tier};
 
-pub use hivlp_storage::{CorruptionError, IoError};
+pub use hivlp_storage::{CorruptionError, ForkedError, IoError};
 
 use crate::Target;
 
@@ -28,6 +28,10 @@ pub enum Error {
     /// An earlier write failed half-way; reopen the database to recover.
     #[error("an earlier write failed ({0}); reopen the database to recover")]
     Poisoned(String),
+    /// The handle was opened by another process: this is a child of `fork()`, which must
+    /// open the database itself. Nothing was read or written.
+    #[error(transparent)]
+    Forked(#[from] ForkedError),
     /// A file does not hold what hivlp wrote (names the file and byte offset).
     #[error(transparent)]
     Corruption(#[from] CorruptionError),
@@ -136,6 +140,12 @@ pub enum InvalidInput {
     /// `SearchParams::k` is 0.
     #[error("k must be at least 1")]
     ZeroK,
+    /// `SearchParams::k` is above [`MAX_CANDIDATES`](crate::MAX_CANDIDATES).
+    #[error("k ({k}) is above the limit of {max}")]
+    KTooLarge { k: usize, max: usize },
+    /// `SearchParams::candidates` is above [`MAX_CANDIDATES`](crate::MAX_CANDIDATES).
+    #[error("candidates ({candidates}) is above the limit of {max}")]
+    CandidatesTooLarge { candidates: usize, max: usize },
     /// `SearchParams::candidates` is below `k`.
     #[error("candidates ({candidates}) must be at least k ({k})")]
     CandidatesBelowK { candidates: usize, k: usize },
@@ -201,6 +211,7 @@ impl From<CommitError> for Error {
             CommitError::InvalidInput(i) => InvalidInput::Row(i).into(),
             CommitError::ReadOnly => Error::ReadOnly,
             CommitError::Poisoned(why) => Error::Poisoned(why),
+            CommitError::Forked(f) => Error::Forked(f),
             CommitError::Io(io) => Error::Io(io),
             other => Error::Poisoned(other.to_string()),
         }

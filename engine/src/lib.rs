@@ -33,15 +33,15 @@ mod search;
 pub mod synthetic;
 
 pub use database::{Database, Pair, Record, Stats, verify};
-pub use error::{CorruptionError, Error, InvalidInput, IoError, ModelError};
+pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
 pub use hivlp_encoders::{Embedding, Encoder, EncoderOptions, ImageInput};
 pub use hivlp_storage::{
-    CompactionReport, Durability, ElemType, Metric, Modality as Target, Occupancy, Schema,
+    CompactionReport, Durability, ElemType, MAX_ID, Metric, Modality as Target, Occupancy, Schema,
     StoreStats, Tier, VerifyReport, occupancy,
 };
 pub use params::{
-    DEFAULT_CANDIDATES, Filter, Hit, Item, ModelChoice, Options, Query, SearchParams, SearchTiming,
-    parse_target,
+    DEFAULT_CANDIDATES, Filter, Hit, Item, MAX_CANDIDATES, ModelChoice, Options, Query,
+    SearchParams, SearchTiming, parse_target,
 };
 pub use projection::{CoarseDerivation, retained_energy};
 

@@ -12,6 +12,11 @@ use crate::{Embedding, EncoderOptions};
 /// Candidates (M) kept by the coarse stage when [`SearchParams::candidates`] is `None`.
 pub const DEFAULT_CANDIDATES: usize = 200;
 
+/// Largest [`SearchParams::k`] and [`SearchParams::candidates`] a search accepts (2^24).
+/// Values up to it are clamped to the live rows before anything is allocated; larger ones
+/// are a typed error rather than an allocation the process cannot survive.
+pub const MAX_CANDIDATES: usize = 1 << 24;
+
 /// Which embedding model a database uses to encode text and images.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ModelChoice {
@@ -64,7 +69,8 @@ impl Default for Options {
 /// One item to insert: vectors of either or both modalities plus what search results return.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Item {
-    /// External id; `None`: the database assigns the next free one.
+    /// External id, at most [`MAX_ID`](crate::MAX_ID); `None`: the database assigns the next
+    /// free one.
     pub id: Option<u64>,
     pub caption: Option<String>,
     pub uri: Option<String>,
@@ -120,10 +126,10 @@ pub struct SearchParams {
     /// Which vectors of the items are searched: a text query searching `Image` is
     /// text→image retrieval.
     pub target: Target,
-    /// Hits to return.
+    /// Hits to return: 1 to [`MAX_CANDIDATES`] (fewer when fewer rows match).
     pub k: usize,
-    /// Rows kept by the coarse stage and re-ranked with fine vectors (M);
-    /// `None`: [`DEFAULT_CANDIDATES`] (or `k` if larger).
+    /// Rows kept by the coarse stage and re-ranked with fine vectors (M), `k` to
+    /// [`MAX_CANDIDATES`]; `None`: [`DEFAULT_CANDIDATES`] (or `k` if larger).
     pub candidates: Option<usize>,
     /// Flat scan of the fine vectors instead: exact, slower (the ground truth).
     pub exact: bool,
@@ -148,7 +154,17 @@ impl SearchParams {
         if self.k == 0 {
             return Err(InvalidInput::ZeroK);
         }
+        if self.k > MAX_CANDIDATES {
+            return Err(InvalidInput::KTooLarge {
+                k: self.k,
+                max: MAX_CANDIDATES,
+            });
+        }
         match self.candidates {
+            Some(m) if m > MAX_CANDIDATES => Err(InvalidInput::CandidatesTooLarge {
+                candidates: m,
+                max: MAX_CANDIDATES,
+            }),
             Some(m) if m < self.k => Err(InvalidInput::CandidatesBelowK {
                 candidates: m,
                 k: self.k,

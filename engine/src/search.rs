@@ -33,7 +33,9 @@ pub(crate) fn search(
     let started = Instant::now();
     let sources = view.sources();
     let target = params.target;
-    let keep = if params.exact { params.k } else { candidates };
+    // `k` and `candidates` are checked against `MAX_CANDIDATES`; no more rows than are live
+    // can be kept, so buffers are never sized beyond the data.
+    let keep = if params.exact { params.k } else { candidates }.min(view.len());
     let shortlist = match &params.filter {
         // A short allow-list is its own candidate list: no scan needed.
         Some(Filter::Allow(ids)) if ids.len() <= keep => {

@@ -4,8 +4,8 @@ mod common;
 
 use common::{COARSE, FINE, create, items, options, schema};
 use hivlp::{
-    Database, ElemType, Embedding, Error, InvalidInput, Item, ModelError, Options, Query,
-    SearchParams, Target, Tier, parse_target,
+    Database, ElemType, Embedding, Error, InvalidInput, Item, MAX_CANDIDATES, MAX_ID, ModelError,
+    Options, Query, SearchParams, Target, Tier, parse_target,
 };
 
 fn invalid(result: hivlp::Result<impl std::fmt::Debug>) -> InvalidInput {
@@ -61,7 +61,7 @@ fn bad_items_are_rejected_with_their_index() {
         invalid(db.insert(items(5..6, true))),
         InvalidInput::Row(_)
     ));
-    assert_eq!(db.len(), 10);
+    assert_eq!(db.len().unwrap(), 10);
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn locks_read_only_and_options_are_checked() {
         },
     )
     .unwrap();
-    assert_eq!(reader.len(), 3);
+    assert_eq!(reader.len().unwrap(), 3);
     assert!(matches!(
         reader.insert(items(3..4, true)),
         Err(Error::ReadOnly)
@@ -198,4 +198,74 @@ fn locks_read_only_and_options_are_checked() {
         Database::open(dir.path().join("missing"), options()),
         Err(Error::NotFound { .. })
     ));
+}
+
+#[test]
+fn absurd_k_and_candidates_are_rejected_and_large_ones_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(items(0..10, true)).unwrap();
+    let query = Query {
+        fine: vec![1.0; FINE],
+        coarse: Some(vec![1.0; COARSE]),
+    };
+    let with = |k: usize, candidates: Option<usize>, exact: bool| SearchParams {
+        k,
+        candidates,
+        exact,
+        ..SearchParams::default()
+    };
+    for exact in [false, true] {
+        for params in [
+            with(1 << 62, None, exact),
+            with(1 << 40, None, exact),
+            with(usize::MAX, None, exact),
+            with(10, Some(1 << 62), exact),
+        ] {
+            let expected = |e: &InvalidInput| {
+                matches!(
+                    e,
+                    InvalidInput::KTooLarge {
+                        max: MAX_CANDIDATES,
+                        ..
+                    } | InvalidInput::CandidatesTooLarge {
+                        max: MAX_CANDIDATES,
+                        ..
+                    }
+                )
+            };
+            assert!(expected(&invalid(db.search(&query, &params))));
+            let batch = db.search_batch(std::slice::from_ref(&query), &params);
+            assert!(expected(&invalid(batch)));
+        }
+        // Within the limit but beyond the rows: every row, nothing allocated for the rest.
+        let big = with(MAX_CANDIDATES, Some(MAX_CANDIDATES), exact);
+        assert_eq!(db.search(&query, &big).unwrap().len(), 10);
+    }
+}
+
+#[test]
+fn explicit_ids_above_the_limit_are_refused_and_automatic_ids_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    let top = MAX_ID;
+    assert_eq!(top, i64::MAX as u64);
+    let with_id = |id: Option<u64>, n: u64| {
+        let mut item = items(n..n + 1, true).remove(0);
+        item.id = id;
+        vec![item]
+    };
+    for too_large in [top + 1, u64::MAX - 1] {
+        assert!(matches!(
+            invalid(db.insert(with_id(Some(too_large), 0))),
+            InvalidInput::Row(hivlp_storage::InvalidInput::IdTooLarge { id, row: 0, max: MAX_ID })
+                if id == too_large
+        ));
+    }
+    assert_eq!(db.insert(with_id(Some(top), 0)).unwrap(), [top]);
+    assert_eq!(db.insert(with_id(None, 1)).unwrap(), [top + 1]);
+    assert_eq!(db.insert(with_id(None, 2)).unwrap(), [top + 2]);
+    drop(db);
+    let db = Database::open(dir.path().join("db"), options()).unwrap();
+    assert_eq!(db.insert(with_id(None, 3)).unwrap(), [top + 3]);
 }

@@ -60,7 +60,7 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
         .collect();
     let ids = db.insert_pairs(&pairs).unwrap();
     assert_eq!(ids.len(), 40);
-    assert_eq!(db.len(), 40);
+    assert_eq!(db.len().unwrap(), 40);
 
     // An image finds itself first; a caption finds its own text vector first.
     let image = SearchParams::default();
@@ -111,7 +111,7 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
         "{err:?}"
     );
     assert!(err.to_string().contains("#1"), "{err}");
-    assert_eq!(db.len(), 40);
+    assert_eq!(db.len().unwrap(), 40);
 }
 
 /// Cross-modal retrieval on a small fixture of distinct demo pairs: each caption finds its own

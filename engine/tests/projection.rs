@@ -205,7 +205,7 @@ fn a_failed_refit_does_not_fail_the_insert_that_triggered_it() {
     }
     let ids = db.insert(items(50..110, false)).unwrap();
     assert_eq!(ids, (50..110).collect::<Vec<_>>());
-    assert_eq!(db.len(), 110);
+    assert_eq!(db.len().unwrap(), 110);
     assert_eq!(
         db.stats().unwrap().coarse[0],
         CoarseDerivation::RandomProjection
@@ -218,7 +218,7 @@ fn a_failed_refit_does_not_fail_the_insert_that_triggered_it() {
     assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
     drop(db);
     let db = Database::open(&path, options()).unwrap();
-    assert_eq!(db.len(), 110);
+    assert_eq!(db.len().unwrap(), 110);
     assert_eq!(db.stats().unwrap().coarse[0], CoarseDerivation::Pca);
 }
 

@@ -108,16 +108,16 @@ fn segments_memtable_reopen_and_compaction_agree() {
     db.sync().unwrap();
     drop(db);
     let db = Database::open(&path, options()).unwrap();
-    assert_eq!(db.len(), 2997);
+    assert_eq!(db.len().unwrap(), 2997);
     assert_eq!(db.search_batch(&queries, &params).unwrap(), before);
     db.compact().unwrap();
     assert_eq!(db.stats().unwrap().store.segments, 1);
     assert_eq!(db.search_batch(&queries, &params).unwrap(), before);
-    let record = db.get(1500).unwrap();
+    let record = db.get(1500).unwrap().unwrap();
     assert_eq!(record.caption.as_deref(), Some("item 1500"));
     assert_eq!(record.image.unwrap().fine.len(), FINE);
-    assert!(db.get(1).is_none());
-    assert!(db.get(1600).is_none());
+    assert!(db.get(1).unwrap().is_none());
+    assert!(db.get(1600).unwrap().is_none());
 }
 
 #[test]

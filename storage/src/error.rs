@@ -108,6 +108,12 @@ pub enum InvalidInput {
     /// A live row with this id exists (delete it first to replace it).
     #[error("id {id} (row {row}) already exists in the database")]
     IdExists { id: u64, row: usize },
+    /// An id above [`MAX_ID`](crate::MAX_ID) that [`Store::allocate_ids`](crate::Store::allocate_ids)
+    /// did not hand out.
+    #[error(
+        "id {id} (row {row}) is above {max}, the largest id an insert may choose (ids fit an int64); leave the id out to have one assigned"
+    )]
+    IdTooLarge { id: u64, row: usize, max: u64 },
     /// `u64::MAX` is reserved so that `next_id` never overflows.
     #[error("id {id} (row {row}) is u64::MAX, which is reserved")]
     ReservedId { id: u64, row: usize },
@@ -180,6 +186,24 @@ pub enum OpenError {
     Io(#[from] IoError),
 }
 
+/// A handle used in a process other than the one that opened it, i.e. in a child of `fork()`
+/// (what `multiprocessing` does by default on Linux). The child shares the parent's file
+/// offsets and lock but not its threads, so its writes would corrupt the WAL and its searches
+/// would wait forever; it must open the database itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "database {} was opened by process {opened_by}, not by this process {current} (a child of fork()); open the database again in this process",
+    path.display()
+)]
+pub struct ForkedError {
+    /// The database directory.
+    pub path: PathBuf,
+    /// The process that opened the handle.
+    pub opened_by: u32,
+    /// The process that used it.
+    pub current: u32,
+}
+
 /// Why a write ([`Store::insert`](crate::Store::insert), `delete`, `sync`, `flush`,
 /// `set_property`) failed.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +220,9 @@ pub enum CommitError {
     /// Reopen the database: recovery restores the last durable state.
     #[error("an earlier write failed ({0}); reopen the database to recover")]
     Poisoned(String),
+    /// The handle was opened by another process (see [`ForkedError`]); nothing was written.
+    #[error(transparent)]
+    Forked(#[from] ForkedError),
     /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),

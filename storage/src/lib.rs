@@ -68,8 +68,8 @@ pub use bitmap::Bitmap;
 pub use codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
 pub use column::VectorColumn;
 pub use error::{
-    CommitError, CompactionError, CorruptionError, Error, InvalidInput, IoError, OpenError,
-    SnapshotError, Tier,
+    CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
+    OpenError, SnapshotError, Tier,
 };
 pub use file_name::FileName;
 pub use merge::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
@@ -77,8 +77,8 @@ pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, TierVector
 pub use segment::{CoarseRewrite, Rewrite};
 pub use source::{RowMeta, Source, View};
 pub use store::{
-    CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_METADATA_BYTES, MAX_PROPERTY_KEY_BYTES,
-    MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
+    CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
+    MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
 pub use vectors::{ROW_ALIGN, encode_row, stride};
 pub use verify::{VerifyReport, verify};

@@ -14,8 +14,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::bitmap::Bitmap;
 use crate::codec::VerifyLevel;
 use crate::error::{
-    CommitError, CompactionError, CorruptionError, InvalidInput, IoError, OpenError, SnapshotError,
-    Tier,
+    CommitError, CompactionError, CorruptionError, ForkedError, InvalidInput, IoError, OpenError,
+    SnapshotError, Tier,
 };
 use crate::file_name::FileName;
 use crate::manifest::{self, Manifest, manifest_file_name, sync_dir};
@@ -36,6 +36,10 @@ pub const MAX_URI_BYTES: usize = 16 * 1024;
 pub const MAX_METADATA_BYTES: usize = 1 << 20;
 /// Largest property key, in bytes.
 pub const MAX_PROPERTY_KEY_BYTES: usize = 1024;
+/// Largest id an insert may choose (2⁶³ − 1): chosen ids fit an int64 (Arrow, pandas, SQL),
+/// and ids from [`Store::allocate_ids`], which continue after the largest id ever used, can
+/// never run out. Ids above it are only those `allocate_ids` handed out.
+pub const MAX_ID: u64 = i64::MAX as u64;
 /// The memtable is flushed when the WAL grows past this many bytes (deletes alone can grow it).
 const WAL_FLUSH_BYTES: u64 = 256 << 20;
 /// A run of this many memtable batches of the same size class is merged into one, so a view
@@ -207,6 +211,8 @@ pub struct Store {
     compaction: Mutex<()>,
     /// Serialises flushes (their middle phase runs without the writer lock).
     flushing: Mutex<()>,
+    /// The process that opened the store: only it may use the handle (see [`ForkedError`]).
+    pid: u32,
 }
 
 /// What a directory holds, for callers that open a database or create it if absent.
@@ -419,6 +425,7 @@ impl Store {
             next_id: AtomicU64::new(next_id),
             compaction: Mutex::new(()),
             flushing: Mutex::new(()),
+            pid: std::process::id(),
         })
     }
 
@@ -437,6 +444,21 @@ impl Store {
         &self.options
     }
 
+    /// Fails in any process but the one that opened the store: a child of `fork()` inherits
+    /// the handle, but not its threads, and shares its file offsets and lock with the parent.
+    /// Every write checks this before taking a lock (one held at the fork is never released).
+    pub fn check_process(&self) -> Result<(), ForkedError> {
+        let current = std::process::id();
+        if current == self.pid {
+            return Ok(());
+        }
+        Err(ForkedError {
+            path: self.dir.clone(),
+            opened_by: self.pid,
+            current,
+        })
+    }
+
     /// A consistent snapshot for reading: an `Arc` clone, never blocked by writers or
     /// compaction for longer than a pointer swap.
     pub fn view(&self) -> View {
@@ -448,8 +470,9 @@ impl Store {
         self.next_id.load(Ordering::SeqCst)
     }
 
-    /// Reserves `n` fresh ids for rows about to be inserted. Reservations are not durable:
-    /// after a restart, unused reserved ids may be handed out again.
+    /// Reserves `n` fresh ids for rows about to be inserted; they may exceed [`MAX_ID`].
+    /// Reservations are not durable: after a restart, unused reserved ids may be handed out
+    /// again.
     pub fn allocate_ids(&self, n: u64) -> Range<u64> {
         let bump = |id: u64| Some(id.saturating_add(n).min(u64::MAX - 1));
         let start = match self
@@ -462,6 +485,7 @@ impl Store {
     }
 
     fn writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>, CommitError> {
+        self.check_process()?;
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
@@ -473,8 +497,9 @@ impl Store {
     }
 
     /// Inserts a batch of rows: all of them or none. Rows are validated first (dimensions,
-    /// finite values, f16 range, sizes, ids unique in the batch and not live in the database;
-    /// see [`InvalidInput`]), then written as one WAL record, made durable per
+    /// finite values, f16 range, sizes, ids unique in the batch, not live in the database and
+    /// at most [`MAX_ID`] unless from [`allocate_ids`](Self::allocate_ids); see
+    /// [`InvalidInput`]), then written as one WAL record, made durable per
     /// [`Durability`], then made visible. Vectors are stored as given (Cosine databases
     /// expect the caller to have normalised them).
     pub fn insert(&self, rows: Vec<Row>) -> Result<(), CommitError> {
@@ -493,7 +518,8 @@ impl Store {
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
-        validate_rows(&self.schema, &rows)?;
+        // `next_id` only grows, so an id below it now stays below it.
+        validate_rows(&self.schema, &rows, self.next_id())?;
         let mut records = properties
             .iter()
             .map(|(key, value)| property_record(key, value))
@@ -568,8 +594,13 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every acknowledged write durable (fsyncs the WAL).
+    /// Makes every acknowledged write durable (fsyncs the WAL). A no-op on read-only handles,
+    /// which acknowledge no writes.
     pub fn sync(&self) -> Result<(), CommitError> {
+        self.check_process()?;
+        if self.options.read_only {
+            return Ok(());
+        }
         let mut w = self.writer()?;
         let result = w.wal.as_mut().map_or(Ok(()), WalWriter::sync);
         result.map_err(|e| poison(&mut w, e))
@@ -587,6 +618,7 @@ impl Store {
     /// Flushes if `needed` says so once this thread's turn to flush has come (another flush
     /// may have emptied the memtable meanwhile).
     fn flush_if(&self, needed: impl Fn(&Writer) -> bool) -> Result<(), CommitError> {
+        self.check_process()?;
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
@@ -816,6 +848,7 @@ impl Store {
         policy: &dyn MergePolicy,
         rewrite: Option<&Rewrite<'_>>,
     ) -> Result<CompactionReport, CompactionError> {
+        self.check_process().map_err(CommitError::from)?;
         if self.options.read_only {
             return Err(CompactionError::ReadOnly);
         }
@@ -1034,6 +1067,7 @@ impl Store {
     /// Nothing is left behind on failure. Readers are never blocked; writers only while the
     /// state is captured.
     pub fn snapshot(&self, dest: &Path) -> Result<(), SnapshotError> {
+        self.check_process().map_err(CommitError::from)?;
         let target = SnapshotTarget::resolve(&self.dir, dest)?;
         let (view, mut manifest) = {
             let w = self.writer.lock();
@@ -1102,15 +1136,13 @@ impl Store {
     /// Closes the handle, making every acknowledged write durable first and reporting a
     /// failure to do so (dropping the handle does the same but cannot report errors).
     pub fn close(self) -> Result<(), CommitError> {
-        if self.options.read_only {
-            return Ok(());
-        }
         self.sync()
     }
 
     /// Counts and sizes; refused once the handle is poisoned (its in-memory state may no
     /// longer match the files: reopen the database).
     pub fn stats(&self) -> Result<StoreStats, CommitError> {
+        self.check_process()?;
         let (wal_bytes, view) = {
             let w = self.writer.lock();
             if let Some(why) = &w.poisoned {
@@ -1148,8 +1180,12 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // A forked child's copy of the handle: the files are the parent's to sync.
+        if self.check_process().is_err() {
+            return;
+        }
         if let Some(wal) = self.writer.get_mut().wal.as_mut() {
-            // Best effort; Buffered callers who need to know call `sync` or `flush`.
+            // Best effort; Buffered callers who need to know call `close`, `sync` or `flush`.
             let _ = wal.sync();
         }
     }
@@ -1364,7 +1400,8 @@ fn check_record_len(len: usize) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-fn validate_rows(schema: &Schema, rows: &[Row]) -> Result<(), InvalidInput> {
+/// Checks a batch for [`Store::insert`]; `next_id`: ids below it were used or handed out.
+fn validate_rows(schema: &Schema, rows: &[Row], next_id: u64) -> Result<(), InvalidInput> {
     if rows.is_empty() {
         return Err(InvalidInput::EmptyBatch);
     }
@@ -1373,6 +1410,14 @@ fn validate_rows(schema: &Schema, rows: &[Row]) -> Result<(), InvalidInput> {
         let id = r.id;
         if id == u64::MAX {
             return Err(InvalidInput::ReservedId { id, row: i });
+        }
+        // Chosen ids near the top of the range would leave no room for automatic ones.
+        if id > MAX_ID && id >= next_id {
+            return Err(InvalidInput::IdTooLarge {
+                id,
+                row: i,
+                max: MAX_ID,
+            });
         }
         if let Some(first) = seen.insert(id, i) {
             return Err(InvalidInput::DuplicateId {

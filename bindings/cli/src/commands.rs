@@ -157,7 +157,7 @@ pub fn search(args: SearchArgs) -> CliResult {
         html::write_page(
             page,
             "hivlp search",
-            &describe(&db, &args.db),
+            &describe(&db, &args.db)?,
             std::slice::from_ref(&shown),
         )
         .map_err(|e| CliError::other(format!("cannot write {}: {e}", page.display())))?;
@@ -167,21 +167,21 @@ pub fn search(args: SearchArgs) -> CliResult {
 }
 
 /// One line about a database for the results page: path, size, model, vector shapes.
-pub fn describe(db: &Database, path: &Path) -> String {
+pub fn describe(db: &Database, path: &Path) -> Result<String, CliError> {
     let schema = db.schema();
     let model = db.encoder().map_or_else(
         || "no model".to_string(),
         |e| format!("model {} v{}", e.info().name, e.info().version),
     );
-    format!(
+    Ok(format!(
         "{} · {} items · {model} · coarse {}-d {} scanned, fine {}-d {} re-ranked",
         path.display(),
-        db.len(),
+        db.len()?,
         schema.coarse_dim,
         name(schema.coarse_type),
         schema.fine_dim,
         name(schema.fine_type),
-    )
+    ))
 }
 
 /// Encodes `text` with the database's model.

@@ -130,7 +130,7 @@ pub fn run(args: DemoArgs) -> CliResult {
         shown.push(results);
     }
 
-    let about = describe(&db, Path::new("demo database"));
+    let about = describe(&db, Path::new("demo database"))?;
     html::write_page(&args.html, "hivlp demo results", &about, &shown)
         .map_err(|e| CliError::other(format!("cannot write {}: {e}", args.html.display())))?;
     let page = std::path::absolute(&args.html).unwrap_or(args.html.clone());

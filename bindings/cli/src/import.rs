@@ -130,17 +130,21 @@ fn insert_batch(db: &Database, batch: &[&Entry]) -> hivlp::Result<usize> {
 /// The engine has no iteration API, so this looks up every id below the store's next id —
 /// cheap for the dense ids that imports assign. A database whose ids were chosen by hand may
 /// be sparse; then nothing is skipped rather than scanning billions of ids.
-fn existing_uris(db: &Database) -> Result<HashSet<String>, hivlp::Error> {
+fn existing_uris(db: &Database) -> Result<HashSet<String>, CliError> {
     let next_id = db.stats()?.store.next_id;
-    let dense_enough = next_id <= (db.len() as u64).saturating_mul(16).saturating_add(1 << 16);
+    let dense_enough = next_id
+        <= (db.len()? as u64)
+            .saturating_mul(16)
+            .saturating_add(1 << 16);
     if !dense_enough {
         eprintln!("note: this database's ids are sparse; already-imported images are not skipped");
         return Ok(HashSet::new());
     }
-    Ok((0..next_id)
-        .filter_map(|id| db.get(id))
-        .filter_map(|record| record.uri)
-        .collect())
+    let mut uris = HashSet::new();
+    for id in 0..next_id {
+        uris.extend(db.get(id)?.and_then(|record| record.uri));
+    }
+    Ok(uris)
 }
 
 /// A progress bar with rate and ETA on a terminal; occasional plain lines otherwise (logs, CI,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use engine::{ElemType, Filter, ImageInput, Query, Target};
 use numpy::{PyArray2, PyArrayMethods as _, PyReadonlyArray2, PyUntypedArrayMethods as _};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
 use crate::errors::{InvalidInputError, ModelError, map_error};
 
@@ -57,6 +57,30 @@ pub fn no_model() -> PyErr {
         "this call encodes text or images but the database was opened without a model; \
          open it with model=\"default\" or a bundle folder",
     )
+}
+
+/// `k=` or `candidates=` of a search. Any Python int converts; one outside `u64` (a negative
+/// one, say) is `InvalidInputError` here, and the engine checks the rest against
+/// [`engine::MAX_CANDIDATES`], so a bad value never becomes an `OverflowError` or a panic.
+pub struct SearchCount(pub usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SearchCount {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.cast::<PyInt>().is_err() {
+            return obj.extract::<usize>().map(SearchCount);
+        }
+        match obj.extract::<u64>() {
+            // Beyond usize (32-bit targets) is beyond the limit too: the engine says so.
+            Ok(n) => Ok(SearchCount(usize::try_from(n).unwrap_or(usize::MAX))),
+            Err(_) => Err(InvalidInputError::new_err(format!(
+                "k and candidates must be between 1 and {}, not {}",
+                engine::MAX_CANDIDATES,
+                obj.as_any()
+            ))),
+        }
+    }
 }
 
 /// An image argument: a path (str or os.PathLike) or the encoded file's bytes.

@@ -30,6 +30,13 @@ create_exception!(
 );
 create_exception!(
     hivlp,
+    ForkedError,
+    HivlpError,
+    "The handle was opened by another process: this is a child of os.fork() (multiprocessing's \
+     default on Linux), which must open the database itself."
+);
+create_exception!(
+    hivlp,
     ModelError,
     HivlpError,
     "The model bundle is missing, broken, or does not match the database."
@@ -41,6 +48,10 @@ pub fn map_error(error: engine::Error) -> PyErr {
     match error {
         engine::Error::Locked { .. } => LockedError::new_err(format!(
             "{message}; close the other handle (db.close()) or process first, or open with read_only=True"
+        )),
+        engine::Error::Forked(_) => ForkedError::new_err(format!(
+            "{message} (read_only=True beside the parent's writer), or use multiprocessing's \
+             \"spawn\" or \"forkserver\" start method"
         )),
         engine::Error::Corruption(_) => CorruptionError::new_err(format!(
             "{message}; run hivlp.verify(path) for a full report and restore from a snapshot"

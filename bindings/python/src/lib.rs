@@ -16,10 +16,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::convert::{
-    FloatRows, ImageArg, hit_metadata, metadata_bytes, parse_dtype, parse_target, query_from,
+    FloatRows, ImageArg, SearchCount, hit_metadata, metadata_bytes, parse_dtype, parse_target,
+    query_from,
 };
 use crate::errors::{
-    CorruptionError, HivlpError, InvalidInputError, LockedError, ModelError, map_error,
+    CorruptionError, ForkedError, HivlpError, InvalidInputError, LockedError, ModelError, map_error,
 };
 
 /// The id reported by `search_batch` where a query has fewer than `k` hits.
@@ -180,9 +181,11 @@ struct PyDatabase {
 }
 
 impl PyDatabase {
-    /// The open database, or a `HivlpError` after `close()`.
+    /// The open database; a `HivlpError` after `close()`, a `ForkedError` in a child of
+    /// `os.fork()` (checked here too because some calls use the encoder directly).
     fn db(&self) -> PyResult<Arc<Database>> {
-        self.inner
+        let db = self
+            .inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -191,7 +194,9 @@ impl PyDatabase {
                     "the database {} is closed; open it again with hivlp.open()",
                     self.path.display()
                 ))
-            })
+            })?;
+        db.check_process().map_err(map_error)?;
+        Ok(db)
     }
 }
 
@@ -376,7 +381,7 @@ impl PyDatabase {
 
     /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
     #[pyo3(signature = (
-        text = None, image = None, vector = None, k = 10, candidates = None, target = "image",
+        text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
         exact = false, coarse_vector = None, allow_ids = None, deny_ids = None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -386,8 +391,8 @@ impl PyDatabase {
         text: Option<String>,
         image: Option<ImageArg>,
         vector: Option<Bound<'_, PyAny>>,
-        k: usize,
-        candidates: Option<usize>,
+        k: SearchCount,
+        candidates: Option<SearchCount>,
         target: &str,
         exact: bool,
         coarse_vector: Option<Bound<'_, PyAny>>,
@@ -397,8 +402,8 @@ impl PyDatabase {
         let db = self.db()?;
         let params = SearchParams {
             target: parse_target(target)?,
-            k,
-            candidates,
+            k: k.0,
+            candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
         };
@@ -422,11 +427,12 @@ impl PyDatabase {
         hits.into_iter().map(|h| PyHit::from_hit(py, h)).collect()
     }
 
-    /// Searches many fine query vectors at once; returns `(ids, scores)` as `(q, k)` arrays of
-    /// uint64 and float32. Rows with fewer than `k` hits are padded with id `NO_ID` and score
-    /// `-inf`.
+    /// Searches many fine query vectors at once; returns `(ids, scores)` as `(q, min(k, rows))`
+    /// arrays of uint64 and float32 (`rows`: live items). Rows with fewer hits are padded with
+    /// id `NO_ID` and score `-inf`.
     #[pyo3(signature = (
-        vectors, target = "image", k = 10, candidates = None, exact = false, coarse_vectors = None,
+        vectors, target = "image", k = SearchCount(10), candidates = None, exact = false,
+        coarse_vectors = None,
         allow_ids = None, deny_ids = None
     ))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -435,8 +441,8 @@ impl PyDatabase {
         py: Python<'py>,
         vectors: Bound<'py, PyAny>,
         target: &str,
-        k: usize,
-        candidates: Option<usize>,
+        k: SearchCount,
+        candidates: Option<SearchCount>,
         exact: bool,
         coarse_vectors: Option<Bound<'py, PyAny>>,
         allow_ids: Option<Vec<u64>>,
@@ -445,8 +451,8 @@ impl PyDatabase {
         let db = self.db()?;
         let params = SearchParams {
             target: parse_target(target)?,
-            k,
-            candidates,
+            k: k.0,
+            candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
         };
@@ -459,7 +465,7 @@ impl PyDatabase {
         )?;
         let fine = fine.view()?;
         let coarse = coarse.as_ref().map(|c| c.view()).transpose()?;
-        let (ids, scores) = py
+        let (ids, scores, width) = py
             .detach(|| {
                 let queries: Vec<engine::Query> = (0..fine.rows())
                     .map(|i| engine::Query {
@@ -468,27 +474,31 @@ impl PyDatabase {
                     })
                     .collect();
                 let results = db.search_batch(&queries, &params)?;
-                let mut ids = vec![NO_ID; queries.len() * k];
-                let mut scores = vec![f32::NEG_INFINITY; queries.len() * k];
+                // One column per hit, but never more than there are rows: the padding is sized
+                // by the data, not by `k` (rows deleted during the search still fit).
+                let longest = results.iter().map(Vec::len).max().unwrap_or(0);
+                let width = params.k.min(db.len()?.max(longest));
+                let mut ids = vec![NO_ID; queries.len() * width];
+                let mut scores = vec![f32::NEG_INFINITY; queries.len() * width];
                 for (q, hits) in results.iter().enumerate() {
-                    for (j, hit) in hits.iter().take(k).enumerate() {
-                        ids[q * k + j] = hit.id;
-                        scores[q * k + j] = hit.score;
+                    for (j, hit) in hits.iter().enumerate() {
+                        ids[q * width + j] = hit.id;
+                        scores[q * width + j] = hit.score;
                     }
                 }
-                Ok::<_, engine::Error>((ids, scores))
+                Ok::<_, engine::Error>((ids, scores, width))
             })
             .map_err(map_error)?;
-        let q = fine.rows();
-        let ids = PyArray1::from_vec(py, ids).reshape([q, k])?;
-        let scores = PyArray1::from_vec(py, scores).reshape([q, k])?;
+        let shape = [fine.rows(), width];
+        let ids = PyArray1::from_vec(py, ids).reshape(shape)?;
+        let scores = PyArray1::from_vec(py, scores).reshape(shape)?;
         Ok((ids, scores))
     }
 
     /// The item with this id, as a `Hit` with score 0.0, or None.
     fn get(&self, py: Python<'_>, id: u64) -> PyResult<Option<PyHit>> {
         let db = self.db()?;
-        match py.detach(|| db.get(id)) {
+        match py.detach(|| db.get(id)).map_err(map_error)? {
             Some(record) => PyHit::from_record(py, record).map(Some),
             None => Ok(None),
         }
@@ -540,25 +550,41 @@ impl PyDatabase {
             .is_none()
     }
 
-    /// Closes the database and releases its write lock; further calls raise `HivlpError`.
-    fn close(&self, py: Python<'_>) {
-        let db = self.inner.write().unwrap_or_else(|e| e.into_inner()).take();
-        // Dropping may wait for a concurrent search still holding the handle.
-        py.detach(|| drop(db));
+    /// Makes every write durable (fsync); what `durability="buffered"` defers.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.sync()).map_err(map_error)
+    }
+
+    /// Makes the writes durable, closes the database and releases its write lock; raises if
+    /// the writes could not be made durable. The handle is closed either way: further calls
+    /// raise `HivlpError`.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(db) = self.inner.write().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        py.detach(|| match Arc::try_unwrap(db) {
+            Ok(db) => db.close(),
+            // A call on another thread still holds the handle and drops it when it returns:
+            // make everything written so far durable now.
+            Err(shared) => shared.sync(),
+        })
+        .map_err(map_error)
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        Ok(self.db()?.len())
+        self.db()?.len().map_err(map_error)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Closes the database; a failure to make the writes durable raises here.
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close(py);
-        false
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {
@@ -581,6 +607,7 @@ fn hivlp_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptionError", py.get_type::<CorruptionError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
     m.add("ModelError", py.get_type::<ModelError>())?;
+    m.add("ForkedError", py.get_type::<ForkedError>())?;
     m.add("NO_ID", NO_ID)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

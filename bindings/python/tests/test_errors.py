@@ -12,7 +12,7 @@ from conftest import COARSE_DIM, FINE_DIM, unit_rows
 
 
 def test_exception_hierarchy():
-    for cls in (hivlp.LockedError, hivlp.CorruptionError, hivlp.InvalidInputError, hivlp.ModelError):
+    for cls in (hivlp.LockedError, hivlp.CorruptionError, hivlp.InvalidInputError, hivlp.ModelError, hivlp.ForkedError):
         assert issubclass(cls, hivlp.HivlpError)
     assert issubclass(hivlp.HivlpError, Exception)
 
@@ -130,3 +130,29 @@ def test_missing_model_is_a_model_error(vec_db):
 def test_model_bundle_that_does_not_exist(db_path, tmp_path):
     with pytest.raises(hivlp.ModelError):
         hivlp.open(db_path, model=str(tmp_path / "no-such-bundle"))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"k": 10**12}, {"k": 2**62}, {"k": 2**40}, {"k": -1}, {"k": 2**70}, {"candidates": 2**62}, {"candidates": -5}],
+)
+def test_absurd_k_and_candidates_are_invalid_input(vec_db, kwargs):
+    vectors = unit_rows(10, FINE_DIM, seed=19)
+    vec_db.insert_vectors(image_fine=vectors)
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search(vector=vectors[0], **kwargs)
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search_batch(vectors[:3], **kwargs)
+    with pytest.raises(hivlp.InvalidInputError):
+        vec_db.search(vector=vectors[0], exact=True, **kwargs)
+
+
+def test_k_beyond_the_rows_is_clamped(vec_db):
+    vectors = unit_rows(10, FINE_DIM, seed=20)
+    ids = vec_db.insert_vectors(image_fine=vectors)
+    big = 1 << 24  # the documented maximum
+    assert sorted(h.id for h in vec_db.search(vector=vectors[0], k=big)) == sorted(ids)
+    assert len(vec_db.search(vector=vectors[0], k=big, candidates=big, exact=True)) == 10
+    found, scores = vec_db.search_batch(vectors[:3], k=big)
+    assert found.shape == scores.shape == (3, 10), "one column per live row at most"
+    assert (found[:, 0] == ids[:3]).all()

@@ -27,13 +27,26 @@ def test_insert_then_search_finds_each_vector_first(db_path, dtype):
 
 
 def test_own_ids_and_duplicates(vec_db):
-    ids = vec_db.insert_vectors(image_fine=unit_rows(3, FINE_DIM), ids=[10, 20, 2**64 - 2])
-    assert ids == [10, 20, 2**64 - 2]
+    ids = vec_db.insert_vectors(image_fine=unit_rows(3, FINE_DIM), ids=[10, 20, 2**63 - 1])
+    assert ids == [10, 20, 2**63 - 1]
     with pytest.raises(hivlp.InvalidInputError):
         vec_db.insert_vectors(image_fine=unit_rows(1, FINE_DIM, seed=3), ids=[20])
     with pytest.raises(hivlp.InvalidInputError):
         vec_db.insert_vectors(image_fine=unit_rows(2, FINE_DIM, seed=4), ids=[7, 7])
     assert len(vec_db) == 3
+
+
+def test_ids_above_the_int64_range_are_refused_and_automatic_ids_continue(vec_db, db_path):
+    for too_large in (2**63, 2**64 - 2):
+        with pytest.raises(hivlp.InvalidInputError, match=str(too_large)):
+            vec_db.insert_vectors(image_fine=unit_rows(1, FINE_DIM), ids=[too_large])
+    top = 2**63 - 1
+    assert vec_db.insert_vectors(image_fine=unit_rows(1, FINE_DIM), ids=[top]) == [top]
+    assert vec_db.insert_vectors(image_fine=unit_rows(2, FINE_DIM, seed=1)) == [top + 1, top + 2]
+    vec_db.close()
+    with hivlp.open(db_path, model=None) as db:
+        assert db.insert_vectors(image_fine=unit_rows(1, FINE_DIM, seed=2)) == [top + 3]
+        assert len(db) == 4
 
 
 def test_text_and_image_targets(vec_db):
@@ -75,9 +88,10 @@ def test_search_batch_returns_numpy_arrays(vec_db):
 
 
 def test_search_batch_pads_short_rows(vec_db):
-    vectors = unit_rows(3, FINE_DIM, seed=9)
-    vec_db.insert_vectors(image_fine=vectors)
-    found, scores = vec_db.search_batch(vectors, k=5)
+    vectors = unit_rows(6, FINE_DIM, seed=9)
+    ids = vec_db.insert_vectors(image_fine=vectors)
+    found, scores = vec_db.search_batch(vectors[:3], k=5, allow_ids=ids[:3])
+    assert found.shape == scores.shape == (3, 5)
     assert (found[:, 3:] == hivlp.NO_ID).all()
     assert np.isneginf(scores[:, 3:]).all()
     assert (found[:, :3] != hivlp.NO_ID).all()

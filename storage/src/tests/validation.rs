@@ -60,6 +60,16 @@ fn bad_input_is_rejected_before_anything_is_written() {
     check(rows(&s, [u64::MAX]), &|e| {
         matches!(e, InvalidInput::ReservedId { .. })
     });
+    check(rows(&s, [5, MAX_ID + 1]), &|e| {
+        matches!(
+            e,
+            InvalidInput::IdTooLarge {
+                id,
+                row: 1,
+                max: MAX_ID
+            } if *id == MAX_ID + 1
+        )
+    });
     let mut r = row(&s, 2);
     r.metadata = vec![0; MAX_METADATA_BYTES + 1];
     check(vec![r], &|e| {
@@ -151,4 +161,30 @@ fn read_only_handles_refuse_writes() {
     r.close().unwrap();
     w.close().unwrap();
     assert!(Store::open(dir.path(), opts()).is_ok());
+}
+
+/// A chosen id near the top of the range used to leave `allocate_ids` nothing to hand out
+/// ("id 18446744073709551615 is reserved" for every later automatic id).
+#[test]
+fn ids_above_max_id_come_only_from_allocate_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F16);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    for too_large in [MAX_ID + 1, u64::MAX - 1] {
+        assert!(matches!(
+            store.insert(rows(&s, [too_large])),
+            Err(CommitError::InvalidInput(InvalidInput::IdTooLarge { .. }))
+        ));
+    }
+    store.insert(rows(&s, [MAX_ID])).unwrap();
+    let fresh = store.allocate_ids(2);
+    assert_eq!(fresh, MAX_ID + 1..MAX_ID + 3);
+    store.insert(rows(&s, fresh)).unwrap();
+    // An allocated id may be reused once its row is deleted; one never handed out may not.
+    assert_eq!(store.delete(&[MAX_ID + 1]).unwrap(), 1);
+    store.insert(rows(&s, [MAX_ID + 1])).unwrap();
+    assert!(store.insert(rows(&s, [MAX_ID + 3])).is_err());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.allocate_ids(1), MAX_ID + 3..MAX_ID + 4);
 }
