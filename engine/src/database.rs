@@ -632,7 +632,7 @@ impl Database {
         let prepared = [self.prepare(query, params)?];
         let view = self.store.view();
         let (mut hits, [coarse, fine]) =
-            self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel));
+            self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?;
         Ok((
             hits.pop().unwrap_or_default(),
             SearchTiming { coarse, fine },
@@ -652,7 +652,7 @@ impl Database {
         }
         let view = self.store.view();
         Ok(self
-            .run(|parallel| search::search(&view, &prepared, params, candidates, parallel))
+            .run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?
             .0)
     }
 
