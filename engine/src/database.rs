@@ -252,7 +252,8 @@ fn check_vector(
     Ok(())
 }
 
-/// A copy of `values`, unit length for cosine databases.
+/// A copy of `values`, unit length for cosine databases, with a norm of at most
+/// [`projection::MAX_NORM`] otherwise.
 fn normalized(
     values: &[f32],
     metric: Metric,
@@ -267,7 +268,27 @@ fn normalized(
         }
         .into());
     }
+    check_norm(&v, projection::MAX_NORM, tier, item)?;
     Ok(v)
+}
+
+/// Refuses a vector longer than `max`, whose scores or projections could overflow `f32`.
+fn check_norm(values: &[f32], max: f64, tier: Tier, item: Option<(usize, Target)>) -> Result<()> {
+    let norm = projection::norm(values);
+    if norm <= max {
+        return Ok(());
+    }
+    Err(match item {
+        Some((item, target)) => InvalidInput::ItemNorm {
+            item,
+            target,
+            tier,
+            norm,
+            max,
+        },
+        None => InvalidInput::QueryNorm { tier, norm, max },
+    }
+    .into())
 }
 
 impl Database {
@@ -497,6 +518,13 @@ impl Database {
                 normalized(&c, schema.metric, Tier::Coarse, at)?
             }
             (None, mode) => {
+                // Bounds this row's coarse vector under every later refit too.
+                check_norm(
+                    &fine,
+                    mode.max_fine_norm(schema.coarse_type),
+                    Tier::Fine,
+                    at,
+                )?;
                 let mut c = vec![0.0; schema.coarse_dim];
                 if !mode.derive(target, schema.metric, &fine, &mut c) {
                     return Err(InvalidInput::CoarseRequired { item, target }.into());

@@ -176,9 +176,10 @@ fn rerank(
 }
 
 /// The error for a candidate whose fine score is `score`, not finite. Stored vectors are
-/// finite, so this means bytes damaged after the open's cheap checks (a vector file's crc is
-/// verified only by `verify`). Ranking such a row would put a NaN first; failing names the
-/// file to restore instead.
+/// finite and so are queries, with norms bounded so that no product of two overflows
+/// ([`MAX_NORM`](crate::projection::MAX_NORM)); this means bytes damaged after the open's
+/// cheap checks (a vector file's crc is verified only by `verify`). Ranking such a row would
+/// put a NaN first; failing names the file to restore instead.
 fn damaged_row(source: &Source, target: Modality, row: usize, score: f32) -> CorruptionError {
     let column = source.fine(target);
     let offset = column
