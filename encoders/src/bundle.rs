@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -185,7 +185,9 @@ pub struct Bundle {
 
 impl Bundle {
     /// Reads `dir/model.toml`, validates it, checks that the files it names exist and computes
-    /// the content hash.
+    /// the content hash. Every file, the manifest included, must resolve (symbolic links
+    /// followed) to a regular file inside `dir`, else [`BundleError::OutsideBundle`]; the
+    /// returned paths are those resolved ones, so loading reads exactly what was checked.
     ///
     /// ```
     /// use hivlp_encoders::{Bundle, Encoder};
@@ -196,17 +198,27 @@ impl Bundle {
     /// # Ok::<(), hivlp_encoders::BundleError>(())
     /// ```
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
+        let io_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BundleError::Io { path, source }
+        };
+        let root = fs::canonicalize(dir).map_err(io_error(dir))?;
         let manifest_path = dir.join(MANIFEST);
-        let source = fs::read_to_string(&manifest_path).map_err(|source| BundleError::Io {
-            path: manifest_path.clone(),
-            source,
-        })?;
+        let real = fs::canonicalize(&manifest_path).map_err(io_error(&manifest_path))?;
+        let manifest_path = confine(MANIFEST_KEY, &manifest_path, real, &root)?;
+        let source = fs::read_to_string(&manifest_path).map_err(io_error(&manifest_path))?;
         let mut bundle = Bundle::parse(&source, dir)?;
         for (key, file) in [
-            ("image.onnx", &bundle.image.onnx),
-            ("text.onnx", &bundle.text.onnx),
-            ("text.tokenizer", &bundle.text.tokenizer),
+            ("image.onnx", &mut bundle.image.onnx),
+            ("text.onnx", &mut bundle.text.onnx),
+            ("text.tokenizer", &mut bundle.text.tokenizer),
         ] {
+            let real = fs::canonicalize(&*file).map_err(|source| BundleError::MissingFile {
+                key,
+                file: file.clone(),
+                source,
+            })?;
+            *file = confine(key, file, real, &root)?;
             check_file(key, file)?;
         }
         bundle.info.content_hash = content_hash(&[
@@ -219,7 +231,8 @@ impl Bundle {
     }
 
     /// Parses and validates the text of a `model.toml` without touching the file system: the
-    /// files it names are resolved against `dir` but not checked, and
+    /// files it names are resolved against `dir` but not checked (only that each is a relative
+    /// path without `..`, else [`BundleError::OutsideBundle`]), and
     /// [`BundleInfo::content_hash`] is empty. [`Bundle::open`] is this plus those checks; use
     /// `parse` to vet a manifest from elsewhere (it is the fuzz target `bundle_manifest`).
     ///
@@ -527,8 +540,15 @@ impl RawManifest {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        let file = |key: &'static str, value: &str| {
+            bundle_file(dir, value).map_err(|why| BundleError::OutsideBundle {
+                key,
+                file: dir.join(value),
+                message: why.into(),
+            })
+        };
         let image_spec = ImageSpec {
-            onnx: dir.join(image.onnx),
+            onnx: file("image.onnx", &image.onnx)?,
             input: image.input,
             outputs: image_outputs,
             size: image.size,
@@ -541,8 +561,8 @@ impl RawManifest {
             max_batch_size: image.max_batch_size,
         };
         let text_spec = TextSpec {
-            onnx: dir.join(text.onnx),
-            tokenizer: dir.join(text.tokenizer),
+            onnx: file("text.onnx", &text.onnx)?,
+            tokenizer: file("text.tokenizer", &text.tokenizer)?,
             input_ids: text.input_ids,
             attention_mask: text.attention_mask,
             token_type_ids: text.token_type_ids.filter(|n| !n.is_empty()),
@@ -596,6 +616,44 @@ fn output_names(
                 fine: required(keys.fine, fine)?,
             })
         }
+    }
+}
+
+/// `dir` joined with a file name from the manifest, which must stay inside `dir` by its
+/// spelling: relative, with at least one name and no `..` (the error says why not).
+fn bundle_file(dir: &Path, value: &str) -> Result<PathBuf, &'static str> {
+    let path = Path::new(value);
+    let mut names = 0;
+    for component in path.components() {
+        match component {
+            Component::Normal(_) => names += 1,
+            Component::CurDir => {}
+            Component::ParentDir => return Err("the path contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return Err("the path is absolute"),
+        }
+    }
+    if names == 0 {
+        return Err("the path names no file");
+    }
+    Ok(dir.join(path))
+}
+
+/// `real`, the canonical form of the bundle file `file`, if it lies inside the canonical
+/// bundle directory `root`: a symbolic link in the bundle must not lead out of it.
+fn confine(
+    key: &'static str,
+    file: &Path,
+    real: PathBuf,
+    root: &Path,
+) -> Result<PathBuf, BundleError> {
+    if real.starts_with(root) {
+        Ok(real)
+    } else {
+        Err(BundleError::OutsideBundle {
+            key,
+            file: file.to_path_buf(),
+            message: format!("it resolves to {}", real.display()),
+        })
     }
 }
 
@@ -671,7 +729,8 @@ max_length = 64
         assert_eq!(info.content_hash.len(), 64);
         assert!(info.content_hash.bytes().all(|b| b.is_ascii_hexdigit()));
         let image = bundle.image();
-        assert_eq!(image.onnx, dir.path().join("image.onnx"));
+        let root = fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(image.onnx, root.join("image.onnx"));
         assert_eq!(image.outputs, OutputNames::Single("embedding".into()));
         assert_eq!(image.size, 96);
         assert_eq!(image.interpolation, Interpolation::Triangle);
@@ -699,9 +758,9 @@ max_length = 64
         let (_dir, result) = bundle_with(toml);
         let err = result.expect_err("manifest must be refused");
         let found = match &err {
-            BundleError::Invalid { key, .. } | BundleError::MissingFile { key, .. } => {
-                Some(key.to_string())
-            }
+            BundleError::Invalid { key, .. }
+            | BundleError::MissingFile { key, .. }
+            | BundleError::OutsideBundle { key, .. } => Some(key.to_string()),
             BundleError::Parse { key, .. } => key.clone(),
             BundleError::Io { .. } => None,
         };
@@ -765,6 +824,98 @@ max_length = 64
             &GOOD.replace("layout = \"matryoshka\"", "layout = \"fine_only\""),
             "coarse_dim",
         );
+    }
+
+    fn expect_outside(result: Result<Bundle, BundleError>, expected: &str) {
+        match result {
+            Err(BundleError::OutsideBundle { key, .. }) if key == expected => {}
+            other => panic!("{expected}: expected OutsideBundle, got {other:?}"),
+        }
+    }
+
+    /// Bundles may be untrusted: `model.toml` may not make hivlp read files outside the bundle
+    /// directory, by spelling (checked by `parse` too) or through a symbolic link.
+    #[test]
+    fn paths_leaving_the_bundle_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.json");
+        fs::write(&secret, b"not the bundle's").unwrap();
+        let absolute = format!("tokenizer = {:?}", secret.display().to_string());
+        for (key, from, to) in [
+            (
+                "text.tokenizer",
+                "tokenizer = \"tokenizer.json\"",
+                absolute.as_str(),
+            ),
+            (
+                "image.onnx",
+                "onnx = \"image.onnx\"",
+                "onnx = \"../image.onnx\"",
+            ),
+            (
+                "text.onnx",
+                "onnx = \"text.onnx\"",
+                "onnx = \"sub/../text.onnx\"",
+            ),
+            (
+                "text.tokenizer",
+                "tokenizer = \"tokenizer.json\"",
+                "tokenizer = \".\"",
+            ),
+        ] {
+            let toml = GOOD.replacen(from, to, 1);
+            assert_ne!(toml, GOOD);
+            let (_dir, result) = bundle_with(&toml);
+            expect_outside(result, key);
+            expect_outside(Bundle::parse(&toml, Path::new("bundle")), key);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_leading_out_of_the_bundle_are_refused() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret.json"), b"not the bundle's").unwrap();
+        fs::write(outside.path().join(MANIFEST), GOOD).unwrap();
+
+        let (dir, _) = bundle_with(GOOD);
+        fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+        symlink(
+            outside.path().join("secret.json"),
+            dir.path().join("tokenizer.json"),
+        )
+        .unwrap();
+        expect_outside(Bundle::open(dir.path()), "text.tokenizer");
+
+        // A linked directory: `sub/image.onnx` is the outside folder's file.
+        let (dir, _) =
+            bundle_with(&GOOD.replacen("onnx = \"image.onnx\"", "onnx = \"sub/secret.json\"", 1));
+        symlink(outside.path(), dir.path().join("sub")).unwrap();
+        expect_outside(Bundle::open(dir.path()), "image.onnx");
+
+        // The manifest itself.
+        let (dir, _) = bundle_with(GOOD);
+        fs::remove_file(dir.path().join(MANIFEST)).unwrap();
+        symlink(outside.path().join(MANIFEST), dir.path().join(MANIFEST)).unwrap();
+        expect_outside(Bundle::open(dir.path()), MANIFEST_KEY);
+
+        // Links that stay inside are fine, and so is a bundle directory reached by a link.
+        let (dir, _) =
+            bundle_with(&GOOD.replacen("onnx = \"text.onnx\"", "onnx = \"graphs/text.onnx\"", 1));
+        fs::create_dir(dir.path().join("graphs")).unwrap();
+        symlink("../text.onnx", dir.path().join("graphs/text.onnx")).unwrap();
+        let linked = outside.path().join("bundle");
+        symlink(dir.path(), &linked).unwrap();
+        let bundle = Bundle::open(&linked).unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(bundle.text().onnx, root.join("text.onnx"));
+    }
+
+    #[test]
+    fn the_default_bundle_opens() {
+        let bundle = Bundle::open(&crate::Encoder::default_bundle_dir()).unwrap();
+        assert_eq!(bundle.info().content_hash.len(), 64);
     }
 
     #[test]

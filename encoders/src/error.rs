@@ -41,6 +41,18 @@ pub enum BundleError {
         /// Why the value is refused.
         message: String,
     },
+    /// A file of the bundle lies outside the bundle directory: `model.toml` names an absolute
+    /// path or one with `..`, or a file (or `model.toml` itself) is a symbolic link leading out.
+    /// Bundles may come from untrusted places, so they may only read their own files.
+    #[error("key `{key}` names {}, outside the bundle directory: {message}", file.display())]
+    OutsideBundle {
+        /// The dotted key naming the file (`model.toml` for the manifest itself).
+        key: &'static str,
+        /// The path as named (joined to the bundle directory when relative).
+        file: PathBuf,
+        /// How it leaves the directory.
+        message: String,
+    },
     /// A file named by `model.toml` (ONNX graph, tokenizer) cannot be read.
     #[error("key `{key}` names {}, which cannot be read: {source}", file.display())]
     MissingFile {

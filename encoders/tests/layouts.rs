@@ -13,9 +13,19 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A `separate` bundle over the tiny graphs and the default bundle's tokenizer.
+/// A `separate` bundle over (copies of) the tiny graphs and the default bundle's tokenizer.
 fn tiny_bundle(metric: &str, coarse_dim: usize) -> tempfile::TempDir {
-    let tokenizer = Encoder::default_bundle_dir().join("tokenizer.json");
+    let dir = tempfile::tempdir().unwrap();
+    for (from, name) in [
+        (data("tiny_image.onnx"), "image.onnx"),
+        (data("tiny_text.onnx"), "text.onnx"),
+        (
+            Encoder::default_bundle_dir().join("tokenizer.json"),
+            "tokenizer.json",
+        ),
+    ] {
+        std::fs::copy(from, dir.path().join(name)).unwrap();
+    }
     let manifest = format!(
         r#"name = "tiny"
 version = "1"
@@ -25,7 +35,7 @@ layout = "separate"
 metric = "{metric}"
 
 [image]
-onnx = {image:?}
+onnx = "image.onnx"
 input = "pixels"
 coarse_output = "coarse"
 fine_output = "fine"
@@ -36,19 +46,15 @@ mean = [0.0, 0.0, 0.0]
 std = [1.0, 1.0, 1.0]
 
 [text]
-onnx = {text:?}
-tokenizer = {tokenizer:?}
+onnx = "text.onnx"
+tokenizer = "tokenizer.json"
 input_ids = "ids"
 attention_mask = "mask"
 coarse_output = "coarse"
 fine_output = "fine"
 max_length = 16
-"#,
-        image = data("tiny_image.onnx").display().to_string(),
-        text = data("tiny_text.onnx").display().to_string(),
-        tokenizer = tokenizer.display().to_string(),
+"#
     );
-    let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("model.toml"), manifest).unwrap();
     dir
 }

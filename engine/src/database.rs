@@ -261,7 +261,8 @@ fn check_vector(
     Ok(())
 }
 
-/// A copy of `values`, unit length for cosine databases.
+/// A copy of `values`, unit length for cosine databases, with a norm of at most
+/// [`projection::MAX_NORM`] otherwise.
 fn normalized(
     values: &[f32],
     metric: Metric,
@@ -276,7 +277,27 @@ fn normalized(
         }
         .into());
     }
+    check_norm(&v, projection::MAX_NORM, tier, item)?;
     Ok(v)
+}
+
+/// Refuses a vector longer than `max`, whose scores or projections could overflow `f32`.
+fn check_norm(values: &[f32], max: f64, tier: Tier, item: Option<(usize, Target)>) -> Result<()> {
+    let norm = projection::norm(values);
+    if norm <= max {
+        return Ok(());
+    }
+    Err(match item {
+        Some((item, target)) => InvalidInput::ItemNorm {
+            item,
+            target,
+            tier,
+            norm,
+            max,
+        },
+        None => InvalidInput::QueryNorm { tier, norm, max },
+    }
+    .into())
 }
 
 impl Database {
@@ -491,6 +512,13 @@ impl Database {
                 normalized(&c, schema.metric, Tier::Coarse, at)?
             }
             (None, mode) => {
+                // Bounds this row's coarse vector under every later refit too.
+                check_norm(
+                    &fine,
+                    mode.max_fine_norm(schema.coarse_type),
+                    Tier::Fine,
+                    at,
+                )?;
                 let mut c = vec![0.0; schema.coarse_dim];
                 if !mode.derive(target, schema.metric, &fine, &mut c) {
                     return Err(InvalidInput::CoarseRequired { item, target }.into());
@@ -649,7 +677,7 @@ impl Database {
         let mode = self.coarse_mode(&view)?;
         let prepared = [self.prepare(query, params, &mode)?];
         let (mut hits, [coarse, fine]) =
-            self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel));
+            self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?;
         Ok((
             hits.pop().unwrap_or_default(),
             SearchTiming { coarse, fine },
@@ -671,7 +699,7 @@ impl Database {
             return Ok(Vec::new());
         }
         Ok(self
-            .run(|parallel| search::search(&view, &prepared, params, candidates, parallel))
+            .run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?
             .0)
     }
 

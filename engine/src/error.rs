@@ -89,6 +89,18 @@ pub enum InvalidInput {
         index: usize,
         value: f32,
     },
+    /// An inner-product vector too long to score or project within `f32`: its norm is
+    /// above `max` (2^62, or less for a coarse tier of `f16` derived from it).
+    #[error(
+        "item {item}: {target:?} {tier} vector has norm {norm:e}, above the {max:e} this database can score and project without overflow"
+    )]
+    ItemNorm {
+        item: usize,
+        target: Target,
+        tier: Tier,
+        norm: f64,
+        max: f64,
+    },
     /// Cosine databases normalise vectors; a zero vector has no direction.
     #[error("item {item}: {target:?} {tier} vector is all zeros, which has no cosine similarity")]
     ItemZero {
@@ -129,6 +141,11 @@ pub enum InvalidInput {
         index: usize,
         value: f32,
     },
+    /// An inner-product query vector with a norm above 2^62, which could overflow scores.
+    #[error(
+        "query {tier} vector has norm {norm:e}, above the {max:e} that can be scored without overflow"
+    )]
+    QueryNorm { tier: Tier, norm: f64, max: f64 },
     /// A cosine query vector is all zeros.
     #[error("query {tier} vector is all zeros, which has no cosine similarity")]
     QueryZero { tier: Tier },

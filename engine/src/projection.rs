@@ -3,7 +3,7 @@
 //! enough rows exist, then PCA fitted on them). Kept in the store's properties so that queries
 //! and rows always go through the same map.
 
-use hivlp_storage::{Metric, Modality, View};
+use hivlp_storage::{ElemType, Metric, Modality, View};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rayon::prelude::*;
 use simsimd::SpatialSimilarity;
@@ -15,6 +15,17 @@ const MAGIC: &[u8; 4] = b"HVCM";
 const VERSION: u8 = 1;
 /// Subspace iterations of the PCA fit.
 const PCA_ITERATIONS: usize = 30;
+
+/// Largest Euclidean norm of a vector an inner-product database stores or searches with
+/// (cosine vectors are unit length). The dot product of two such vectors, at most 2^124, stays
+/// far inside `f32` (about 2^128) whatever rounding and `i8` quantisation add, and so does any
+/// orthonormal projection of one: no score and no derived coarse vector can overflow.
+pub(crate) const MAX_NORM: f64 = (1u64 << 62) as f64;
+
+/// Share of the `f16` range a projected coarse value may use: the rest absorbs the rounding
+/// of the projection's dot product (at most `fine_dim · 2^-24 ≤ 2^-8` relative, as `fine_dim`
+/// is at most 2^16) and the matrix rows' deviation from unit length.
+const F16_HEADROOM: f64 = 1.0 - 1.0 / 128.0;
 
 /// How the coarse vectors of one modality are derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +92,19 @@ impl CoarseMode {
             matrix: random_orthogonal(coarse_dim, fine_dim, seed),
         };
         CoarseMode::Projected([p(0x6869_766c_7001), p(0x6869_766c_7002)])
+    }
+
+    /// The largest norm a fine vector may have for this mode to derive a storable coarse
+    /// vector from it now and after any refit: a projection's rows are orthonormal, so each
+    /// coarse value is at most the fine vector's norm, whatever matrix a later PCA fit picks.
+    /// Only an `f16` coarse tier (±65504) needs more than [`MAX_NORM`].
+    pub fn max_fine_norm(&self, coarse_type: ElemType) -> f64 {
+        match self {
+            CoarseMode::Projected(_) if coarse_type == ElemType::F16 => {
+                MAX_NORM.min(f64::from(f32::from(half::f16::MAX)) * F16_HEADROOM)
+            }
+            _ => MAX_NORM,
+        }
     }
 
     /// Writes the coarse vector of modality `m` derived from `fine` into `out`, normalised for
@@ -166,11 +190,21 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     <f32 as SpatialSimilarity>::dot(a, b).map_or(0.0, |d| d as f32)
 }
 
+/// The Euclidean norm of `v`, in `f64`: the squares of large finite `f32` values overflow
+/// `f32`.
+pub(crate) fn norm(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// Scales `v` to unit length; returns `false` (leaving it unchanged) for a zero vector.
 pub(crate) fn normalize(v: &mut [f32]) -> bool {
-    let norm = dot(v, v).sqrt();
-    if norm > 0.0 && norm.is_finite() {
-        v.iter_mut().for_each(|x| *x /= norm);
+    let norm = norm(v);
+    if norm > 0.0 {
+        v.iter_mut()
+            .for_each(|x| *x = (f64::from(*x) / norm) as f32);
         true
     } else {
         false
@@ -216,11 +250,21 @@ fn random_orthogonal(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
 /// iteration on the `fine_dim²` moment matrix.
 pub(crate) fn fit_pca(samples: &[f32], fine_dim: usize, coarse_dim: usize) -> Vec<f32> {
     let n = samples.len() / fine_dim;
+    // The directions do not depend on the samples' scale, but the `f32` moments of huge (or
+    // tiny) inner-product vectors would overflow (or vanish): fit on samples scaled to at most 1.
+    let max_abs = f64::from(samples.iter().fold(0.0f32, |m, v| m.max(v.abs())));
+    let scaled = |v: f32| {
+        if max_abs > 0.0 {
+            (f64::from(v) / max_abs) as f32
+        } else {
+            v
+        }
+    };
     // Columns of the sample matrix, contiguous, so each moment entry is one long dot product.
     let mut columns = vec![0.0f32; n * fine_dim];
     for (r, row) in samples.chunks_exact(fine_dim).enumerate() {
         for (j, &v) in row.iter().enumerate() {
-            columns[j * n + r] = v;
+            columns[j * n + r] = scaled(v);
         }
     }
     let moment: Vec<f32> = (0..fine_dim * fine_dim)
@@ -324,6 +368,21 @@ mod tests {
         let kept = retained_energy(&pca, &samples, 32);
         assert!(kept > 0.95, "PCA keeps {kept}");
         assert!(retained_energy(&random, &samples, 32) < kept);
+    }
+
+    /// Inner-product vectors may be huge: their squares overflow `f32`, yet PCA must still
+    /// find the same subspace as for the same vectors at unit scale.
+    #[test]
+    fn pca_is_independent_of_the_samples_scale() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let samples: Vec<f32> = (0..2000 * 32)
+            .map(|i| gaussian(&mut rng) * if i % 32 < 4 { 10.0 } else { 0.5 })
+            .collect();
+        let huge: Vec<f32> = samples.iter().map(|v| v * 1e30).collect();
+        let pca = fit_pca(&huge, 32, 4);
+        assert!(pca.iter().all(|v| v.is_finite()));
+        let kept = retained_energy(&pca, &samples, 32);
+        assert!(kept > 0.95, "PCA of the huge copy keeps {kept}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The two-stage query over one [`View`]: coarse scan keeping M candidates, then exact fine
 //! scores of those candidates and the top k. Exact mode is the same scan over the fine tier.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hivlp_storage::{Modality, Source, View};
+use hivlp_storage::segment::vector_file_name;
+use hivlp_storage::{CorruptionError, Modality, Source, View};
 use rayon::prelude::*;
 
 use crate::params::{Filter, Hit, SearchParams};
@@ -29,7 +31,7 @@ pub(crate) fn search(
     params: &SearchParams,
     candidates: usize,
     parallel: bool,
-) -> (Vec<Vec<Hit>>, [Duration; 2]) {
+) -> Result<(Vec<Vec<Hit>>, [Duration; 2]), CorruptionError> {
     let started = Instant::now();
     let sources = view.sources();
     let target = params.target;
@@ -75,11 +77,19 @@ pub(crate) fn search(
         rerank(sources, target, &query.fine, shortlist, params.k, parallel)
     };
     let hits = if parallel {
-        queries.par_iter().zip(shortlist).map(rerank_one).collect()
+        queries
+            .par_iter()
+            .zip(shortlist)
+            .map(rerank_one)
+            .collect::<Result<_, _>>()?
     } else {
-        queries.iter().zip(shortlist).map(rerank_one).collect()
+        queries
+            .iter()
+            .zip(shortlist)
+            .map(rerank_one)
+            .collect::<Result<_, _>>()?
     };
-    (hits, [coarse, started.elapsed() - coarse])
+    Ok((hits, [coarse, started.elapsed() - coarse]))
 }
 
 /// Rows of the given ids that are live and have vectors of `target`.
@@ -105,7 +115,8 @@ fn allowed_rows(
 }
 
 /// Exact fine scores of the candidates (read in file order), best `k` first; ties broken by
-/// the smaller id so results never depend on thread scheduling.
+/// the smaller id so results never depend on thread scheduling. A candidate whose score is not
+/// finite fails the search (see [`damaged_row`]).
 fn rerank(
     sources: &[Source],
     target: Modality,
@@ -113,7 +124,7 @@ fn rerank(
     mut shortlist: Vec<Candidate>,
     k: usize,
     parallel: bool,
-) -> Vec<Hit> {
+) -> Result<Vec<Hit>, CorruptionError> {
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
     let score_chunk = |chunk: &[Candidate]| {
         let mut out = Vec::with_capacity(chunk.len());
@@ -126,30 +137,32 @@ fn rerank(
                 .filter(|&r| r < column.len())
                 .collect();
             let scores = scan::score_rows(&column, fine, &rows);
-            out.extend(
-                rows.iter()
-                    .zip(scores)
-                    .map(|(&row, score)| (score, source.id(row), group[0].source, row as u32)),
-            );
+            for (&row, score) in rows.iter().zip(scores) {
+                if !score.is_finite() {
+                    return Err(damaged_row(source, target, row, score));
+                }
+                out.push((score, source.id(row), group[0].source, row as u32));
+            }
         }
-        out
+        Ok(out)
     };
     // In parallel chunks: the first touch of a fine row is a page fault, which both threads
     // can take at once.
-    let mut scored: Vec<(f32, u64, u32, u32)> = if parallel {
+    let chunks: Vec<Vec<(f32, u64, u32, u32)>> = if parallel {
         shortlist
             .par_chunks(RERANK_CHUNK)
-            .flat_map_iter(score_chunk)
-            .collect()
+            .map(score_chunk)
+            .collect::<Result<_, _>>()?
     } else {
         shortlist
             .chunks(RERANK_CHUNK)
-            .flat_map(score_chunk)
-            .collect()
+            .map(score_chunk)
+            .collect::<Result<_, _>>()?
     };
+    let mut scored: Vec<(f32, u64, u32, u32)> = chunks.into_iter().flatten().collect();
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.truncate(k);
-    scored
+    Ok(scored
         .into_iter()
         .map(|(score, id, s, row)| {
             let meta = sources[s as usize].meta(row as usize);
@@ -161,5 +174,34 @@ fn rerank(
                 metadata: meta.metadata.to_vec(),
             }
         })
-        .collect()
+        .collect())
+}
+
+/// The error for a candidate whose fine score is `score`, not finite. Stored vectors are
+/// finite and so are queries, with norms bounded so that no product of two overflows
+/// ([`MAX_NORM`](crate::projection::MAX_NORM)); this means bytes damaged after the open's
+/// cheap checks (a vector file's crc is verified only by `verify`). Ranking such a row would
+/// put a NaN first; failing names the file to restore instead.
+fn damaged_row(source: &Source, target: Modality, row: usize, score: f32) -> CorruptionError {
+    let column = source.fine(target);
+    let offset = column
+        .non_finite_offset(row)
+        .unwrap_or((row * column.stride()) as u64);
+    let what = format!(
+        "the fine {target:?} vector of id {} scores {score} against a finite query",
+        source.id(row)
+    );
+    let file = match source.segment() {
+        Some(segment) => {
+            let name = vector_file_name(segment.id(), target, true);
+            segment
+                .files()
+                .iter()
+                .find(|f| f.file_name() == Some(name.as_ref()))
+                .map_or_else(|| name.into(), PathBuf::clone)
+        }
+        // Not a file: rows inserted or replayed from the WAL, held in memory.
+        None => PathBuf::from("memtable"),
+    };
+    CorruptionError::new(file, offset, what)
 }

@@ -5,7 +5,7 @@
 //! see one; under cargo-fuzz, libFuzzer's panic hook aborts before the unwind is caught, so
 //! the fuzzer still reports every panic (in the `image` crate or in the resampler) as a crash.
 
-use std::path::Path;
+use std::path::{Component, Path};
 use std::sync::OnceLock;
 
 use hivlp_encoders::{
@@ -133,6 +133,16 @@ pub fn bundle_manifest(data: &[u8]) -> bool {
             }
             (layout, outputs) => panic!("layout {layout} with outputs {outputs:?}"),
         }
+    }
+    for file in [
+        &bundle.image().onnx,
+        &bundle.text().onnx,
+        &bundle.text().tokenizer,
+    ] {
+        let mut parts = file.components();
+        let inside = parts.next() == Some(Component::Normal("bundle".as_ref()))
+            && parts.all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        assert!(inside, "{} leaves the bundle directory", file.display());
     }
     let image = bundle.image();
     assert!((1..=4096).contains(&image.size), "image.size");

@@ -110,6 +110,30 @@ impl<'a> VectorColumn<'a> {
         &self.bytes[start..start + self.dim * self.elem.size()]
     }
 
+    /// The byte offset of the first non-finite value of row `row`, in the layout of a vector
+    /// file's body (rows of `stride` bytes, then for `I8` one `f32` scale per row; see
+    /// FORMAT.md); `None` if the row is finite. hivlp stores only finite values, so `Some`
+    /// means the bytes were damaged.
+    pub fn non_finite_offset(&self, row: usize) -> Option<u64> {
+        let start = (row * self.stride) as u64;
+        let raw = self.row_bytes(row);
+        let at = |index: usize| start + (index * self.elem.size()) as u64;
+        match self.elem {
+            ElemType::F32 => raw
+                .chunks_exact(4)
+                .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+                .map(at),
+            ElemType::F16 => raw
+                .chunks_exact(2)
+                .position(|b| !half::f16::from_le_bytes([b[0], b[1]]).is_finite())
+                .map(at),
+            ElemType::I8 => {
+                let scale = self.scales.map_or(1.0, |s| s[row]);
+                (!scale.is_finite()).then(|| (self.bytes.len() + row * 4) as u64)
+            }
+        }
+    }
+
     /// Row `row` converted to `f32` (dequantised for `I8`). For tests, re-ranking and export;
     /// scans read the typed rows directly.
     pub fn row_to_f32(&self, row: usize, out: &mut Vec<f32>) {

@@ -235,7 +235,8 @@ pub enum CompactionError {
     /// The handle was opened with `read_only`.
     #[error("the database was opened read-only")]
     ReadOnly,
-    /// The [`CoarseRewrite`](crate::CoarseRewrite) hook produced a non-finite value.
+    /// The [`CoarseRewrite`](crate::CoarseRewrite) hook produced a value the coarse tier
+    /// cannot store: non-finite, or beyond the `f16` range for an `F16` tier.
     #[error("coarse rewrite hook produced an invalid vector: {0}")]
     Rewrite(String),
     /// Flushing or installing the result failed.

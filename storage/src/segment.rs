@@ -555,8 +555,14 @@ fn write_segment_files(
                             fine_col.row_to_f32(r.row, &mut fine_buf);
                             coarse_buf.fill(0.0);
                             hook(m, &fine_buf, &mut coarse_buf);
+                            // An f16 beyond ±65504 would be stored as an infinity.
+                            let storable = |v: f32| {
+                                v.is_finite()
+                                    && (elem != ElemType::F16
+                                        || v.abs() <= f32::from(half::f16::MAX))
+                            };
                             if let Some((j, v)) =
-                                coarse_buf.iter().enumerate().find(|(_, v)| !v.is_finite())
+                                coarse_buf.iter().enumerate().find(|(_, v)| !storable(**v))
                             {
                                 return Err(CompactionError::Rewrite(format!(
                                     "{m:?} coarse vector of id {} holds {v} at index {j}",

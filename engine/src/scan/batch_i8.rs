@@ -220,6 +220,7 @@ mod tests {
         QueryVec {
             f32: Vec::new(),
             f16: Vec::new(),
+            f16_scale: 1.0,
             i8: values,
             i8_scale: 1.0,
         }

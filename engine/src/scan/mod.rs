@@ -22,7 +22,10 @@ const TASK_ROWS: usize = 8192;
 #[derive(Debug, Clone)]
 pub(crate) struct QueryVec {
     f32: Vec<f32>,
+    /// `f32[j] ≈ f16[j] * f16_scale`, a power of two (1 unless some value is beyond the `f16`
+    /// range, which an inner-product query may be), so the copy stays finite.
     f16: Vec<half::f16>,
+    f16_scale: f32,
     /// Symmetric quantisation: `f32[j] ≈ i8[j] * i8_scale`, so an `i8` dot product times both
     /// scales approximates the `f32` dot product.
     i8: Vec<i8>,
@@ -33,9 +36,19 @@ impl QueryVec {
     pub fn new(values: &[f32]) -> Self {
         let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let i8_scale = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
+        let f16_max = f32::from(half::f16::MAX);
+        let f16_scale = if max_abs > f16_max {
+            (max_abs / f16_max).log2().ceil().exp2()
+        } else {
+            1.0
+        };
         Self {
             f32: values.to_vec(),
-            f16: values.iter().map(|&v| half::f16::from_f32(v)).collect(),
+            f16: values
+                .iter()
+                .map(|&v| half::f16::from_f32(v / f16_scale))
+                .collect(),
+            f16_scale,
             i8: values
                 .iter()
                 .map(|&v| (v / i8_scale).round().clamp(-127.0, 127.0) as i8)
@@ -118,8 +131,8 @@ impl Element for half::f16 {
         simsimd::f16::dot(as_simsimd_f16(&query.f16), as_simsimd_f16(row))
             .unwrap_or(f64::NEG_INFINITY)
     }
-    fn query_scale(_: &QueryVec) -> f32 {
-        1.0
+    fn query_scale(query: &QueryVec) -> f32 {
+        query.f16_scale
     }
 }
 
@@ -529,6 +542,26 @@ mod tests {
                 .install(|| top_m(&parts, &[&query], 100, &|_, _| true, threads > 1))
         };
         assert_eq!(run(1), run(2));
+    }
+
+    /// An inner-product query may hold values beyond ±65504: its `f16` copy is scaled down
+    /// instead of holding infinities, and the scores scaled back.
+    #[test]
+    fn f16_rows_score_queries_beyond_the_f16_range() {
+        let owned = Owned::new(ElemType::F16, 10, 64, 4);
+        let query: Vec<f32> = values(64, 8).iter().map(|v| v * 1e9).collect();
+        let scores = score_rows(&owned.column(), &QueryVec::new(&query), &[0, 9]);
+        for (score, row) in scores.iter().zip([0, 9]) {
+            let expected: f32 = owned.decoded[row * 64..(row + 1) * 64]
+                .iter()
+                .zip(&query)
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!(
+                (score - expected).abs() <= 1e-2 * expected.abs(),
+                "{score} vs {expected}"
+            );
+        }
     }
 
     #[test]

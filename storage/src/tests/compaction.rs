@@ -156,6 +156,27 @@ fn coarse_rewrite_recomputes_coarse_from_fine() {
     assert_eq!(segs.len(), 2, "{segs:?}");
 }
 
+/// An f16 coarse tier cannot hold 1e6: the rewrite is refused rather than storing infinity.
+#[test]
+fn coarse_rewrite_beyond_the_f16_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F16);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..5)).unwrap();
+    store.flush().unwrap();
+    store.insert(rows(&s, 5..10)).unwrap();
+    let huge = |_: Modality, _: &[f32], coarse: &mut [f32]| coarse[0] = 1e6;
+    let huge = Rewrite {
+        coarse: &huge,
+        properties: Vec::new(),
+    };
+    assert!(matches!(
+        store.compact(&MergeAll, Some(&huge)),
+        Err(CompactionError::Rewrite(_))
+    ));
+    assert_eq!(store.view().len(), 10);
+}
+
 #[test]
 fn default_policy_is_a_no_op_when_nothing_pays() {
     let dir = tempfile::tempdir().unwrap();
