@@ -36,8 +36,8 @@ pub use database::{Database, Pair, Record, Stats, verify};
 pub use error::{CorruptionError, Error, InvalidInput, IoError, ModelError};
 pub use hivlp_encoders::{Embedding, Encoder, EncoderOptions, ImageInput};
 pub use hivlp_storage::{
-    CompactionReport, Durability, ElemType, Metric, Modality as Target, Schema, StoreStats, Tier,
-    VerifyReport,
+    CompactionReport, DroppedWalTail, Durability, ElemType, Metric, Modality as Target, Schema,
+    StoreStats, Tier, VerifyReport,
 };
 pub use params::{
     DEFAULT_CANDIDATES, Filter, Hit, Item, ModelChoice, Options, Query, SearchParams, SearchTiming,

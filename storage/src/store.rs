@@ -24,7 +24,7 @@ use crate::segment::{
     write_segment, write_tombstones,
 };
 use crate::source::{Backing, MemBatch, Source, View};
-use crate::wal::{self, MAX_RECORD_LEN, WalRecord, WalWriter, wal_file_name};
+use crate::wal::{self, DroppedWalTail, WalRecord, WalWriter, wal_file_name};
 
 /// Largest caption, in bytes.
 pub const MAX_CAPTION_BYTES: usize = 64 * 1024;
@@ -101,6 +101,9 @@ pub struct StoreStats {
     pub disk_bytes: u64,
     /// See [`Store::next_id`].
     pub next_id: u64,
+    /// What the open of this handle dropped from the end of the WAL: a torn record, or the
+    /// `Buffered` writes after the last fsync that a power cut cut short.
+    pub dropped_wal_tail: Option<DroppedWalTail>,
 }
 
 /// What [`Store::compact`] did.
@@ -201,6 +204,8 @@ pub struct Store {
     writer: Mutex<Writer>,
     properties: RwLock<Arc<BTreeMap<String, Vec<u8>>>>,
     next_id: AtomicU64,
+    /// See [`StoreStats::dropped_wal_tail`].
+    dropped_wal_tail: Option<DroppedWalTail>,
     compaction: Mutex<()>,
     /// Serialises flushes (their middle phase runs without the writer lock).
     flushing: Mutex<()>,
@@ -332,25 +337,27 @@ impl Store {
         numbers.sort_unstable();
         let mut next_seq = manifest.next_seq;
         let mut last_valid_len = 0;
+        let mut dropped_wal_tail = None;
         for (i, &n) in numbers.iter().enumerate() {
             let path = dir.join(wal_file_name(n));
             let bytes = std::fs::read(&path).map_err(|e| IoError::at(&path, "read", e))?;
             let log = wal::decode_log(&bytes, &schema, &path, Some(next_seq))?;
-            if let Some(at) = log.torn_tail
+            if let Some(tail) = &log.dropped
                 && i + 1 < numbers.len()
             {
                 return Err(CorruptionError::new(
                     &path,
-                    at,
-                    "damaged record at the end of a WAL file that is not the last",
+                    tail.offset,
+                    "damaged record in a WAL file that is not the last (it was fsynced whole)",
                 )
                 .into());
             }
-            for (seq, record) in log.records {
-                next_seq = seq + 1;
+            for (_, record) in log.records {
                 w.replay(&schema, record, &path, &mut next_id)?;
             }
+            next_seq = log.next_seq.unwrap_or(next_seq);
             last_valid_len = log.valid_len;
+            dropped_wal_tail = log.dropped;
         }
         if writable {
             let wal = match numbers.last() {
@@ -380,6 +387,7 @@ impl Store {
             writer: Mutex::new(w),
             properties: RwLock::new(properties),
             next_id: AtomicU64::new(next_id),
+            dropped_wal_tail,
             compaction: Mutex::new(()),
             flushing: Mutex::new(()),
         })
@@ -453,13 +461,7 @@ impl Store {
             Arc::new(Bitmap::new(n)),
         );
         let body = wal::encode_insert(&source);
-        if body.len() + 8 > MAX_RECORD_LEN {
-            return Err(InvalidInput::BatchTooLarge {
-                len: body.len() + 8,
-                max: MAX_RECORD_LEN,
-            }
-            .into());
-        }
+        wal::check_body_len(body.len())?;
         let max_id = rows.iter().map(|r| r.id).max().unwrap_or(0);
         drop(rows);
         let mut w = self.writer()?;
@@ -517,13 +519,7 @@ impl Store {
             .into());
         }
         let body = wal::encode_set_property(key, &value);
-        if body.len() + 8 > MAX_RECORD_LEN {
-            return Err(InvalidInput::BatchTooLarge {
-                len: body.len() + 8,
-                max: MAX_RECORD_LEN,
-            }
-            .into());
-        }
+        wal::check_body_len(body.len())?;
         let mut w = self.writer()?;
         self.append(&mut w, &body, Durability::Sync)?;
         let mut props = (*w.properties).clone();
@@ -1029,6 +1025,7 @@ impl Store {
             wal_bytes,
             disk_bytes: dir_bytes(&self.dir),
             next_id: self.next_id(),
+            dropped_wal_tail: self.dropped_wal_tail.clone(),
         };
         for src in view.sources() {
             if src.is_memtable() {

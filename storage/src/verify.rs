@@ -6,7 +6,7 @@ use crate::codec::VerifyLevel;
 use crate::error::{CorruptionError, OpenError};
 use crate::manifest::{manifest_file_name, read_current};
 use crate::segment::{Segment, read_tombstones, tombstone_file_name};
-use crate::wal::{decode_log, wal_file_name};
+use crate::wal::{DroppedWalTail, decode_log, wal_file_name};
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,8 +18,9 @@ pub struct VerifyReport {
     pub segment_rows: u64,
     /// Records in the WAL files that open would replay.
     pub wal_records: usize,
-    /// A torn final WAL record (normal after a crash; open drops it).
-    pub torn_wal_tail: Option<(PathBuf, u64)>,
+    /// What open would drop from the end of the WAL: written after the last fsync, so not a
+    /// problem (normal after a crash).
+    pub dropped_wal_tail: Option<DroppedWalTail>,
     /// Every damaged or missing file found.
     pub problems: Vec<CorruptionError>,
 }
@@ -99,9 +100,9 @@ pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError
         match decode_log(&bytes, schema, &file, next_seq) {
             Ok(log) => {
                 report.wal_records += log.records.len();
-                next_seq = log.records.last().map(|(s, _)| s + 1).or(next_seq);
-                if let Some(at) = log.torn_tail {
-                    report.torn_wal_tail = Some((file.clone(), at));
+                next_seq = log.next_seq.or(next_seq);
+                if log.dropped.is_some() {
+                    report.dropped_wal_tail = log.dropped;
                 }
                 report.files_checked.push(file);
             }

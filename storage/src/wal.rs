@@ -1,15 +1,18 @@
 //! The write-ahead log: `wal-<n>.log` files of framed records `[len u32][crc32 u32][payload]`.
 //!
 //! `crc32` covers the four length bytes and the payload, so a damaged length is caught too.
-//! The payload starts with a sequence number (`u64`, +1 per record, continuing across files)
-//! and a record kind. [`decode_log`] is the entry point of the WAL fuzz target.
+//! The payload starts with a sequence number (`u64`, +1 per record, continuing across files),
+//! the durable length (`u64`: how many bytes of the file had been fsynced when the record was
+//! appended) and a record kind. [`decode_log`] is the entry point of the WAL fuzz target.
 //!
-//! Torn tail versus corruption: appends are sequential, so a crash can only damage the
-//! record being written, which is the last one. When a frame fails its checks, the decoder
-//! looks for any valid frame further on (plausible length, the next sequence numbers, crc
-//! match). If one exists, the bad frame is in the middle of acknowledged data: corruption.
-//! If none does, it is a torn tail: replay stops there and the writer truncates it. The scan
-//! is linear in the length of the tail (see [`PrefixCrcs`]).
+//! Lost writes versus corruption: bytes past the last fsync may be missing after a crash (a
+//! torn final record; in `Buffered` mode, after a power cut, also a page lost while later ones
+//! reached the disk), bytes before it may not. When a frame at offset P fails its checks, the
+//! decoder scans the rest of the file for valid frames (plausible length, a sequence number
+//! after the last good one, matching crc). If one of them was appended after P had been
+//! fsynced (its durable length is past P), the damage is in durable data: corruption.
+//! Otherwise replay stops at P, reports the dropped tail, and the writer truncates it. The
+//! scan is linear in the length of the tail (see [`PrefixCrcs`]).
 
 use std::fs::File;
 use std::io::Write;
@@ -17,15 +20,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::codec::{Decoder, Encoder};
-use crate::error::{CorruptionError, IoError};
+use crate::error::{CorruptionError, InvalidInput, IoError};
 use crate::schema::{ElemType, Modality, Schema};
 use crate::source::Source;
 
 /// Largest payload one record may hold (a batch that encodes larger is refused).
 pub const MAX_RECORD_LEN: usize = 1 << 30;
 const HEADER_LEN: usize = 8;
-/// Sequence number and kind.
-const MIN_PAYLOAD: usize = 9;
+/// Sequence number and durable length, the payload's bytes before the record kind.
+const PAYLOAD_PREFIX: usize = 16;
+const MIN_PAYLOAD: usize = PAYLOAD_PREFIX + 1;
 /// How far past the last good sequence number a frame found after a bad one may be.
 const SEQ_WINDOW: u64 = 1 << 32;
 
@@ -36,6 +40,18 @@ const KIND_SET_PROPERTY: u8 = 3;
 /// `wal-<n>.log`.
 pub fn wal_file_name(number: u64) -> String {
     format!("wal-{number:06}.log")
+}
+
+/// Refuses a record whose body (from the kind byte on) would not fit in one frame.
+pub(crate) fn check_body_len(body_len: usize) -> Result<(), InvalidInput> {
+    let len = body_len.saturating_add(PAYLOAD_PREFIX);
+    if len > MAX_RECORD_LEN {
+        return Err(InvalidInput::BatchTooLarge {
+            len,
+            max: MAX_RECORD_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// The encoded vectors of one modality of a row in an insert record.
@@ -66,6 +82,20 @@ pub enum WalRecord<'a> {
     SetProperty { key: &'a str, value: &'a [u8] },
 }
 
+/// The end of a WAL file that replay drops because it lies past the last fsync: a torn final
+/// record, or (after a power cut in `Buffered` mode) the records after a write that never
+/// reached the disk. Not corruption; the writes in it are lost, which `Buffered` permits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedWalTail {
+    pub file: PathBuf,
+    /// Where the valid prefix ends: the first incomplete or damaged frame.
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the file.
+    pub bytes: u64,
+    /// Intact records found after the damaged one (acknowledged writes lost with it).
+    pub records: usize,
+}
+
 /// The valid prefix of a log file.
 #[derive(Debug)]
 pub struct LogContents<'a> {
@@ -73,13 +103,17 @@ pub struct LogContents<'a> {
     pub records: Vec<(u64, WalRecord<'a>)>,
     /// Bytes of valid frames; a writer truncates the file to this length.
     pub valid_len: u64,
-    /// Offset of a torn (incomplete or damaged) final record, if any.
-    pub torn_tail: Option<u64>,
+    /// Sequence number the next record carries (`None` while unknown: no record, and no
+    /// first sequence number given).
+    pub next_seq: Option<u64>,
+    /// What follows the valid prefix, if anything.
+    pub dropped: Option<DroppedWalTail>,
 }
 
 /// Decodes a whole log file. `first_seq`, when known, is the sequence number its first record
-/// must carry. Errors are corruption: a bad frame followed by valid ones, a sequence gap, or
-/// a well-framed record whose payload does not decode against `schema`.
+/// must carry. Errors are corruption: a damaged frame in durable data, a sequence gap, a
+/// durable length past the record's own offset (also what a log of another format version
+/// shows), or a well-framed record whose payload does not decode against `schema`.
 pub fn decode_log<'a>(
     bytes: &'a [u8],
     schema: &Schema,
@@ -90,99 +124,147 @@ pub fn decode_log<'a>(
     let mut pos = 0usize;
     let mut expected = first_seq;
     while pos < bytes.len() {
-        let Some((seq, payload)) = frame_at(bytes, pos) else {
-            let last = expected.map(|e| e.saturating_sub(1));
-            if let Some(next) = find_valid_frame(bytes, pos + 1, last) {
+        let Some(frame) = frame_at(bytes, pos) else {
+            let after = scan_after_damage(bytes, pos, expected.map(|e| e.saturating_sub(1)));
+            if let Some(at) = after.durable_evidence {
                 return Err(CorruptionError::new(
                     file,
                     pos as u64,
-                    format!("damaged WAL record followed by a valid one at byte {next}"),
+                    format!(
+                        "damaged WAL record in durable data: the valid record at byte {at} was \
+                         appended after it had been fsynced"
+                    ),
                 ));
             }
             return Ok(LogContents {
                 records,
                 valid_len: pos as u64,
-                torn_tail: Some(pos as u64),
+                next_seq: expected,
+                dropped: Some(DroppedWalTail {
+                    file: file.to_path_buf(),
+                    offset: pos as u64,
+                    bytes: (bytes.len() - pos) as u64,
+                    records: after.records,
+                }),
             });
         };
+        if frame.durable_len > pos as u64 {
+            return Err(CorruptionError::new(
+                file,
+                pos as u64 + HEADER_LEN as u64,
+                format!(
+                    "WAL record at byte {pos} claims {} durable bytes before it (a log of another \
+                     format version?)",
+                    frame.durable_len
+                ),
+            ));
+        }
         if let Some(e) = expected
-            && seq != e
+            && frame.seq != e
         {
             return Err(CorruptionError::new(
                 file,
                 pos as u64 + HEADER_LEN as u64,
-                format!("WAL sequence number {seq}, expected {e}"),
+                format!("WAL sequence number {}, expected {e}", frame.seq),
             ));
         }
         let base = (pos + HEADER_LEN) as u64;
-        records.push((seq, decode_payload(payload, schema, file, base)?));
-        expected = Some(seq + 1);
-        pos += HEADER_LEN + payload.len();
+        records.push((
+            frame.seq,
+            decode_payload(frame.payload, schema, file, base)?,
+        ));
+        expected =
+            Some(frame.seq.checked_add(1).ok_or_else(|| {
+                CorruptionError::new(file, base, "WAL sequence number overflows")
+            })?);
+        pos += HEADER_LEN + frame.payload.len();
     }
     Ok(LogContents {
         records,
         valid_len: pos as u64,
-        torn_tail: None,
+        next_seq: expected,
+        dropped: None,
     })
 }
 
-/// Decodes one framed record at the start of `bytes`, returning it, its sequence number and
-/// the bytes it spans. `None` for a frame that is incomplete or fails its crc.
-pub fn decode_record<'a>(
-    bytes: &'a [u8],
-    schema: &Schema,
-) -> Option<Result<(u64, WalRecord<'a>, usize), CorruptionError>> {
-    let (seq, payload) = frame_at(bytes, 0)?;
-    let path = Path::new("<record>");
-    Some(
-        decode_payload(payload, schema, path, HEADER_LEN as u64)
-            .map(|r| (seq, r, HEADER_LEN + payload.len())),
-    )
+/// A well-formed frame: complete, crc matching. Its fields are not checked against the log.
+struct Frame<'a> {
+    seq: u64,
+    durable_len: u64,
+    payload: &'a [u8],
 }
 
-/// The sequence number and payload of a well-formed frame at `pos`.
-fn frame_at(bytes: &[u8], pos: usize) -> Option<(u64, &[u8])> {
+fn u32_at(bytes: &[u8], pos: usize) -> u32 {
+    u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], pos: usize) -> u64 {
+    u64::from_le_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes"))
+}
+
+/// The frame at `pos`, if one is there.
+fn frame_at(bytes: &[u8], pos: usize) -> Option<Frame<'_>> {
     let header = bytes.get(pos..pos.checked_add(HEADER_LEN)?)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let len = u32_at(header, 0) as usize;
     if !(MIN_PAYLOAD..=MAX_RECORD_LEN).contains(&len) {
         return None;
     }
     let start = pos + HEADER_LEN;
     let payload = bytes.get(start..start.checked_add(len)?)?;
-    if crc_extend(crc_extend(0, &header[..4]), payload) != crc {
-        return None;
-    }
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&payload[..8]);
-    Some((u64::from_le_bytes(s), payload))
+    (crc_extend(crc_extend(0, &header[..4]), payload) == u32_at(header, 4)).then(|| Frame {
+        seq: u64_at(payload, 0),
+        durable_len: u64_at(payload, 8),
+        payload,
+    })
 }
 
-/// Offset of a valid frame at or after `from` whose sequence number follows `last_seq`.
-/// Cheap filters (length, sequence window) run first; a candidate's crc then comes from
-/// prefix crcs in constant time, so the scan is linear in the tail even when every position
-/// passes the filters.
-fn find_valid_frame(bytes: &[u8], from: usize, last_seq: Option<u64>) -> Option<usize> {
+/// What follows a damaged frame.
+struct AfterDamage {
+    /// Valid frames found (each one skipped over whole).
+    records: usize,
+    /// Offset of a valid frame appended after the damaged one had been fsynced.
+    durable_evidence: Option<usize>,
+}
+
+/// Scans the bytes after the damaged frame at `bad` for valid frames whose sequence numbers
+/// follow `last_seq`. Cheap filters (length, sequence window, durable length) run first; a
+/// candidate's crc then comes from prefix crcs in constant time, so the scan is linear in the
+/// tail even when every position passes the filters.
+fn scan_after_damage(bytes: &[u8], bad: usize, last_seq: Option<u64>) -> AfterDamage {
     let (lo, hi) = match last_seq {
         Some(l) => (l.saturating_add(1), l.saturating_add(SEQ_WINDOW)),
         None => (0, SEQ_WINDOW << 8),
     };
-    let end = bytes.len().checked_sub(HEADER_LEN + MIN_PAYLOAD)?;
+    let from = bad + 1;
     let crcs = PrefixCrcs::new(bytes, from.min(bytes.len()));
-    (from..=end).find(|&p| {
-        let len = u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]) as usize;
+    let mut after = AfterDamage {
+        records: 0,
+        durable_evidence: None,
+    };
+    let mut p = from;
+    while p + HEADER_LEN + MIN_PAYLOAD <= bytes.len() {
+        let len = u32_at(bytes, p) as usize;
         let start = p + HEADER_LEN;
-        if !(MIN_PAYLOAD..=MAX_RECORD_LEN).contains(&len) || len > bytes.len() - start {
-            return false;
+        let plausible = (MIN_PAYLOAD..=MAX_RECORD_LEN).contains(&len)
+            && len <= bytes.len() - start
+            && (lo..=hi).contains(&u64_at(bytes, start))
+            && u64_at(bytes, start + 8) <= p as u64;
+        let valid = plausible && {
+            let crc = shift(crc_extend(0, &bytes[p..p + 4]), len) ^ crcs.range(start, start + len);
+            crc == u32_at(bytes, p + 4)
+        };
+        if !valid {
+            p += 1;
+            continue;
         }
-        let mut s = [0u8; 8];
-        s.copy_from_slice(&bytes[start..start + 8]);
-        if !(lo..=hi).contains(&u64::from_le_bytes(s)) {
-            return false;
+        after.records += 1;
+        if u64_at(bytes, start + 8) > bad as u64 {
+            after.durable_evidence = Some(p);
+            return after;
         }
-        let crc = u32::from_le_bytes([bytes[p + 4], bytes[p + 5], bytes[p + 6], bytes[p + 7]]);
-        shift(crc_extend(0, &bytes[p..p + 4]), len) ^ crcs.range(start, start + len) == crc
-    })
+        p = start + len;
+    }
+    after
 }
 
 /// crc32 of `bytes` continuing from `crc`, the crc32 of what precedes them (0 for nothing).
@@ -298,6 +380,7 @@ fn decode_payload<'a>(
 ) -> Result<WalRecord<'a>, CorruptionError> {
     let mut d = Decoder::new(payload, base, file);
     d.u64("sequence number")?;
+    d.u64("durable length")?;
     let kind = d.u8("record kind")?;
     let record = match kind {
         KIND_INSERT => {
@@ -422,8 +505,10 @@ pub(crate) struct WalWriter {
     path: PathBuf,
     number: u64,
     len: u64,
+    /// Bytes of the file fsynced so far; every record appended carries it (see the module
+    /// documentation).
+    durable_len: u64,
     next_seq: u64,
-    unsynced: bool,
     last_sync: Instant,
 }
 
@@ -439,8 +524,9 @@ impl WalWriter {
         Ok(Self::from_parts(file, path, number, 0, next_seq))
     }
 
-    /// Reopens an existing log for appending after its first `valid_len` bytes (a torn tail
-    /// past them is cut off and the cut made durable).
+    /// Reopens an existing log for appending after its first `valid_len` bytes: a dropped
+    /// tail past them is cut off, and the rest fsynced (after a killed process it may exist
+    /// only in the page cache, and the records appended next claim it durable).
     pub fn reopen(dir: &Path, number: u64, valid_len: u64, next_seq: u64) -> Result<Self, IoError> {
         let path = dir.join(wal_file_name(number));
         let file = File::options()
@@ -453,10 +539,10 @@ impl WalWriter {
             .len();
         if len != valid_len {
             file.set_len(valid_len)
-                .map_err(|e| IoError::at(&path, "truncate torn tail of", e))?;
-            file.sync_all()
-                .map_err(|e| IoError::at(&path, "fsync", e))?;
+                .map_err(|e| IoError::at(&path, "truncate the dropped tail of", e))?;
         }
+        file.sync_all()
+            .map_err(|e| IoError::at(&path, "fsync", e))?;
         use std::io::Seek;
         let mut w = Self::from_parts(file, path, number, valid_len, next_seq);
         w.file
@@ -465,14 +551,15 @@ impl WalWriter {
         Ok(w)
     }
 
+    /// A writer at the end of a file whose `len` bytes are durable.
     fn from_parts(file: File, path: PathBuf, number: u64, len: u64, next_seq: u64) -> Self {
         Self {
             file,
             path,
             number,
             len,
+            durable_len: len,
             next_seq,
-            unsynced: false,
             last_sync: Instant::now(),
         }
     }
@@ -490,13 +577,15 @@ impl WalWriter {
         self.next_seq
     }
 
-    /// Appends one record (`body` starts with the kind byte) in a single write.
+    /// Appends one record (`body` starts with the kind byte, and passed [`check_body_len`])
+    /// in a single write.
     pub fn append(&mut self, body: &[u8]) -> Result<(), IoError> {
-        let len = 8 + body.len();
+        let len = PAYLOAD_PREFIX + body.len();
         let mut frame = Vec::with_capacity(HEADER_LEN + len);
         frame.extend_from_slice(&(len as u32).to_le_bytes());
         frame.extend_from_slice(&[0; 4]);
         frame.extend_from_slice(&self.next_seq.to_le_bytes());
+        frame.extend_from_slice(&self.durable_len.to_le_bytes());
         frame.extend_from_slice(body);
         let crc = crc_extend(crc_extend(0, &frame[..4]), &frame[HEADER_LEN..]);
         frame[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -505,17 +594,16 @@ impl WalWriter {
             .map_err(|e| IoError::at(&self.path, "append to", e))?;
         self.len += frame.len() as u64;
         self.next_seq += 1;
-        self.unsynced = true;
         Ok(())
     }
 
     /// fsyncs the log if anything was appended since the last sync.
     pub fn sync(&mut self) -> Result<(), IoError> {
-        if self.unsynced {
+        if self.len > self.durable_len {
             self.file
                 .sync_data()
                 .map_err(|e| IoError::at(&self.path, "fsync", e))?;
-            self.unsynced = false;
+            self.durable_len = self.len;
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -547,29 +635,36 @@ mod tests {
         }
     }
 
-    fn log_with(n: u64) -> (tempfile::TempDir, Vec<u8>, Vec<usize>) {
+    /// A log of `n` delete records, record `i` fsynced right after it was appended when
+    /// `synced(i)`; the bytes and where each record ends.
+    fn log_with(n: u64, synced: impl Fn(u64) -> bool) -> (tempfile::TempDir, Vec<u8>, Vec<usize>) {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 1, 1).unwrap();
         let mut ends = Vec::new();
         for i in 0..n {
             w.append(&encode_delete(&[i, i + 100])).unwrap();
+            if synced(i) {
+                w.sync().unwrap();
+            }
             ends.push(w.len() as usize);
         }
-        w.sync().unwrap();
         let bytes = std::fs::read(dir.path().join(wal_file_name(1))).unwrap();
         (dir, bytes, ends)
     }
 
+    fn decode(bytes: &[u8]) -> Result<LogContents<'_>, CorruptionError> {
+        decode_log(bytes, &schema(), Path::new("wal"), Some(1))
+    }
+
     #[test]
     fn round_trip_and_torn_tail_at_every_length() {
-        let (_d, bytes, ends) = log_with(5);
-        let p = Path::new("wal");
-        let full = decode_log(&bytes, &schema(), p, Some(1)).unwrap();
+        let (_d, bytes, ends) = log_with(5, |_| true);
+        let full = decode(&bytes).unwrap();
         assert_eq!(full.records.len(), 5);
         assert_eq!(full.records[2], (3, WalRecord::Delete(vec![2, 102])));
-        assert_eq!(full.torn_tail, None);
+        assert_eq!((full.dropped, full.next_seq), (None, Some(6)));
         for cut in 0..bytes.len() {
-            let log = decode_log(&bytes[..cut], &schema(), p, Some(1)).unwrap();
+            let log = decode(&bytes[..cut]).unwrap();
             let complete = ends.iter().filter(|&&e| e <= cut).count();
             assert_eq!(log.records.len(), complete, "cut at {cut}");
             assert_eq!(
@@ -580,28 +675,75 @@ mod tests {
         // Zeros appended after a crash (file extended, data not written) are a torn tail.
         let mut zeros = bytes.clone();
         zeros.extend_from_slice(&[0; 100]);
-        let log = decode_log(&zeros, &schema(), p, Some(1)).unwrap();
+        let log = decode(&zeros).unwrap();
+        let dropped = log.dropped.unwrap();
+        assert_eq!(log.records.len(), 5);
         assert_eq!(
-            (log.records.len(), log.torn_tail),
-            (5, Some(bytes.len() as u64))
+            (dropped.offset, dropped.bytes, dropped.records),
+            (bytes.len() as u64, 100, 0)
         );
     }
 
     #[test]
     fn damage_before_valid_records_is_corruption() {
-        let (_d, bytes, ends) = log_with(5);
-        let p = Path::new("wal");
+        let (_d, bytes, ends) = log_with(5, |_| true);
         for i in 0..ends[3] {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            let err = decode_log(&bad, &schema(), p, Some(1)).unwrap_err();
+            let err = decode(&bad).unwrap_err();
             assert!(err.offset <= i as u64, "flip at {i}: {err}");
         }
         // Damage in the last record only is a torn tail.
         let mut bad = bytes.clone();
         bad[ends[3] + 10] ^= 1;
-        let log = decode_log(&bad, &schema(), p, Some(1)).unwrap();
+        let log = decode(&bad).unwrap();
         assert_eq!(log.records.len(), 4);
+    }
+
+    /// Buffered mode and a power cut: a write after the last fsync never reached the disk, but
+    /// later ones did. Damage there drops the records from it on; damage in what had been
+    /// fsynced is corruption.
+    #[test]
+    fn damage_after_the_last_fsync_drops_the_tail() {
+        let (_d, bytes, ends) = log_with(6, |i| i < 2);
+        let starts: Vec<usize> = [0].into_iter().chain(ends.iter().copied()).collect();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            let k = ends.iter().position(|&e| e > i).unwrap();
+            if k < 2 {
+                let err = decode(&bad).unwrap_err();
+                assert!(err.what.contains("durable data"), "flip at {i}: {err}");
+                continue;
+            }
+            let log = decode(&bad).unwrap();
+            let dropped = log.dropped.unwrap();
+            assert_eq!(log.records.len(), k, "flip at {i}");
+            assert_eq!(log.valid_len as usize, starts[k]);
+            assert_eq!(dropped.offset as usize, starts[k]);
+            assert_eq!(dropped.bytes as usize, bytes.len() - starts[k]);
+            assert_eq!(dropped.records, 5 - k, "flip at {i}");
+        }
+        // A lost write reads back as zeros.
+        let mut lost = bytes.clone();
+        lost[starts[3]..ends[3]].fill(0);
+        let log = decode(&lost).unwrap();
+        assert_eq!((log.records.len(), log.dropped.unwrap().records), (3, 2));
+    }
+
+    #[test]
+    fn log_of_the_previous_format_is_refused() {
+        // Format version 1 had no durable length: payload = seq, kind, body.
+        let mut bytes = Vec::new();
+        for seq in 1..4u64 {
+            let payload = [&seq.to_le_bytes()[..], &encode_delete(&[seq])].concat();
+            let len = (payload.len() as u32).to_le_bytes();
+            bytes.extend_from_slice(&len);
+            bytes.extend_from_slice(&crc_extend(crc_extend(0, &len), &payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        let err = decode(&bytes).unwrap_err();
+        assert!(err.what.contains("format version"), "{err}");
     }
 
     #[test]
@@ -633,42 +775,44 @@ mod tests {
         );
     }
 
-    /// A crafted tail where every 16th byte starts a plausible frame (length fits, next
-    /// sequence number) whose crc is wrong. Hashing each candidate's payload, as the scan once
-    /// did, costs the square of the tail's length.
+    /// A crafted tail where every 24th byte starts a plausible frame (length fits, next
+    /// sequence number, durable length in range) whose crc is wrong. Hashing each candidate's
+    /// payload, as the scan once did, costs the square of the tail's length.
     #[test]
     fn scan_after_damage_is_linear_in_the_tail() {
-        let (_d, mut bytes, ends) = log_with(3);
+        let (_d, mut bytes, ends) = log_with(3, |_| true);
         let tail = 1 << 20;
         let end = bytes.len() + tail;
-        while bytes.len() + 16 <= end {
+        while bytes.len() + 24 <= end {
             let len = (end - bytes.len() - HEADER_LEN) as u32;
             bytes.extend_from_slice(&len.to_le_bytes());
             bytes.extend_from_slice(&0xdead_beefu32.to_le_bytes());
             bytes.extend_from_slice(&4u64.to_le_bytes());
+            bytes.extend_from_slice(&0u64.to_le_bytes());
         }
         bytes.resize(end, 0);
         HASHED.with(|h| h.set(0));
-        let log = decode_log(&bytes, &schema(), Path::new("wal"), Some(1)).unwrap();
+        let log = decode(&bytes).unwrap();
         let hashed = HASHED.with(|h| h.get());
         assert_eq!((log.records.len(), log.valid_len as usize), (3, ends[2]));
+        assert_eq!(log.dropped.unwrap().records, 0);
         // The good records and the damaged frame's own check (≤ 2 × tail), the prefix crcs
-        // (tail), and ≤ 130 bytes for each of tail / 16 candidates: under 12 × tail.
+        // (tail), and ≤ 130 bytes for each of tail / 24 candidates: under 8 × tail.
         assert!(
-            hashed <= 12 * tail as u64,
+            hashed <= 8 * tail as u64,
             "{hashed} bytes hashed for a {tail}-byte tail"
         );
     }
 
     #[test]
     fn reopen_truncates_torn_tail() {
-        let (d, bytes, ends) = log_with(3);
+        let (d, bytes, ends) = log_with(3, |_| true);
         let path = d.path().join(wal_file_name(1));
         std::fs::write(&path, &bytes[..ends[2] - 3]).unwrap();
         let mut w = WalWriter::reopen(d.path(), 1, ends[1] as u64, 3).unwrap();
         w.append(&encode_delete(&[7])).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        let log = decode_log(&bytes, &schema(), Path::new("w"), Some(1)).unwrap();
+        let log = decode(&bytes).unwrap();
         assert_eq!(log.records.len(), 3);
         assert_eq!(log.records[2], (3, WalRecord::Delete(vec![7])));
     }
