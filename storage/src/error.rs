@@ -175,6 +175,11 @@ pub enum OpenError {
     /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// [`verify`](crate::verify) found damage, but a writer replaced the files it read (a
+    /// flush or compaction) during each of `attempts` tries, so it cannot tell real damage
+    /// from files that were superseded meanwhile.
+    #[error("database {} changed during each of {attempts} attempts to read it consistently (a writer is flushing or compacting); retry, or close the writer", path.display())]
+    Changing { path: PathBuf, attempts: usize },
 }
 
 /// Why a write ([`Store::insert`](crate::Store::insert), `delete`, `sync`, `flush`,

@@ -331,44 +331,24 @@ impl Store {
             poisoned: None,
         };
         let mut next_id = manifest.next_id;
-        // Replay every WAL from the manifest's log number on, in order.
-        let mut numbers = list_numbered(dir, "wal-", ".log")?;
-        numbers.retain(|&n| n >= manifest.log_number);
-        numbers.sort_unstable();
-        let mut next_seq = manifest.next_seq;
-        let mut last_valid_len = 0;
-        let mut dropped_wal_tail = None;
-        for (i, &n) in numbers.iter().enumerate() {
-            let path = dir.join(wal_file_name(n));
-            let bytes = std::fs::read(&path).map_err(|e| IoError::at(&path, "read", e))?;
-            let log = wal::decode_log(&bytes, &schema, &path, Some(next_seq))?;
-            if let Some(tail) = &log.dropped
-                && i + 1 < numbers.len()
-            {
-                return Err(CorruptionError::new(
-                    &path,
-                    tail.offset,
-                    "damaged record in a WAL file that is not the last (it was fsynced whole)",
-                )
-                .into());
-            }
-            for (_, record) in log.records {
-                w.replay(&schema, record, &path, &mut next_id)?;
-            }
-            next_seq = log.next_seq.unwrap_or(next_seq);
-            last_valid_len = log.valid_len;
-            dropped_wal_tail = log.dropped;
-        }
+        let replay = wal::replay_logs(
+            dir,
+            &schema,
+            manifest.log_number,
+            manifest.next_seq,
+            |file, record| w.replay(&schema, record, file, &mut next_id),
+        )?;
         if writable {
-            let wal = match numbers.last() {
-                Some(&n) => WalWriter::reopen(dir, n, last_valid_len, next_seq)?,
+            let wal = match replay.numbers.last() {
+                Some(&n) => WalWriter::reopen(dir, n, replay.valid_len, replay.next_seq)?,
                 None => {
-                    let wal = WalWriter::create(dir, manifest.log_number, next_seq)?;
+                    let wal = WalWriter::create(dir, manifest.log_number, replay.next_seq)?;
                     sync_dir(dir)?;
                     wal
                 }
             };
-            w.old_wals = numbers
+            w.old_wals = replay
+                .numbers
                 .iter()
                 .copied()
                 .filter(|&n| n != wal.number())
@@ -387,7 +367,7 @@ impl Store {
             writer: Mutex::new(w),
             properties: RwLock::new(properties),
             next_id: AtomicU64::new(next_id),
-            dropped_wal_tail,
+            dropped_wal_tail: replay.dropped_tail,
             compaction: Mutex::new(()),
             flushing: Mutex::new(()),
         })
@@ -1296,25 +1276,6 @@ fn validate_rows(schema: &Schema, rows: &[Row]) -> Result<(), InvalidInput> {
         }
     }
     Ok(())
-}
-
-/// Numbers `n` of files named `<prefix><n><suffix>` in `dir`.
-fn list_numbered(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<u64>, IoError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
-        let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name
-            .strip_prefix(prefix)
-            .and_then(|r| r.strip_suffix(suffix))
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|n| n.parse().ok())
-        {
-            out.push(n);
-        }
-    }
-    Ok(out)
 }
 
 /// Removes files of ours that the current manifest does not reference: leftovers of an

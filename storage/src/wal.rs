@@ -3,7 +3,8 @@
 //! `crc32` covers the four length bytes and the payload, so a damaged length is caught too.
 //! The payload starts with a sequence number (`u64`, +1 per record, continuing across files),
 //! the durable length (`u64`: how many bytes of the file had been fsynced when the record was
-//! appended) and a record kind. [`decode_log`] is the entry point of the WAL fuzz target.
+//! appended) and a record kind. [`decode_log`] is the entry point of the WAL fuzz target;
+//! [`replay_logs`] replays a database's WAL files for both open and verify.
 //!
 //! Lost writes versus corruption: bytes past the last fsync may be missing after a crash (a
 //! torn final record; in `Buffered` mode, after a power cut, also a page lost while later ones
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::codec::{Decoder, Encoder};
-use crate::error::{CorruptionError, InvalidInput, IoError};
+use crate::error::{CorruptionError, InvalidInput, IoError, OpenError};
 use crate::schema::{ElemType, Modality, Schema};
 use crate::source::Source;
 
@@ -40,6 +41,26 @@ const KIND_SET_PROPERTY: u8 = 3;
 /// `wal-<n>.log`.
 pub fn wal_file_name(number: u64) -> String {
     format!("wal-{number:06}.log")
+}
+
+/// Numbers of the `wal-<n>.log` files in `dir`, ascending.
+fn log_numbers(dir: &Path) -> Result<Vec<u64>, IoError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
+        let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix("wal-")
+            .and_then(|r| r.strip_suffix(".log"))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Refuses a record whose body (from the kind byte on) would not fit in one frame.
@@ -185,6 +206,68 @@ pub fn decode_log<'a>(
         next_seq: expected,
         dropped: None,
     })
+}
+
+/// What [`replay_logs`] replayed.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    /// Numbers of the files replayed, ascending.
+    pub numbers: Vec<u64>,
+    /// Records applied.
+    pub records: usize,
+    /// Sequence number of the next record.
+    pub next_seq: u64,
+    /// Bytes of the last file's valid prefix (a writer appends after it).
+    pub valid_len: u64,
+    /// What replay dropped from the end of the last file.
+    pub dropped_tail: Option<DroppedWalTail>,
+}
+
+/// Replays the files `wal-<n>.log`, `n >= log_number`, of `dir` in order, starting at
+/// sequence number `next_seq` (the manifest's WAL position), handing each record to `apply`.
+/// Open and verify both replay through here, so they accept and refuse the same logs. Only
+/// the last file may end in a dropped tail: a writer fsyncs a file whole before it creates
+/// the next one.
+pub(crate) fn replay_logs(
+    dir: &Path,
+    schema: &Schema,
+    log_number: u64,
+    next_seq: u64,
+    mut apply: impl FnMut(&Path, WalRecord<'_>) -> Result<(), CorruptionError>,
+) -> Result<Replay, OpenError> {
+    let mut numbers = log_numbers(dir)?;
+    numbers.retain(|&n| n >= log_number);
+    let mut replay = Replay {
+        numbers: Vec::new(),
+        records: 0,
+        next_seq,
+        valid_len: 0,
+        dropped_tail: None,
+    };
+    for (i, &n) in numbers.iter().enumerate() {
+        let path = dir.join(wal_file_name(n));
+        let bytes = std::fs::read(&path).map_err(|e| IoError::at(&path, "read", e))?;
+        let log = decode_log(&bytes, schema, &path, Some(replay.next_seq))?;
+        if let Some(tail) = &log.dropped
+            && i + 1 < numbers.len()
+        {
+            return Err(CorruptionError::new(
+                &path,
+                tail.offset,
+                "damaged record in a WAL file that is not the last (it was fsynced whole)",
+            )
+            .into());
+        }
+        replay.records += log.records.len();
+        for (_, record) in log.records {
+            apply(&path, record)?;
+        }
+        replay.next_seq = log.next_seq.unwrap_or(replay.next_seq);
+        replay.valid_len = log.valid_len;
+        replay.dropped_tail = log.dropped;
+    }
+    replay.numbers = numbers;
+    Ok(replay)
 }
 
 /// A well-formed frame: complete, crc matching. Its fields are not checked against the log.
