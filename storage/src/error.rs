@@ -120,7 +120,8 @@ pub enum InvalidInput {
         len: usize,
         max: usize,
     },
-    /// The batch (or property) would exceed one WAL record ([`MAX_RECORD_LEN`](crate::wal::MAX_RECORD_LEN)).
+    /// The batch (or property, or the ids of a delete) would exceed one WAL record
+    /// ([`MAX_RECORD_LEN`](crate::wal::MAX_RECORD_LEN)).
     #[error("batch encodes to {len} bytes, more than one WAL record may hold ({max}); split it")]
     BatchTooLarge { len: usize, max: usize },
     /// A property key over [`MAX_PROPERTY_KEY_BYTES`](crate::MAX_PROPERTY_KEY_BYTES).

@@ -460,11 +460,13 @@ impl Store {
     }
 
     /// Deletes rows by id; ids not present are ignored. Returns how many rows were deleted.
-    /// One WAL record, durable per [`Durability`].
+    /// One WAL record, durable per [`Durability`]: more ids than one record can hold are
+    /// refused whole ([`InvalidInput::BatchTooLarge`]), however many of them are live.
     pub fn delete(&self, ids: &[u64]) -> Result<usize, CommitError> {
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
+        wal::check_body_len(wal::delete_body_len(ids.len()))?;
         let mut w = self.writer()?;
         let mut found: Vec<u64> = ids
             .iter()

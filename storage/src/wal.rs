@@ -75,6 +75,11 @@ pub(crate) fn check_body_len(body_len: usize) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// Body length of a delete record of `ids` ids (see [`encode_delete`]).
+pub(crate) fn delete_body_len(ids: usize) -> usize {
+    ids.saturating_mul(8).saturating_add(5)
+}
+
 /// The encoded vectors of one modality of a row in an insert record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EncodedVectors<'a> {
@@ -570,6 +575,7 @@ pub(crate) fn encode_delete(ids: &[u64]) -> Vec<u8> {
     for id in ids {
         e.u64(*id);
     }
+    debug_assert_eq!(e.buf.len(), delete_body_len(ids.len()));
     e.buf
 }
 
