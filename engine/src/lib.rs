@@ -36,8 +36,8 @@ pub use database::{Database, Pair, Record, Stats, verify};
 pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
 pub use hivlp_encoders::{Embedding, Encoder, EncoderOptions, ImageInput};
 pub use hivlp_storage::{
-    CompactionReport, Durability, ElemType, MAX_ID, Metric, Modality as Target, Occupancy, Schema,
-    StoreStats, Tier, VerifyReport, occupancy,
+    CompactionReport, DroppedWalTail, Durability, ElemType, MAX_ID, Metric, Modality as Target,
+    Occupancy, Schema, StoreStats, Tier, VerifyReport, occupancy,
 };
 pub use params::{
     DEFAULT_CANDIDATES, Filter, Hit, Item, MAX_CANDIDATES, ModelChoice, Options, Query,

@@ -262,14 +262,12 @@ pub fn wal_decode(data: &[u8]) -> bool {
     let Ok(contents) = decode_log(&log, &input.schema, &file, first_seq) else {
         return false;
     };
-    assert!(
-        contents.valid_len as usize <= log.len(),
-        "valid_len past the end"
-    );
+    let valid_len = contents.valid_len as usize;
+    assert!(valid_len <= log.len(), "valid_len past the end");
     assert_eq!(
-        contents.torn_tail.is_some(),
-        (contents.valid_len as usize) < log.len(),
-        "a log is torn exactly when it has bytes after its valid prefix"
+        contents.dropped.as_ref().map(|d| (d.offset, d.bytes)),
+        (valid_len < log.len()).then(|| (valid_len as u64, (log.len() - valid_len) as u64)),
+        "a log drops a tail exactly when it has bytes after its valid prefix, and all of them"
     );
     let scratch = Scratch::new();
     let dir = &scratch.0;

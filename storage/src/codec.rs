@@ -22,7 +22,7 @@ pub const FOOTER_LEN: usize = 24;
 /// Last four bytes of every immutable file.
 pub const FOOTER_MAGIC: [u8; 4] = *b"HVLP";
 /// Format version written into every footer; files of another version are refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What kind of file a footer belongs to (its first four bytes), so that one file renamed
 /// as another is caught.

@@ -126,7 +126,8 @@ pub enum InvalidInput {
         len: usize,
         max: usize,
     },
-    /// The batch (or property) would exceed one WAL record ([`MAX_RECORD_LEN`](crate::wal::MAX_RECORD_LEN)).
+    /// The batch (or property, or the ids of a delete) would exceed one WAL record
+    /// ([`MAX_RECORD_LEN`](crate::wal::MAX_RECORD_LEN)).
     #[error("batch encodes to {len} bytes, more than one WAL record may hold ({max}); split it")]
     BatchTooLarge { len: usize, max: usize },
     /// A property key over [`MAX_PROPERTY_KEY_BYTES`](crate::MAX_PROPERTY_KEY_BYTES).
@@ -184,6 +185,11 @@ pub enum OpenError {
     /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// [`verify`](crate::verify) found damage, but a writer replaced the files it read (a
+    /// flush or compaction) during each of `attempts` tries, so it cannot tell real damage
+    /// from files that were superseded meanwhile.
+    #[error("database {} changed during each of {attempts} attempts to read it consistently (a writer is flushing or compacting); retry, or close the writer", path.display())]
+    Changing { path: PathBuf, attempts: usize },
 }
 
 /// A handle used in a process other than the one that opened it, i.e. in a child of `fork()`

@@ -82,6 +82,7 @@ pub use store::{
 };
 pub use vectors::{ROW_ALIGN, encode_row, stride};
 pub use verify::{VerifyReport, verify};
+pub use wal::DroppedWalTail;
 
 #[cfg(test)]
 mod tests;

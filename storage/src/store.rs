@@ -26,7 +26,7 @@ use crate::segment::{
     write_segment, write_tombstones,
 };
 use crate::source::{Backing, MemBatch, Source, View};
-use crate::wal::{self, MAX_RECORD_LEN, WalRecord, WalWriter, wal_file_name};
+use crate::wal::{self, DroppedWalTail, WalRecord, WalWriter, wal_file_name};
 
 /// Largest caption, in bytes.
 pub const MAX_CAPTION_BYTES: usize = 64 * 1024;
@@ -107,6 +107,9 @@ pub struct StoreStats {
     pub disk_bytes: u64,
     /// See [`Store::next_id`].
     pub next_id: u64,
+    /// What the open of this handle dropped from the end of the WAL: a torn record, or the
+    /// `Buffered` writes after the last fsync that a power cut cut short.
+    pub dropped_wal_tail: Option<DroppedWalTail>,
 }
 
 /// What [`Store::compact`] did.
@@ -206,6 +209,8 @@ pub struct Store {
     published: RwLock<View>,
     writer: Mutex<Writer>,
     next_id: AtomicU64,
+    /// See [`StoreStats::dropped_wal_tail`].
+    dropped_wal_tail: Option<DroppedWalTail>,
     /// Serialises compactions, and property changes with them: a rewrite installs properties
     /// in its manifest, so no WAL record may set them meanwhile (replay would undo them).
     compaction: Mutex<()>,
@@ -371,42 +376,24 @@ impl Store {
             poisoned: None,
         };
         let mut next_id = manifest.next_id;
-        // Replay every WAL from the manifest's log number on, in order.
-        let mut numbers = list_numbered(dir, "wal-", ".log")?;
-        numbers.retain(|&n| n >= manifest.log_number);
-        numbers.sort_unstable();
-        let mut next_seq = manifest.next_seq;
-        let mut last_valid_len = 0;
-        for (i, &n) in numbers.iter().enumerate() {
-            let path = dir.join(wal_file_name(n));
-            let bytes = std::fs::read(&path).map_err(|e| IoError::at(&path, "read", e))?;
-            let log = wal::decode_log(&bytes, &schema, &path, Some(next_seq))?;
-            if let Some(at) = log.torn_tail
-                && i + 1 < numbers.len()
-            {
-                return Err(CorruptionError::new(
-                    &path,
-                    at,
-                    "damaged record at the end of a WAL file that is not the last",
-                )
-                .into());
-            }
-            for (seq, record) in log.records {
-                next_seq = seq + 1;
-                w.replay(&schema, record, &path, &mut next_id)?;
-            }
-            last_valid_len = log.valid_len;
-        }
+        let replay = wal::replay_logs(
+            dir,
+            &schema,
+            manifest.log_number,
+            manifest.next_seq,
+            |file, record| w.replay(&schema, record, file, &mut next_id),
+        )?;
         if writable {
-            let wal = match numbers.last() {
-                Some(&n) => WalWriter::reopen(dir, n, last_valid_len, next_seq)?,
+            let wal = match replay.numbers.last() {
+                Some(&n) => WalWriter::reopen(dir, n, replay.valid_len, replay.next_seq)?,
                 None => {
-                    let wal = WalWriter::create(dir, manifest.log_number, next_seq)?;
+                    let wal = WalWriter::create(dir, manifest.log_number, replay.next_seq)?;
                     sync_dir(dir)?;
                     wal
                 }
             };
-            w.old_wals = numbers
+            w.old_wals = replay
+                .numbers
                 .iter()
                 .copied()
                 .filter(|&n| n != wal.number())
@@ -423,6 +410,7 @@ impl Store {
             published: RwLock::new(view),
             writer: Mutex::new(w),
             next_id: AtomicU64::new(next_id),
+            dropped_wal_tail: replay.dropped_tail,
             compaction: Mutex::new(()),
             flushing: Mutex::new(()),
             pid: std::process::id(),
@@ -532,7 +520,7 @@ impl Store {
             Arc::new(Bitmap::new(n)),
         );
         records.push(wal::encode_insert(&source));
-        check_record_len(records.last().map_or(0, Vec::len))?;
+        wal::check_body_len(records.last().map_or(0, Vec::len))?;
         let max_id = rows.iter().map(|r| r.id).max().unwrap_or(0);
         drop(rows);
         let _no_compaction = (!properties.is_empty()).then(|| self.compaction.lock());
@@ -553,11 +541,13 @@ impl Store {
     }
 
     /// Deletes rows by id; ids not present are ignored. Returns how many rows were deleted.
-    /// One WAL record, durable per [`Durability`].
+    /// One WAL record, durable per [`Durability`]: more ids than one record can hold are
+    /// refused whole ([`InvalidInput::BatchTooLarge`]), however many of them are live.
     pub fn delete(&self, ids: &[u64]) -> Result<usize, CommitError> {
         if self.options.read_only {
             return Err(CommitError::ReadOnly);
         }
+        wal::check_body_len(wal::delete_body_len(ids.len()))?;
         let mut w = self.writer()?;
         let mut found: Vec<u64> = ids
             .iter()
@@ -1163,6 +1153,7 @@ impl Store {
             wal_bytes,
             disk_bytes: dir_bytes(&self.dir),
             next_id: self.next_id(),
+            dropped_wal_tail: self.dropped_wal_tail.clone(),
         };
         for src in view.sources() {
             if src.is_memtable() {
@@ -1385,19 +1376,8 @@ fn property_record(key: &str, value: &[u8]) -> Result<Vec<u8>, InvalidInput> {
         });
     }
     let record = wal::encode_set_property(key, value);
-    check_record_len(record.len())?;
+    wal::check_body_len(record.len())?;
     Ok(record)
-}
-
-/// A record body of `len` bytes fits in one WAL frame (with its sequence number).
-fn check_record_len(len: usize) -> Result<(), InvalidInput> {
-    if len + 8 > MAX_RECORD_LEN {
-        return Err(InvalidInput::BatchTooLarge {
-            len: len + 8,
-            max: MAX_RECORD_LEN,
-        });
-    }
-    Ok(())
 }
 
 /// Checks a batch for [`Store::insert`]; `next_id`: ids below it were used or handed out.
@@ -1497,25 +1477,6 @@ fn validate_rows(schema: &Schema, rows: &[Row], next_id: u64) -> Result<(), Inva
         }
     }
     Ok(())
-}
-
-/// Numbers `n` of files named `<prefix><n><suffix>` in `dir`.
-fn list_numbered(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<u64>, IoError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
-        let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name
-            .strip_prefix(prefix)
-            .and_then(|r| r.strip_suffix(suffix))
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|n| n.parse().ok())
-        {
-            out.push(n);
-        }
-    }
-    Ok(out)
 }
 
 /// Removes files of ours that the current manifest does not reference: leftovers of an

@@ -1,12 +1,16 @@
-//! Offline integrity check of a database directory.
+//! Integrity check of a database directory, offline or beside a writer.
 
 use std::path::{Path, PathBuf};
 
 use crate::codec::VerifyLevel;
 use crate::error::{CorruptionError, OpenError};
-use crate::manifest::{manifest_file_name, read_current};
-use crate::segment::{Segment, read_tombstones, tombstone_file_name};
-use crate::wal::{decode_log, wal_file_name};
+use crate::manifest::{Manifest, manifest_file_name, read_current};
+use crate::segment::{Segment, meta_file_name, read_tombstones, tombstone_file_name};
+use crate::wal::{DroppedWalTail, Replay, replay_logs, wal_file_name};
+
+/// How many times [`verify`] reads the manifest and the WAL again when it found damage while
+/// a writer replaced them, before it gives up with [`OpenError::Changing`].
+const ATTEMPTS: usize = 10;
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,8 +22,9 @@ pub struct VerifyReport {
     pub segment_rows: u64,
     /// Records in the WAL files that open would replay.
     pub wal_records: usize,
-    /// A torn final WAL record (normal after a crash; open drops it).
-    pub torn_wal_tail: Option<(PathBuf, u64)>,
+    /// What open would drop from the end of the WAL: written after the last fsync, so not a
+    /// problem (normal after a crash).
+    pub dropped_wal_tail: Option<DroppedWalTail>,
     /// Every damaged or missing file found.
     pub problems: Vec<CorruptionError>,
 }
@@ -40,76 +45,88 @@ fn as_problem(e: OpenError, fallback: &Path) -> CorruptionError {
 
 /// Checks every footer, crc32 (with [`VerifyLevel::Full`], also of the vector files),
 /// archive and WAL record of the database at `path` without modifying anything, and takes
-/// no lock. Returns `Err` only when the database cannot be found or its manifest is
-/// unreadable; damage elsewhere is listed in [`VerifyReport::problems`].
+/// no lock. Returns `Err` only when the database cannot be found, its manifest is
+/// unreadable, or (with [`OpenError::Changing`]) a writer kept replacing what it read; damage
+/// elsewhere is listed in [`VerifyReport::problems`].
 ///
-/// Meant for a database no writer is changing: a concurrent flush or compaction deletes
-/// files, which would show up as missing.
+/// A writer may be active: the manifest and the WAL are read as one state (again if a flush
+/// replaced them meanwhile), and a segment or tombstone file that a newer manifest has
+/// superseded and deleted since is not a problem.
 pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError> {
-    let (number, manifest) = read_current(path)?;
+    let (number, manifest, wal) = read_state(path)?;
     let mut report = VerifyReport {
         files_checked: vec![path.join("CURRENT"), path.join(manifest_file_name(number))],
         ..VerifyReport::default()
     };
-    let schema = &manifest.schema;
-    for info in &manifest.segments {
-        report.segments += 1;
-        report.segment_rows += info.rows;
-        match Segment::open(path, info, schema, level) {
-            Ok(seg) => report.files_checked.extend(seg.files().iter().cloned()),
-            Err(e) => report.problems.push(as_problem(
-                e,
-                &path.join(crate::segment::meta_file_name(info.id)),
-            )),
+    match wal {
+        Ok(replay) => {
+            report.wal_records = replay.records;
+            report.dropped_wal_tail = replay.dropped_tail;
+            let logs = replay.numbers.iter().map(|&n| path.join(wal_file_name(n)));
+            report.files_checked.extend(logs);
         }
+        Err(e) => report.problems.push(as_problem(
+            e,
+            &path.join(wal_file_name(manifest.log_number)),
+        )),
+    }
+    let schema = &manifest.schema;
+    let mut check = |file: PathBuf, result: Result<Vec<PathBuf>, OpenError>| match result {
+        Ok(files) => report.files_checked.extend(files),
+        Err(_) if superseded(path, number, &file) => {}
+        Err(e) => report.problems.push(as_problem(e, &file)),
+    };
+    for info in &manifest.segments {
+        // A segment's files are deleted metadata first, so a missing file of a superseded
+        // segment shows as a missing metadata file.
+        let opened = Segment::open(path, info, schema, level).map(|seg| seg.files().to_vec());
+        check(path.join(meta_file_name(info.id)), opened);
         if info.del_gen != 0 {
             let file = path.join(tombstone_file_name(info.id, info.del_gen));
-            match read_tombstones(&file, info.rows as usize) {
-                Ok(_) => report.files_checked.push(file),
-                Err(e) => report.problems.push(as_problem(e, &file)),
-            }
+            let read = read_tombstones(&file, info.rows as usize).map(|_| vec![file.clone()]);
+            check(file, read);
         }
     }
-    let mut numbers: Vec<u64> = std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name();
-                    let n = name.to_str()?.strip_prefix("wal-")?.strip_suffix(".log")?;
-                    n.parse().ok()
-                })
-                .filter(|&n| n >= manifest.log_number)
-                .collect()
-        })
-        .unwrap_or_default();
-    numbers.sort_unstable();
-    let mut next_seq = Some(manifest.next_seq);
-    for n in numbers {
-        let file = path.join(wal_file_name(n));
-        let bytes = match std::fs::read(&file) {
-            Ok(b) => b,
-            Err(e) => {
-                report
-                    .problems
-                    .push(CorruptionError::new(&file, 0, format!("unreadable: {e}")));
-                continue;
-            }
-        };
-        match decode_log(&bytes, schema, &file, next_seq) {
-            Ok(log) => {
-                report.wal_records += log.records.len();
-                next_seq = log.records.last().map(|(s, _)| s + 1).or(next_seq);
-                if let Some(at) = log.torn_tail {
-                    report.torn_wal_tail = Some((file.clone(), at));
-                }
-                report.files_checked.push(file);
-            }
-            Err(e) => {
-                report.problems.push(e);
-                next_seq = None;
-            }
-        }
-    }
+    report.segments = manifest.segments.len();
+    report.segment_rows = manifest.segments.iter().map(|s| s.rows).sum();
     Ok(report)
+}
+
+/// The manifest `CURRENT` names (with its number) and the replay of the WAL that continues
+/// it, read as one state: a flush installs a new manifest, then deletes the WAL files and
+/// the manifest it replaced, so a replay that fails while `CURRENT` changed is retried.
+fn read_state(path: &Path) -> Result<(u64, Manifest, Result<Replay, OpenError>), OpenError> {
+    let current = || std::fs::read(path.join("CURRENT")).ok();
+    let mut attempt = 1;
+    loop {
+        let before = current();
+        let state = read_current(path).map(|(number, manifest)| {
+            let replay = replay_logs(
+                path,
+                &manifest.schema,
+                manifest.log_number,
+                manifest.next_seq,
+                |_, _| Ok(()),
+            );
+            (number, manifest, replay)
+        });
+        let clean = matches!(state, Ok((_, _, Ok(_))));
+        if clean || current() == before {
+            return state;
+        }
+        if attempt == ATTEMPTS {
+            return Err(OpenError::Changing {
+                path: path.to_path_buf(),
+                attempts: ATTEMPTS,
+            });
+        }
+        attempt += 1;
+    }
+}
+
+/// Whether `file`, of manifest `number`, is missing because a writer installed a newer
+/// manifest and deleted it. Checked in this order: a file missing while `number` is still
+/// current was never deleted by a writer, which deletes only after installing.
+fn superseded(path: &Path, number: u64, file: &Path) -> bool {
+    !file.exists() && read_current(path).map(|(n, _)| n).ok() != Some(number)
 }

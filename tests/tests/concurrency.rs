@@ -6,6 +6,7 @@
 //!   some prefix of the acknowledged writes that lies between the call and its return;
 //! - one writer per database, in this process and across processes (`OpenError::Locked`),
 //!   while read-only handles may open alongside.
+//! - `verify` beside a writer that flushes and deletes in a loop reports no problem.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use hivlp_storage::{
     ElemType, MergeAll, Modality, OpenError, Rewrite, Row, Schema, Store, StoreOptions,
+    VerifyLevel, verify,
 };
 use hivlp_tests::{
     StoreImage, diff_images, dir_bytes, expected_image, expected_row, random_row, random_rows,
@@ -410,4 +412,52 @@ fn one_writer_per_database_in_process_and_across_processes() {
     // Released when the holder exits.
     let writer = Store::open(&dir, StoreOptions::default()).unwrap();
     assert_eq!(writer.view().len(), 3);
+}
+
+/// Each flush rotates the WAL, installs a new manifest and deletes the WAL, manifest and
+/// tombstones it replaced. `verify` reads the manifest, then every segment (many here, so
+/// that a flush often lands in between), then the WAL: it must still see one consistent
+/// state, and call nothing damaged that a flush merely superseded.
+#[test]
+fn verify_beside_a_flushing_writer_reports_no_problems() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let schema = small_schema(ElemType::F32, ElemType::I8);
+    let store = Store::create(&dir, schema.clone(), StoreOptions::default()).unwrap();
+    const SEGMENTS: u64 = 30;
+    for id in 0..SEGMENTS {
+        store
+            .insert(random_rows(&schema, SEED, id..id + 1))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let done = AtomicBool::new(false);
+    let (mut runs, mut failed) = (0, Vec::new());
+    thread::scope(|s| {
+        s.spawn(|| {
+            for id in SEGMENTS..SEGMENTS + 150 {
+                store
+                    .insert(random_rows(&schema, SEED, id..id + 1))
+                    .unwrap();
+                store.delete(&[id - SEGMENTS]).unwrap();
+                store.flush().unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        while !done.load(Ordering::SeqCst) {
+            runs += 1;
+            match verify(&dir, VerifyLevel::Cheap) {
+                Ok(report) if report.is_ok() => {}
+                Ok(report) => failed.push(format!("{:?}", report.problems)),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of {runs} runs failed, first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(verify(&dir, VerifyLevel::Full).unwrap().is_ok());
 }

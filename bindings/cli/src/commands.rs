@@ -401,7 +401,12 @@ pub fn verify(db: &Path, json: bool) -> CliResult {
             "segments": report.segments,
             "segment_rows": report.segment_rows,
             "wal_records": report.wal_records,
-            "torn_wal_tail": report.torn_wal_tail.as_ref().map(|(f, o)| format!("{}@{o}", f.display())),
+            "dropped_wal_tail": report.dropped_wal_tail.as_ref().map(|t| serde_json::json!({
+                "file": t.file.display().to_string(),
+                "offset": t.offset,
+                "bytes": t.bytes,
+                "records": t.records,
+            })),
             "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
         out!("{value:#}");
@@ -416,10 +421,12 @@ pub fn verify(db: &Path, json: bool) -> CliResult {
             report.segments,
             report.segment_rows,
             report.wal_records,
-            if report.torn_wal_tail.is_some() {
-                ", a torn WAL tail (dropped at open)"
-            } else {
-                ""
+            match &report.dropped_wal_tail {
+                Some(t) => format!(
+                    ", a WAL tail past the last fsync that open drops ({} bytes, {} intact records)",
+                    t.bytes, t.records
+                ),
+                None => String::new(),
             }
         );
     }

@@ -285,13 +285,24 @@ pub fn verify_report<'py>(
     dict.set_item("segment_rows", report.segment_rows)?;
     dict.set_item("wal_records", report.wal_records)?;
     dict.set_item(
-        "torn_wal_tail",
-        report
-            .torn_wal_tail
-            .as_ref()
-            .map(|(file, offset)| (file.clone(), *offset)),
+        "dropped_wal_tail",
+        dropped_wal_tail(py, report.dropped_wal_tail.as_ref())?,
     )?;
     Ok(dict)
+}
+
+/// What an open drops from the end of the WAL, as a dict (`None`: nothing).
+fn dropped_wal_tail<'py>(
+    py: Python<'py>,
+    tail: Option<&engine::DroppedWalTail>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(t) = tail else { return Ok(None) };
+    let dict = PyDict::new(py);
+    dict.set_item("file", &t.file)?;
+    dict.set_item("offset", t.offset)?;
+    dict.set_item("bytes", t.bytes)?;
+    dict.set_item("records", t.records)?;
+    Ok(Some(dict))
 }
 
 pub fn compaction_report<'py>(
@@ -326,6 +337,10 @@ pub fn stats<'py>(py: Python<'py>, db: &engine::Database) -> PyResult<Bound<'py,
     dict.set_item("wal_bytes", store.wal_bytes)?;
     dict.set_item("disk_bytes", store.disk_bytes)?;
     dict.set_item("next_id", store.next_id)?;
+    dict.set_item(
+        "dropped_wal_tail",
+        dropped_wal_tail(py, store.dropped_wal_tail.as_ref())?,
+    )?;
     dict.set_item("fine_dim", schema.fine_dim)?;
     dict.set_item("coarse_dim", schema.coarse_dim)?;
     dict.set_item("fine_dtype", name(schema.fine_type))?;

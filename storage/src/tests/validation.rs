@@ -188,3 +188,24 @@ fn ids_above_max_id_come_only_from_allocate_ids() {
     let store = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(store.allocate_ids(1), MAX_ID + 3..MAX_ID + 4);
 }
+
+/// A delete of more ids than one WAL record holds is refused whole, before any id is looked up
+/// (the ids here are zero pages that are never touched).
+#[test]
+fn delete_of_more_ids_than_one_record_holds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F16);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..3)).unwrap();
+    let wal_before = store.stats().unwrap().wal_bytes;
+    let ids = vec![0u64; crate::wal::MAX_RECORD_LEN / 8];
+    match store.delete(&ids) {
+        Err(CommitError::InvalidInput(InvalidInput::BatchTooLarge { len, max })) => {
+            assert!(len > max, "{len} <= {max}")
+        }
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    assert_eq!(store.view().len(), 3);
+    assert_eq!(store.stats().unwrap().wal_bytes, wal_before);
+    assert_eq!(store.delete(&ids[..2]).unwrap(), 1);
+}
