@@ -49,29 +49,27 @@ compile_error!(
     "hivlp's file format maps little-endian data directly; big-endian hosts are not supported"
 );
 
-mod bitmap;
-mod codec;
-mod column;
+mod data;
 mod error;
-mod file_name;
+mod format;
 pub mod manifest;
 mod merge;
 mod schema;
 pub mod segment;
 mod source;
 mod store;
-mod vectors;
 mod verify;
 pub mod wal;
 
-pub use bitmap::Bitmap;
-pub use codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
-pub use column::VectorColumn;
+pub use data::bitmap::Bitmap;
+pub use data::column::VectorColumn;
+pub use data::vectors::{ROW_ALIGN, encode_row, stride};
 pub use error::{
     CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
     OpenError, SnapshotError, Tier,
 };
-pub use file_name::FileName;
+pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
+pub use format::file_name::FileName;
 pub use merge::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
 pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, TierVectors};
 pub use segment::{CoarseRewrite, Rewrite};
@@ -80,7 +78,6 @@ pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
     MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
-pub use vectors::{ROW_ALIGN, encode_row, stride};
 pub use verify::{VerifyReport, verify};
 pub use wal::DroppedWalTail;
 

@@ -7,9 +7,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use crate::codec::{self, Decoder, Encoder, FileKind};
 use crate::error::{CorruptionError, IoError, OpenError};
-use crate::file_name::FileName;
+use crate::format::codec::{self, Decoder, Encoder, FileKind};
+use crate::format::file_name::FileName;
 use crate::schema::{Metric, Schema};
 use crate::segment::{SegmentInfo, decode_elem, encode_elem};
 

@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{Advice, Mmap};
 
-use crate::bitmap::Bitmap;
-use crate::codec::{self, Decoder, FileKind, VerifyLevel};
-use crate::column::VectorColumn;
+use crate::data::bitmap::Bitmap;
+use crate::data::column::VectorColumn;
+use crate::data::vectors::{encode_row, stride};
 use crate::error::{CompactionError, CorruptionError, IoError, OpenError};
-use crate::file_name::FileName;
+use crate::format::codec::{self, Decoder, FileKind, VerifyLevel};
+use crate::format::file_name::FileName;
 use crate::schema::{ElemType, Modality, Schema};
 use crate::source::{RowMeta, Source};
-use crate::vectors::{encode_row, stride};
 
 /// Size of the descriptor that ends a vector file's body (before the footer).
 const DESCRIPTOR_LEN: usize = 32;

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use crate::bitmap::Bitmap;
-use crate::column::VectorColumn;
+use crate::data::bitmap::Bitmap;
+use crate::data::column::VectorColumn;
+use crate::data::vectors::{OwnedColumn, stride};
 use crate::schema::{ElemType, Modality, Properties, Row, Schema};
 use crate::segment::Segment;
-use crate::vectors::{OwnedColumn, stride};
 
 /// Caption, URI and user metadata of one row, borrowed from the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::bitmap::Bitmap;
-use crate::codec::VerifyLevel;
+use crate::data::bitmap::Bitmap;
 use crate::error::{
     CommitError, CompactionError, CorruptionError, ForkedError, InvalidInput, IoError, OpenError,
     SnapshotError, Tier,
 };
-use crate::file_name::FileName;
+use crate::format::codec::VerifyLevel;
+use crate::format::file_name::FileName;
 use crate::manifest::{self, Manifest, manifest_file_name, sync_dir};
 use crate::merge::{MergePolicy, SegmentStats};
 use crate::schema::{ElemType, Modality, Properties, Row, Schema};

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::codec::VerifyLevel;
 use crate::error::{CorruptionError, OpenError};
+use crate::format::codec::VerifyLevel;
 use crate::manifest::{Manifest, manifest_file_name, read_current};
 use crate::segment::{Segment, meta_file_name, read_tombstones, tombstone_file_name};
 use crate::wal::{DroppedWalTail, Replay, replay_logs, wal_file_name};

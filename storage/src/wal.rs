@@ -20,9 +20,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::codec::{Decoder, Encoder};
 use crate::error::{CorruptionError, InvalidInput, IoError, OpenError};
-use crate::file_name::FileName;
+use crate::format::codec::{Decoder, Encoder};
+use crate::format::file_name::FileName;
 use crate::schema::{ElemType, Modality, Schema};
 use crate::source::Source;
 
