@@ -12,21 +12,27 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::data::bitmap::Bitmap;
+use crate::data::segment::{Segment, read_tombstones};
+use crate::data::source::{Backing, MemBatch, Source, View};
 use crate::error::{
     CommitError, CompactionError, CorruptionError, ForkedError, InvalidInput, IoError, OpenError,
     SnapshotError, Tier,
 };
+use crate::format::codec::Encoder;
 use crate::format::codec::VerifyLevel;
 use crate::format::file_name::FileName;
-use crate::manifest::{self, Manifest, manifest_file_name, sync_dir};
+use crate::format::manifest::{self, Manifest, manifest_file_name};
+use crate::format::segment::{SegmentInfo, tombstone_file_name};
+use crate::format::wal::{self, DroppedWalTail, KIND_INSERT, WalRecord, wal_file_name};
+use crate::io::manifest::{read_current, sync_dir};
+use crate::io::wal::{WalWriter, replay_logs};
 use crate::merge::{MergePolicy, SegmentStats};
 use crate::schema::{ElemType, Modality, Properties, Row, Schema};
-use crate::segment::{
-    CoarseRewrite, Rewrite, RowRef, Segment, SegmentInfo, read_tombstones, tombstone_file_name,
-    write_segment, write_tombstones,
-};
-use crate::source::{Backing, MemBatch, Source, View};
-use crate::wal::{self, DroppedWalTail, WalRecord, WalWriter, wal_file_name};
+
+mod segment_writer;
+
+pub use segment_writer::{CoarseRewrite, Rewrite};
+use segment_writer::{RowRef, write_segment, write_tombstones};
 
 /// Largest caption, in bytes.
 pub const MAX_CAPTION_BYTES: usize = 64 * 1024;
@@ -349,7 +355,7 @@ impl Store {
 
     fn load(dir: &Path, options: StoreOptions, lock: Option<File>) -> Result<Store, OpenError> {
         let writable = lock.is_some();
-        let (manifest_number, manifest) = manifest::read_current(dir)?;
+        let (manifest_number, manifest) = read_current(dir)?;
         let schema = Arc::new(manifest.schema.clone());
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for info in &manifest.segments {
@@ -376,7 +382,7 @@ impl Store {
             poisoned: None,
         };
         let mut next_id = manifest.next_id;
-        let replay = wal::replay_logs(
+        let replay = replay_logs(
             dir,
             &schema,
             manifest.log_number,
@@ -519,7 +525,7 @@ impl Store {
             self.schema.clone(),
             Arc::new(Bitmap::new(n)),
         );
-        records.push(wal::encode_insert(&source));
+        records.push(encode_insert(&source));
         wal::check_body_len(records.last().map_or(0, Vec::len))?;
         let max_id = rows.iter().map(|r| r.id).max().unwrap_or(0);
         drop(rows);
@@ -1204,11 +1210,12 @@ fn discard(outputs: &[Option<Arc<Segment>>]) {
 
 /// Removes the files of a segment that was written but never opened.
 fn remove_segment_files(dir: &Path, info: &SegmentInfo) {
-    let _ = std::fs::remove_file(dir.join(crate::segment::meta_file_name(info.id)));
+    let _ = std::fs::remove_file(dir.join(crate::format::segment::meta_file_name(info.id)));
     for m in Modality::ALL.into_iter().filter(|m| info.has_modality(*m)) {
         for fine in [false, true] {
-            let _ =
-                std::fs::remove_file(dir.join(crate::segment::vector_file_name(info.id, m, fine)));
+            let _ = std::fs::remove_file(
+                dir.join(crate::format::segment::vector_file_name(info.id, m, fine)),
+            );
         }
     }
 }
@@ -1380,6 +1387,38 @@ fn property_record(key: &str, value: &[u8]) -> Result<Vec<u8>, InvalidInput> {
     Ok(record)
 }
 
+/// Payload body (after sequence number and kind) of an insert of all rows of `batch`.
+pub(crate) fn encode_insert(batch: &Source) -> Vec<u8> {
+    let mut e = Encoder::default();
+    e.u8(KIND_INSERT);
+    e.u32(batch.rows() as u32);
+    for r in 0..batch.rows() {
+        e.u64(batch.id(r));
+        let m = batch.meta(r);
+        e.opt_str(m.caption);
+        e.opt_str(m.uri);
+        e.bytes(m.metadata);
+        let mask = Modality::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| batch.has(**m).get(r))
+            .fold(0u8, |acc, (i, _)| acc | (1 << i));
+        e.u8(mask);
+        for m in Modality::ALL {
+            if !batch.has(m).get(r) {
+                continue;
+            }
+            for col in [batch.coarse(m), batch.fine(m)] {
+                if let Some(s) = col.scales() {
+                    e.u32(s[r].to_bits());
+                }
+                e.buf.extend_from_slice(col.row_bytes(r));
+            }
+        }
+    }
+    e.buf
+}
+
 /// Checks a batch for [`Store::insert`]; `next_id`: ids below it were used or handed out.
 fn validate_rows(schema: &Schema, rows: &[Row], next_id: u64) -> Result<(), InvalidInput> {
     if rows.is_empty() {
@@ -1525,7 +1564,7 @@ fn remove_files(dir: &Path, doomed: impl Fn(FileName) -> bool) -> Result<(), IoE
 fn link_or_copy(from: &Path, identity: (u64, u64), bytes: &[u8], to: &Path) -> Result<(), IoError> {
     if std::fs::hard_link(from, to).is_ok() {
         let linked = std::fs::symlink_metadata(to).map_err(|e| IoError::at(to, "stat", e))?;
-        if crate::segment::identity(&linked) == identity {
+        if crate::data::segment::identity(&linked) == identity {
             return Ok(());
         }
         // `from` names another file now: the link is not ours to keep.
