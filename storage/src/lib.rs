@@ -53,7 +53,6 @@ mod data;
 mod error;
 mod format;
 mod io;
-mod merge;
 mod schema;
 mod store;
 mod verify;
@@ -95,13 +94,13 @@ pub use error::{
 pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
 pub use format::file_name::FileName;
 pub use format::wal::DroppedWalTail;
-pub use merge::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
 pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, TierVectors};
 pub use store::{CoarseRewrite, Rewrite};
 pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
     MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
+pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
 pub use verify::{VerifyReport, verify};
 
 #[cfg(test)]

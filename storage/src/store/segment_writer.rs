@@ -188,3 +188,15 @@ pub(crate) fn write_tombstones(
     w.write(bytemuck::cast_slice(deleted.words()))?;
     w.finish(FileKind::Tombstones)
 }
+
+/// Every live row of `sources`, in order.
+pub(super) fn live_rows(sources: &[Source]) -> Vec<RowRef<'_>> {
+    sources
+        .iter()
+        .flat_map(|s| {
+            (0..s.rows())
+                .filter(|&r| !s.is_deleted(r))
+                .map(move |row| RowRef { source: s, row })
+        })
+        .collect()
+}
