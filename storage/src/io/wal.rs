@@ -167,8 +167,8 @@ impl WalWriter {
         self.next_seq
     }
 
-    /// Appends one record (`body` starts with the kind byte, and passed [`check_body_len`])
-    /// in a single write.
+    /// Appends one record (`body` starts with the kind byte, and passed
+    /// [`check_body_len`](crate::format::wal::check_body_len)) in a single write.
     pub fn append(&mut self, body: &[u8]) -> Result<(), IoError> {
         let len = PAYLOAD_PREFIX + body.len();
         let mut frame = Vec::with_capacity(HEADER_LEN + len);

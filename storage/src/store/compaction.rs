@@ -21,9 +21,9 @@ impl Store {
     /// Merges segments chosen by `policy` into new segments without their deleted rows,
     /// then swaps the manifest. Inserts, deletes and readers continue meanwhile: the writer
     /// lock is held only to pick the segments and to install the result; the merged
-    /// segments' files are deleted when the last [`View`] using them is dropped. A compaction
-    /// that fails before its manifest is installed changes nothing (its new files are
-    /// removed); one whose manifest install fails poisons the handle.
+    /// segments' files are deleted when the last [`View`](crate::View) using them is dropped.
+    /// A compaction that fails before its manifest is installed changes nothing (its new files
+    /// are removed); one whose manifest install fails poisons the handle.
     ///
     /// With `rewrite`, the memtable is flushed first, every merged row's coarse vectors are
     /// recomputed from its fine vectors (use [`MergeAll`](crate::MergeAll) so that every row

@@ -14,7 +14,7 @@
 //! after the last good one, matching crc). If one of them was appended after P had been
 //! fsynced (its durable length is past P), the damage is in durable data: corruption.
 //! Otherwise replay stops at P, reports the dropped tail, and the writer truncates it. The
-//! scan is linear in the length of the tail (see [`PrefixCrcs`]).
+//! scan is linear in the length of the tail (see [`PrefixCrcs`](frame::PrefixCrcs)).
 
 use std::path::{Path, PathBuf};
 
