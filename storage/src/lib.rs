@@ -49,40 +49,59 @@ compile_error!(
     "hivlp's file format maps little-endian data directly; big-endian hosts are not supported"
 );
 
-mod bitmap;
-mod codec;
-mod column;
+mod data;
 mod error;
-mod file_name;
-pub mod manifest;
-mod merge;
+mod format;
+mod io;
 mod schema;
-pub mod segment;
-mod source;
 mod store;
-mod vectors;
 mod verify;
-pub mod wal;
 
-pub use bitmap::Bitmap;
-pub use codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
-pub use column::VectorColumn;
+/// The manifest's format (kept at its old path; the code lives in `format/manifest.rs`, its
+/// install and read in `io/manifest.rs`).
+pub mod manifest {
+    pub use crate::format::manifest::{MAX_DIM, Manifest, check_schema, manifest_file_name};
+}
+
+/// Segments (kept at their old path): descriptors and file names from `format/segment.rs`,
+/// the reader from `data/segment.rs`, the rewrite hook of the writer in `store/`.
+pub mod segment {
+    pub use crate::data::segment::Segment;
+    pub use crate::format::segment::{
+        SegmentInfo, meta_file_name, tombstone_file_name, vector_file_name,
+    };
+    pub use crate::store::{CoarseRewrite, Rewrite};
+}
+
+/// The WAL's record format (kept at its old path; the code lives in `format/wal/`, the writer
+/// and the replay in `io/wal.rs`).
+pub mod wal {
+    pub use crate::format::wal::{
+        DroppedWalTail, EncodedRow, EncodedVectors, LogContents, MAX_RECORD_LEN, WalRecord,
+        decode_log, wal_file_name,
+    };
+}
+
+pub use data::bitmap::Bitmap;
+pub use data::column::VectorColumn;
+pub use data::segment::RowMeta;
+pub use data::source::{Source, View};
+pub use data::vectors::{ROW_ALIGN, encode_row, stride};
 pub use error::{
     CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
     OpenError, SnapshotError, Tier,
 };
-pub use file_name::FileName;
-pub use merge::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
+pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
+pub use format::file_name::FileName;
+pub use format::wal::DroppedWalTail;
 pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, TierVectors};
-pub use segment::{CoarseRewrite, Rewrite};
-pub use source::{RowMeta, Source, View};
+pub use store::{CoarseRewrite, Rewrite};
 pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
     MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
-pub use vectors::{ROW_ALIGN, encode_row, stride};
+pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
 pub use verify::{VerifyReport, verify};
-pub use wal::DroppedWalTail;
 
 #[cfg(test)]
 mod tests;

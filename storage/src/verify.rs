@@ -2,11 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::codec::VerifyLevel;
+use crate::data::segment::{Segment, read_tombstones};
 use crate::error::{CorruptionError, OpenError};
-use crate::manifest::{Manifest, manifest_file_name, read_current};
-use crate::segment::{Segment, meta_file_name, read_tombstones, tombstone_file_name};
-use crate::wal::{DroppedWalTail, Replay, replay_logs, wal_file_name};
+use crate::format::codec::VerifyLevel;
+use crate::format::manifest::{Manifest, manifest_file_name};
+use crate::format::segment::{meta_file_name, tombstone_file_name};
+use crate::format::wal::{DroppedWalTail, wal_file_name};
+use crate::io::manifest::read_current;
+use crate::io::wal::{Replay, replay_logs};
 
 /// How many times [`verify`] reads the manifest and the WAL again when it found damage while
 /// a writer replaced them, before it gives up with [`OpenError::Changing`].

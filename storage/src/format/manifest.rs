@@ -1,17 +1,16 @@
 //! The manifest: everything needed to open a database besides the WAL. `CURRENT` names the
 //! live `MANIFEST-<n>`; both are replaced atomically (write a new file, fsync it, rename,
-//! fsync the directory). [`Manifest::decode`] is the entry point of the manifest fuzz target.
+//! fsync the directory: see [`crate::io::manifest`]). [`Manifest::decode`] is the entry point
+//! of the manifest fuzz target.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
-use crate::codec::{self, Decoder, Encoder, FileKind};
-use crate::error::{CorruptionError, IoError, OpenError};
-use crate::file_name::FileName;
+use crate::error::CorruptionError;
+use crate::format::codec::{self, Decoder, Encoder, FileKind};
+use crate::format::file_name::FileName;
+use crate::format::segment::{SegmentInfo, decode_elem, encode_elem};
 use crate::schema::{Metric, Schema};
-use crate::segment::{SegmentInfo, decode_elem, encode_elem};
 
 /// Largest vector dimension a schema may declare.
 pub const MAX_DIM: usize = 1 << 16;
@@ -156,79 +155,14 @@ impl Manifest {
             properties,
         })
     }
-
-    /// Writes `MANIFEST-<number>` and atomically points `CURRENT` at it.
-    pub(crate) fn install(&self, dir: &Path, number: u64) -> Result<(), IoError> {
-        let name = manifest_file_name(number);
-        write_durable(&dir.join(&name), &self.encode())?;
-        // Every file the new manifest references (segments, tombstones, the WAL) must be
-        // durably linked into the directory before CURRENT can name it.
-        sync_dir(dir)?;
-        let tmp = dir.join("CURRENT.tmp");
-        write_durable(&tmp, format!("{name}\n").as_bytes())?;
-        let current = dir.join("CURRENT");
-        std::fs::rename(&tmp, &current).map_err(|e| IoError::at(&current, "rename onto", e))?;
-        sync_dir(dir)
-    }
-}
-
-/// Reads `CURRENT` and the manifest it names: `(manifest number, manifest)`.
-pub(crate) fn read_current(dir: &Path) -> Result<(u64, Manifest), OpenError> {
-    let current = dir.join("CURRENT");
-    let text = match std::fs::read(&current) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(OpenError::NotFound {
-                path: dir.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(IoError::at(&current, "read", e).into()),
-    };
-    let number = std::str::from_utf8(&text)
-        .ok()
-        .and_then(|t| t.strip_suffix('\n'))
-        .and_then(FileName::parse)
-        .and_then(|name| match name {
-            FileName::Manifest(n) => Some(n),
-            _ => None,
-        })
-        .ok_or_else(|| CorruptionError::new(&current, 0, "CURRENT does not name a manifest"))?;
-    let path = dir.join(manifest_file_name(number));
-    let bytes = std::fs::read(&path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            OpenError::Corruption(CorruptionError::new(
-                &current,
-                0,
-                format!("CURRENT names {}, which is missing", path.display()),
-            ))
-        } else {
-            IoError::at(&path, "read", e).into()
-        }
-    })?;
-    Ok((number, Manifest::decode(&bytes, &path)?))
-}
-
-/// Creates (or replaces) `path` with `bytes` and fsyncs it.
-pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let mut f = File::create(path).map_err(|e| IoError::at(path, "create", e))?;
-    f.write_all(bytes)
-        .map_err(|e| IoError::at(path, "write", e))?;
-    f.sync_all().map_err(|e| IoError::at(path, "fsync", e))
-}
-
-/// fsyncs a directory so that creations, renames and deletions in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), IoError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| IoError::at(dir, "fsync directory", e))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::schema::ElemType;
 
-    fn sample() -> Manifest {
+    pub(crate) fn sample() -> Manifest {
         Manifest {
             schema: Schema {
                 fine_dim: 256,
@@ -274,22 +208,5 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..n], p).is_err());
         }
-    }
-
-    #[test]
-    fn install_swaps_current() {
-        let d = tempfile::tempdir().unwrap();
-        let mut m = sample();
-        m.install(d.path(), 1).unwrap();
-        assert_eq!(read_current(d.path()).unwrap(), (1, m.clone()));
-        m.next_id = 100;
-        m.install(d.path(), 2).unwrap();
-        assert_eq!(read_current(d.path()).unwrap(), (2, m));
-        assert!(!d.path().join("CURRENT.tmp").exists());
-        std::fs::write(d.path().join("CURRENT"), b"garbage").unwrap();
-        assert!(matches!(
-            read_current(d.path()),
-            Err(OpenError::Corruption(_))
-        ));
     }
 }

@@ -3,19 +3,11 @@
 
 use std::sync::Arc;
 
-use crate::bitmap::Bitmap;
-use crate::column::VectorColumn;
+use crate::data::bitmap::Bitmap;
+use crate::data::column::VectorColumn;
+use crate::data::segment::{RowMeta, Segment};
+use crate::data::vectors::{OwnedColumn, stride};
 use crate::schema::{ElemType, Modality, Properties, Row, Schema};
-use crate::segment::Segment;
-use crate::vectors::{OwnedColumn, stride};
-
-/// Caption, URI and user metadata of one row, borrowed from the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RowMeta<'a> {
-    pub caption: Option<&'a str>,
-    pub uri: Option<&'a str>,
-    pub metadata: &'a [u8],
-}
 
 #[derive(Debug, Clone)]
 struct OwnedMeta {
@@ -95,7 +87,10 @@ impl MemBatch {
 
     /// Decodes rows whose vectors are already encoded (WAL replay): `vectors(row, m)` yields
     /// `(coarse bytes, coarse scale, fine bytes, fine scale)` for rows that have modality `m`.
-    pub fn from_encoded<'a>(schema: &Schema, rows: &[crate::wal::EncodedRow<'a>]) -> MemBatch {
+    pub fn from_encoded<'a>(
+        schema: &Schema,
+        rows: &[crate::format::wal::EncodedRow<'a>],
+    ) -> MemBatch {
         let n = rows.len();
         let mut has = [Bitmap::new(n), Bitmap::new(n)];
         let mut columns: [Option<[OwnedColumn; 2]>; 2] = [None, None];

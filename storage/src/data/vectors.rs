@@ -1,7 +1,7 @@
 //! Conversion of `f32` input vectors to stored element types, and 64-byte aligned in-memory
 //! columns (the memtable's equivalent of a mapped vector file).
 
-use crate::column::VectorColumn;
+use crate::data::column::VectorColumn;
 use crate::schema::ElemType;
 
 /// Row alignment of every vector column, in memory and on disk.

@@ -1,0 +1,9 @@
+//! Bytes only, no I/O: the codec and footer every file ends with, the one `FileName` enum
+//! that every file name is built from and parsed by, the manifest encoding, WAL record
+//! encoding and decoding, and segment descriptors.
+
+pub(crate) mod codec;
+pub(crate) mod file_name;
+pub(crate) mod manifest;
+pub(crate) mod segment;
+pub(crate) mod wal;

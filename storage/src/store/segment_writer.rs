@@ -1,0 +1,202 @@
+//! Writes segments and tombstones from the rows of readers' [`Source`]s: the flush,
+//! compaction and snapshot paths share it.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::bitmap::Bitmap;
+use crate::data::source::Source;
+use crate::data::vectors::{encode_row, stride};
+use crate::error::{CompactionError, IoError};
+use crate::format::codec::FileKind;
+use crate::format::segment::{
+    DESCRIPTOR_LEN, SegmentInfo, SegmentMeta, encode_elem, meta_file_name, modality_bit,
+    modality_index, tombstone_file_name, vector_file_name,
+};
+use crate::io::file_writer::FileWriter;
+use crate::schema::{ElemType, Modality, Schema};
+
+/// One row to copy into a new segment.
+#[derive(Clone, Copy)]
+pub(crate) struct RowRef<'a> {
+    pub source: &'a Source,
+    pub row: usize,
+}
+
+/// Recomputes a row's coarse vector from its fine vector during compaction (e.g. after the
+/// engine refits its coarse projection). Arguments: the modality, the fine vector as `f32`
+/// (dequantised), and the coarse output buffer of `schema.coarse_dim` values to fill.
+pub type CoarseRewrite = dyn Fn(Modality, &[f32], &mut [f32]) + Send + Sync;
+
+/// A compaction that recomputes coarse vectors: every merged row's coarse vectors come from
+/// `coarse`, and `properties` (what the engine needs to score the new vectors, e.g. the
+/// projection that made them) are set in the same manifest. Readers, in this process and
+/// others, see the new rows and their properties together or neither.
+pub struct Rewrite<'a> {
+    pub coarse: &'a CoarseRewrite,
+    pub properties: Vec<(String, Vec<u8>)>,
+}
+
+/// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory).
+/// On error the files written so far are removed.
+pub(crate) fn write_segment(
+    dir: &Path,
+    id: u64,
+    schema: &Schema,
+    rows: &[RowRef<'_>],
+    rewrite: Option<&CoarseRewrite>,
+) -> Result<SegmentInfo, CompactionError> {
+    let mut written = Vec::new();
+    let result = write_segment_files(dir, id, schema, rows, rewrite, &mut written);
+    if result.is_err() {
+        for f in written {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    result
+}
+
+fn write_segment_files(
+    dir: &Path,
+    id: u64,
+    schema: &Schema,
+    rows: &[RowRef<'_>],
+    rewrite: Option<&CoarseRewrite>,
+    written: &mut Vec<PathBuf>,
+) -> Result<SegmentInfo, CompactionError> {
+    let n = rows.len();
+    let mut has = [Bitmap::new(n), Bitmap::new(n)];
+    for (i, r) in rows.iter().enumerate() {
+        for m in Modality::ALL {
+            if r.source.has(m).get(r.row) {
+                has[modality_index(m)].set(i);
+            }
+        }
+    }
+    let mut modalities = 0u8;
+    let mut fine_buf = Vec::new();
+    let mut coarse_buf = vec![0f32; schema.coarse_dim];
+    for m in Modality::ALL {
+        let has_m = &has[modality_index(m)];
+        if has_m.count_ones() == 0 {
+            continue;
+        }
+        modalities |= modality_bit(m);
+        for fine in [false, true] {
+            let (elem, dim) = if fine {
+                (schema.fine_type, schema.fine_dim)
+            } else {
+                (schema.coarse_type, schema.coarse_dim)
+            };
+            let stride = stride(elem, dim);
+            let path = dir.join(vector_file_name(id, m, fine));
+            written.push(path.clone());
+            let mut w = FileWriter::create(path)?;
+            let mut row_buf = vec![0u8; stride];
+            let mut scales = Vec::with_capacity(if elem == ElemType::I8 { n } else { 0 });
+            for (i, r) in rows.iter().enumerate() {
+                row_buf.fill(0);
+                let mut scale = 0.0;
+                if has_m.get(i) {
+                    let fine_col = r.source.fine(m);
+                    match rewrite.filter(|_| !fine) {
+                        Some(hook) => {
+                            fine_col.row_to_f32(r.row, &mut fine_buf);
+                            coarse_buf.fill(0.0);
+                            hook(m, &fine_buf, &mut coarse_buf);
+                            // An f16 beyond ±65504 would be stored as an infinity.
+                            let storable = |v: f32| {
+                                v.is_finite()
+                                    && (elem != ElemType::F16
+                                        || v.abs() <= f32::from(half::f16::MAX))
+                            };
+                            if let Some((j, v)) =
+                                coarse_buf.iter().enumerate().find(|(_, v)| !storable(**v))
+                            {
+                                return Err(CompactionError::Rewrite(format!(
+                                    "{m:?} coarse vector of id {} holds {v} at index {j}",
+                                    r.source.id(r.row)
+                                )));
+                            }
+                            scale =
+                                encode_row(elem, &coarse_buf, &mut row_buf[..dim * elem.size()]);
+                        }
+                        None => {
+                            let col = if fine { fine_col } else { r.source.coarse(m) };
+                            let raw = col.row_bytes(r.row);
+                            row_buf[..raw.len()].copy_from_slice(raw);
+                            scale = col.scales().map_or(0.0, |s| s[r.row]);
+                        }
+                    }
+                }
+                w.write(&row_buf)?;
+                if elem == ElemType::I8 {
+                    scales.push(scale);
+                }
+            }
+            w.write(bytemuck::cast_slice(&scales))?;
+            let mut desc = [0u8; DESCRIPTOR_LEN];
+            desc[0] = encode_elem(elem);
+            desc[4..8].copy_from_slice(&(dim as u32).to_le_bytes());
+            desc[8..12].copy_from_slice(&(stride as u32).to_le_bytes());
+            desc[16..24].copy_from_slice(&(n as u64).to_le_bytes());
+            w.write(&desc)?;
+            w.finish(FileKind::Vectors)?;
+        }
+    }
+    let ids: Vec<u64> = rows.iter().map(|r| r.source.id(r.row)).collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by_key(|&r| ids[r as usize]);
+    let mut meta = SegmentMeta {
+        ids,
+        order,
+        captions: Vec::with_capacity(n),
+        uris: Vec::with_capacity(n),
+        metadata: Vec::with_capacity(n),
+        has_image: has[0].words().to_vec(),
+        has_text: has[1].words().to_vec(),
+    };
+    for r in rows {
+        let m = r.source.meta(r.row);
+        meta.captions.push(m.caption.map(str::to_owned));
+        meta.uris.push(m.uri.map(str::to_owned));
+        meta.metadata.push(m.metadata.to_vec());
+    }
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&meta)
+        .map_err(|e| IoError::new("serialising segment metadata", std::io::Error::other(e)))?;
+    let path = dir.join(meta_file_name(id));
+    written.push(path.clone());
+    let mut w = FileWriter::create(path)?;
+    w.write(&archive)?;
+    w.finish(FileKind::Meta)?;
+    Ok(SegmentInfo {
+        id,
+        rows: n as u64,
+        modalities,
+        del_gen: 0,
+    })
+}
+
+/// Writes tombstone generation `generation` of segment `id`: `[rows u64][words u64…]`.
+pub(crate) fn write_tombstones(
+    dir: &Path,
+    id: u64,
+    generation: u64,
+    deleted: &Bitmap,
+) -> Result<PathBuf, IoError> {
+    let mut w = FileWriter::create(dir.join(tombstone_file_name(id, generation)))?;
+    w.write(&(deleted.len() as u64).to_le_bytes())?;
+    w.write(bytemuck::cast_slice(deleted.words()))?;
+    w.finish(FileKind::Tombstones)
+}
+
+/// Every live row of `sources`, in order.
+pub(super) fn live_rows(sources: &[Source]) -> Vec<RowRef<'_>> {
+    sources
+        .iter()
+        .flat_map(|s| {
+            (0..s.rows())
+                .filter(|&r| !s.is_deleted(r))
+                .map(move |row| RowRef { source: s, row })
+        })
+        .collect()
+}

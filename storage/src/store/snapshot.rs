@@ -1,0 +1,214 @@
+//! Snapshot: a consistent copy of the database into a new directory, linked or copied from
+//! what the handle maps.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::Store;
+use super::segment_writer::{live_rows, write_segment, write_tombstones};
+use crate::data::source::View;
+use crate::error::{CommitError, CompactionError, IoError, SnapshotError};
+use crate::format::manifest::Manifest;
+use crate::io::manifest::sync_dir;
+
+impl Store {
+    /// Writes a consistent copy of the database as it is at this moment into `dest`, a new
+    /// directory (missing parents are created) that must not exist and must not lie inside
+    /// the database directory. The copy is built from what this handle holds open: segment
+    /// files are hard-linked when the link is to the very file this handle maps (copied from
+    /// the mapping otherwise, e.g. after a writer compacted it away or across file systems),
+    /// tombstones are written from memory, and the memtable becomes a segment of the copy.
+    /// Nothing is left behind on failure. Readers are never blocked; writers only while the
+    /// state is captured.
+    pub fn snapshot(&self, dest: &Path) -> Result<(), SnapshotError> {
+        self.check_process().map_err(CommitError::from)?;
+        let target = SnapshotTarget::resolve(&self.dir, dest)?;
+        let (view, mut manifest) = {
+            let w = self.writer.lock();
+            if let Some(why) = &w.poisoned {
+                return Err(CommitError::Poisoned(why.clone()).into());
+            }
+            let mut m = w.manifest.clone();
+            m.next_id = self.next_id();
+            m.properties = (*w.properties).clone();
+            (w.view(&self.schema), m)
+        };
+        target.create()?;
+        let result = self.write_snapshot(&target.path, &view, &mut manifest);
+        if result.is_err() {
+            target.remove();
+        }
+        result
+    }
+
+    fn write_snapshot(
+        &self,
+        dest: &Path,
+        view: &View,
+        manifest: &mut Manifest,
+    ) -> Result<(), SnapshotError> {
+        let mut segments = Vec::new();
+        let mut mem_rows = Vec::new();
+        for s in view.sources() {
+            let Some(seg) = s.segment() else {
+                mem_rows.extend(live_rows(std::slice::from_ref(s)));
+                continue;
+            };
+            for (path, identity, bytes) in seg.mapped_files() {
+                let Some(name) = path.file_name() else {
+                    continue;
+                };
+                link_or_copy(path, identity, bytes, &dest.join(name))?;
+            }
+            let mut info = seg.info().clone();
+            info.del_gen = 0;
+            if s.deleted().count_ones() > 0 {
+                write_tombstones(dest, info.id, 1, s.deleted())?;
+                info.del_gen = 1;
+            }
+            segments.push(info);
+        }
+        if !mem_rows.is_empty() {
+            let id = manifest.next_segment_id;
+            manifest.next_segment_id += 1;
+            let info =
+                write_segment(dest, id, &self.schema, &mem_rows, None).map_err(|e| match e {
+                    CompactionError::Io(io) => io,
+                    other => {
+                        IoError::new("writing segment", std::io::Error::other(other.to_string()))
+                    }
+                })?;
+            segments.push(info);
+        }
+        manifest.segments = segments;
+        manifest.log_number = 1;
+        manifest.next_seq = 1;
+        manifest.install(dest, 1)?;
+        Ok(())
+    }
+}
+
+/// Puts the segment file this handle maps as `bytes` at `to`, in a directory the snapshot
+/// created: a hard link when `from` is still that very file, else a fresh copy of the bytes.
+/// Never writes through an existing name, so it cannot truncate a live file.
+fn link_or_copy(from: &Path, identity: (u64, u64), bytes: &[u8], to: &Path) -> Result<(), IoError> {
+    if std::fs::hard_link(from, to).is_ok() {
+        let linked = std::fs::symlink_metadata(to).map_err(|e| IoError::at(to, "stat", e))?;
+        if crate::data::segment::identity(&linked) == identity {
+            return Ok(());
+        }
+        // `from` names another file now: the link is not ours to keep.
+        std::fs::remove_file(to).map_err(|e| IoError::at(to, "remove", e))?;
+    }
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(|e| IoError::at(to, "create", e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| IoError::at(to, "copy to", e))
+}
+
+/// Where a snapshot goes: checked before anything is created, then created exclusively.
+struct SnapshotTarget {
+    /// The destination with its existing ancestors canonicalised.
+    path: PathBuf,
+    /// Ancestors of `path` that do not exist yet, outermost first.
+    missing_parents: Vec<PathBuf>,
+}
+
+impl SnapshotTarget {
+    /// Refuses an empty destination, one inside (or equal to) the database directory, and one
+    /// whose not-yet-existing part climbs with `..` (it could lead anywhere).
+    fn resolve(db_dir: &Path, dest: &Path) -> Result<SnapshotTarget, SnapshotError> {
+        let invalid = |reason: &str| SnapshotError::InvalidDestination {
+            path: dest.to_path_buf(),
+            reason: reason.to_owned(),
+        };
+        if dest.as_os_str().is_empty() {
+            return Err(invalid("the path is empty"));
+        }
+        let db = std::fs::canonicalize(db_dir).map_err(|e| IoError::at(db_dir, "resolve", e))?;
+        // The deepest ancestor that exists, canonicalised, then the missing names as given
+        // (they name nothing yet, so no link can redirect them).
+        let mut existing = dest;
+        let mut missing = Vec::new();
+        let mut path = loop {
+            if let Ok(base) = std::fs::canonicalize(existing) {
+                break base;
+            }
+            let Some(name) = existing.file_name() else {
+                return Err(invalid("'..' after a folder that does not exist yet"));
+            };
+            missing.push(name);
+            existing = match existing.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+        };
+        let mut missing_parents = Vec::new();
+        for name in missing.iter().rev() {
+            path.push(name);
+            missing_parents.push(path.clone());
+        }
+        if path.starts_with(&db) {
+            return Err(invalid("it lies inside the database directory"));
+        }
+        if missing_parents.pop().is_none() {
+            return Err(SnapshotError::DestinationExists {
+                path: dest.to_path_buf(),
+            });
+        }
+        Ok(SnapshotTarget {
+            path,
+            missing_parents,
+        })
+    }
+
+    /// Creates the missing parents, then the destination itself exclusively: of two
+    /// snapshots racing for one destination, one gets `DestinationExists`.
+    fn create(&self) -> Result<(), SnapshotError> {
+        let mut created = Vec::new();
+        let result = self
+            .missing_parents
+            .iter()
+            .try_for_each(|p| match std::fs::create_dir(p) {
+                Ok(()) => {
+                    created.push(p);
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(IoError::at(p, "create directory", e).into()),
+            })
+            .and_then(|()| match std::fs::create_dir(&self.path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(SnapshotError::DestinationExists {
+                        path: self.path.clone(),
+                    })
+                }
+                Err(e) => Err(IoError::at(&self.path, "create directory", e).into()),
+            });
+        if result.is_err() {
+            for p in created.iter().rev() {
+                let _ = std::fs::remove_dir(p);
+            }
+            return result;
+        }
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        sync_dir(parent).inspect_err(|_| self.remove())?;
+        Ok(())
+    }
+
+    /// Removes what [`create`](Self::create) made (after a failed snapshot).
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+        for p in self.missing_parents.iter().rev() {
+            if std::fs::remove_dir(p).is_err() {
+                break;
+            }
+        }
+    }
+}
