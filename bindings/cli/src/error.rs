@@ -97,8 +97,7 @@ pub fn is_input_error(error: &hivlp::Error) -> bool {
         error,
         hivlp::Error::InvalidInput(_)
             | hivlp::Error::Model(hivlp::ModelError::Encode(
-                hivlp_encoders::EncodeError::Image { .. }
-                    | hivlp_encoders::EncodeError::Text { .. }
+                hivlp::EncodeError::Image { .. } | hivlp::EncodeError::Text { .. }
             ))
     )
 }

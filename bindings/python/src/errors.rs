@@ -62,7 +62,7 @@ pub fn map_error(error: engine::Error) -> PyErr {
         | engine::Error::ReadOnly => InvalidInputError::new_err(message),
         // An undecodable image or untokenizable text is the caller's input, not the model.
         engine::Error::Model(engine::ModelError::Encode(
-            hivlp_encoders::EncodeError::Image { .. } | hivlp_encoders::EncodeError::Text { .. },
+            engine::EncodeError::Image { .. } | engine::EncodeError::Text { .. },
         )) => InvalidInputError::new_err(message),
         engine::Error::Model(_) => ModelError::new_err(format!(
             "{message}; pass model=\"default\", a bundle folder, or None for vectors only"
