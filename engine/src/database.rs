@@ -12,7 +12,9 @@ use hivlp_storage::{
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, InvalidInput, ModelError};
-use crate::params::{Hit, Item, ModelChoice, Options, Query, SearchParams, SearchTiming};
+use crate::params::{
+    Hit, Item, ModelChoice, NewDatabase, Options, Query, SearchParams, SearchTiming,
+};
 use crate::projection::{self, CoarseDerivation, CoarseMode, Projection};
 use crate::scan::QueryVec;
 use crate::search::{self, PreparedQuery};
@@ -329,6 +331,53 @@ impl Database {
             metric: model_metric(&encoder),
         };
         Self::create_inner(path.as_ref(), schema, opts, Some(encoder))
+    }
+
+    /// Creates a database as `new` describes: the model's dimensions and metric when
+    /// `opts.model` names one, else `new.dims` and `new.metric` (vectors only).
+    pub fn create_new(
+        path: impl AsRef<Path>,
+        new: &NewDatabase,
+        opts: Options,
+    ) -> Result<Database> {
+        match (&opts.model, new.dims) {
+            (ModelChoice::None, None) => Err(InvalidInput::Dimensions(
+                "a database without a model needs fine_dim and coarse_dim",
+            )
+            .into()),
+            (ModelChoice::None, Some((fine_dim, coarse_dim))) => {
+                let schema = Schema {
+                    fine_dim,
+                    coarse_dim,
+                    fine_type: hivlp_storage::ElemType::F32,
+                    coarse_type: new.coarse_type,
+                    metric: new.metric,
+                };
+                Self::create(path, schema, opts)
+            }
+            (_, Some(_)) => Err(InvalidInput::Dimensions(
+                "fine_dim and coarse_dim only apply without a model: a model fixes them",
+            )
+            .into()),
+            (_, None) => Self::create_with_model(path, new.coarse_type, opts),
+        }
+    }
+
+    /// Opens the database at `path`, or creates it as `new` describes when the folder is
+    /// missing, empty, or holds only what a killed create left (see
+    /// [`occupancy`](crate::occupancy)); a folder of other files is not turned into a
+    /// database (opening it reports that none is there). Read-only handles never create.
+    pub fn open_or_create(
+        path: impl AsRef<Path>,
+        new: &NewDatabase,
+        opts: Options,
+    ) -> Result<Database> {
+        let path = path.as_ref();
+        if opts.read_only || hivlp_storage::occupancy(path) != hivlp_storage::Occupancy::Empty {
+            Self::open(path, opts)
+        } else {
+            Self::create_new(path, new, opts)
+        }
     }
 
     fn create_inner(

@@ -57,6 +57,10 @@ pub enum InvalidInput {
     /// or existing ids). Row indices are indices into the `insert` batch.
     #[error(transparent)]
     Row(#[from] hivlp_storage::InvalidInput),
+    /// A database without a model needs its dimensions (`NewDatabase::dims`); one with a
+    /// model takes them from the model.
+    #[error("{0}")]
+    Dimensions(&'static str),
     /// `create` or `open` was given an empty path.
     #[error("the database path is empty")]
     EmptyPath,

@@ -40,8 +40,8 @@ pub use hivlp_storage::{
     Occupancy, Schema, StoreStats, Tier, VerifyReport, occupancy,
 };
 pub use params::{
-    DEFAULT_CANDIDATES, Filter, Hit, Item, MAX_CANDIDATES, ModelChoice, Options, Query,
-    SearchParams, SearchTiming, parse_target,
+    DEFAULT_CANDIDATES, Filter, Hit, Item, MAX_CANDIDATES, ModelChoice, NewDatabase, Options,
+    Query, SearchParams, SearchTiming, parse_target,
 };
 pub use projection::{CoarseDerivation, retained_energy};
 

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hivlp_storage::{Durability, Modality as Target};
+use hivlp_storage::{Durability, ElemType, Metric, Modality as Target};
 
 use crate::error::InvalidInput;
 use crate::{Embedding, EncoderOptions};
@@ -27,6 +27,39 @@ pub enum ModelChoice {
     Default,
     /// A bundle directory (holding `model.toml`).
     Path(PathBuf),
+}
+
+impl From<&str> for ModelChoice {
+    /// `"default"`, `"none"`, or a bundle directory: the spelling both bindings accept.
+    fn from(name: &str) -> Self {
+        match name {
+            "default" => ModelChoice::Default,
+            "none" => ModelChoice::None,
+            dir => ModelChoice::Path(dir.into()),
+        }
+    }
+}
+
+/// What [`Database::create_new`](crate::Database::create_new) creates: with a model, its
+/// dimensions and metric; without one (`ModelChoice::None`), the given `dims` and `metric`.
+/// Fine vectors are stored as `f32`, coarse vectors as `coarse_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewDatabase {
+    pub coarse_type: ElemType,
+    /// `(fine_dim, coarse_dim)`: required without a model, refused with one.
+    pub dims: Option<(usize, usize)>,
+    /// Only without a model (a model fixes its metric).
+    pub metric: Metric,
+}
+
+impl Default for NewDatabase {
+    fn default() -> Self {
+        Self {
+            coarse_type: ElemType::I8,
+            dims: None,
+            metric: Metric::Cosine,
+        }
+    }
 }
 
 /// How to open or create a [`Database`](crate::Database).

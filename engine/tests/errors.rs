@@ -269,3 +269,59 @@ fn explicit_ids_above_the_limit_are_refused_and_automatic_ids_continue() {
     let db = Database::open(dir.path().join("db"), options()).unwrap();
     assert_eq!(db.insert(with_id(None, 3)).unwrap(), [top + 3]);
 }
+
+/// The one create-or-open both bindings use: dimensions only (and always) without a model,
+/// creation over nothing or a killed create's leftovers, never over someone else's files.
+#[test]
+fn open_or_create_decides_like_a_user_expects() {
+    use hivlp::{ModelChoice, NewDatabase};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let vectors_only = || Options {
+        model: ModelChoice::from("none"),
+        ..Options::default()
+    };
+    let no_dims = NewDatabase::default();
+    assert!(matches!(
+        Database::open_or_create(&path, &no_dims, vectors_only()),
+        Err(hivlp::Error::InvalidInput(hivlp::InvalidInput::Dimensions(
+            _
+        )))
+    ));
+    assert!(!path.exists(), "a refused create leaves nothing");
+    let new = NewDatabase {
+        dims: Some((8, 4)),
+        ..NewDatabase::default()
+    };
+    let db = Database::open_or_create(&path, &new, vectors_only()).unwrap();
+    assert_eq!((db.schema().fine_dim, db.schema().coarse_dim), (8, 4));
+    db.insert(vec![hivlp::Item {
+        image: Some(hivlp::Embedding {
+            fine: vec![1.0; 8],
+            coarse: None,
+        }),
+        ..hivlp::Item::default()
+    }])
+    .unwrap();
+    drop(db);
+    let db = Database::open_or_create(&path, &no_dims, vectors_only()).unwrap();
+    assert_eq!(db.len().unwrap(), 1);
+    drop(db);
+    let with_model = Options {
+        model: ModelChoice::from("default"),
+        ..Options::default()
+    };
+    assert!(matches!(
+        Database::create_new(dir.path().join("m"), &new, with_model),
+        Err(hivlp::Error::InvalidInput(hivlp::InvalidInput::Dimensions(
+            _
+        )))
+    ));
+    let foreign = dir.path().join("photos");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("holiday.jpg"), b"not ours").unwrap();
+    assert!(matches!(
+        Database::open_or_create(&foreign, &new, vectors_only()),
+        Err(hivlp::Error::NotFound { .. })
+    ));
+}

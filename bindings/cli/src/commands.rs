@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use hivlp::{
-    Database, ElemType, Metric, ModelChoice, Options, Query, Schema, SearchParams, Target,
+    Database, ElemType, Metric, ModelChoice, NewDatabase, Options, Query, SearchParams, Target,
 };
 
 use crate::error::CliError;
@@ -13,11 +13,7 @@ use crate::{CliResult, CreateArgs, Dtype, MetricArg, ModelArg, SearchArgs, Targe
 
 impl ModelArg {
     pub fn choice(&self) -> ModelChoice {
-        match self.model.as_str() {
-            "default" => ModelChoice::Default,
-            "none" => ModelChoice::None,
-            path => ModelChoice::Path(path.into()),
-        }
+        ModelChoice::from(self.model.as_str())
     }
 }
 
@@ -56,38 +52,28 @@ pub fn open(db: &Path, model: ModelChoice) -> Result<Database, CliError> {
 
 pub fn create(args: CreateArgs) -> CliResult {
     let coarse_type = ElemType::from(args.coarse_dtype);
-    let choice = args.model.choice();
     let options = Options {
-        model: choice.clone(),
+        model: args.model.choice(),
         ..Options::default()
     };
-    let db = if matches!(choice, ModelChoice::None) {
-        let (Some(fine_dim), Some(coarse_dim)) = (args.fine_dim, args.coarse_dim) else {
-            return Err(
-                CliError::usage("--model none needs --fine-dim and --coarse-dim")
-                    .hint("e.g. `hivlp create DB --model none --fine-dim 512 --coarse-dim 64`"),
-            );
-        };
-        let schema = Schema {
-            fine_dim,
-            coarse_dim,
-            fine_type: ElemType::F32,
-            coarse_type,
-            metric: match args.metric {
-                MetricArg::Cosine => Metric::Cosine,
-                MetricArg::InnerProduct => Metric::InnerProduct,
-            },
-        };
-        Database::create(&args.db, schema, options)?
-    } else {
-        if args.fine_dim.is_some() || args.coarse_dim.is_some() {
-            return Err(
-                CliError::usage("--fine-dim/--coarse-dim only apply with --model none")
-                    .hint("a model bundle fixes the dimensions"),
-            );
-        }
-        Database::create_with_model(&args.db, coarse_type, options)?
+    let new = NewDatabase {
+        coarse_type,
+        dims: match (args.fine_dim, args.coarse_dim) {
+            (None, None) => None,
+            (Some(fine), Some(coarse)) => Some((fine, coarse)),
+            _ => {
+                return Err(
+                    CliError::usage("give both --fine-dim and --coarse-dim, or neither")
+                        .hint("e.g. `hivlp create DB --model none --fine-dim 512 --coarse-dim 64`"),
+                );
+            }
+        },
+        metric: match args.metric {
+            MetricArg::Cosine => Metric::Cosine,
+            MetricArg::InnerProduct => Metric::InnerProduct,
+        },
     };
+    let db = Database::create_new(&args.db, &new, options)?;
     let schema = db.schema();
     out!(
         "created {} (fine {}-d {}, coarse {}-d {}, {})",

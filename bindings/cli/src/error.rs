@@ -105,6 +105,12 @@ pub fn is_input_error(error: &hivlp::Error) -> bool {
 impl From<hivlp::Error> for CliError {
     fn from(error: hivlp::Error) -> Self {
         let message = error.to_string();
+        if let hivlp::Error::InvalidInput(hivlp::InvalidInput::Dimensions(_)) = error {
+            return CliError::new(Kind::InvalidInput, message).hint(
+                "a database without a model takes --fine-dim and --coarse-dim, e.g. \
+                 `hivlp create DB --model none --fine-dim 512 --coarse-dim 64`; a model fixes them",
+            );
+        }
         if is_input_error(&error) {
             return CliError::new(Kind::InvalidInput, message);
         }

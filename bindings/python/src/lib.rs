@@ -10,7 +10,7 @@ mod errors;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use engine::{Database, Durability, ElemType, Metric, ModelChoice, Options, Schema, SearchParams};
+use engine::{Database, Durability, Metric, ModelChoice, NewDatabase, Options, SearchParams};
 use numpy::{PyArray1, PyArray2, PyArrayMethods as _};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -67,15 +67,13 @@ fn open(
             )));
         }
     };
-    let model = match model.as_deref() {
-        None | Some("none") => ModelChoice::None,
-        Some("default") => ModelChoice::Default,
-        Some(bundle) => ModelChoice::Path(bundle.into()),
-    };
+    let model = model
+        .as_deref()
+        .map_or(ModelChoice::None, ModelChoice::from);
     let mut options = Options {
         durability,
         read_only,
-        model: model.clone(),
+        model,
         allow_model_mismatch,
         threads,
         ..Options::default()
@@ -83,31 +81,22 @@ fn open(
     if let Some(rows) = memtable_rows {
         options.memtable_rows = rows;
     }
-    // A folder of someone else's files is not made a database; what a killed create left
-    // behind is (`occupancy` tells them apart).
-    let create = engine::occupancy(&path) == engine::Occupancy::Empty;
-    let db = if !create || read_only {
-        py.detach(|| Database::open(&path, options))
-    } else if matches!(model, ModelChoice::None) {
-        let (Some(fine_dim), Some(coarse_dim)) = (fine_dim, coarse_dim) else {
-            return Err(InvalidInputError::new_err(format!(
-                "{} holds no database yet, and creating a vectors-only one (model=None) needs \
-                 fine_dim= and coarse_dim=",
-                path.display()
-            )));
-        };
-        let schema = Schema {
-            fine_dim,
-            coarse_dim,
-            fine_type: ElemType::F32,
-            coarse_type,
-            metric,
-        };
-        py.detach(|| Database::create(&path, schema, options))
-    } else {
-        py.detach(|| Database::create_with_model(&path, coarse_type, options))
-    }
-    .map_err(map_error)?;
+    let new = NewDatabase {
+        coarse_type,
+        dims: match (fine_dim, coarse_dim) {
+            (None, None) => None,
+            (Some(fine), Some(coarse)) => Some((fine, coarse)),
+            _ => {
+                return Err(InvalidInputError::new_err(
+                    "give both fine_dim= and coarse_dim=, or neither",
+                ));
+            }
+        },
+        metric,
+    };
+    let db = py
+        .detach(|| Database::open_or_create(&path, &new, options))
+        .map_err(map_error)?;
     Ok(PyDatabase {
         inner: RwLock::new(Some(Arc::new(db))),
         path,
