@@ -114,6 +114,58 @@ pub struct Stats {
     pub store: StoreStats,
     /// How image and text coarse vectors are derived.
     pub coarse: [CoarseDerivation; 2],
+    /// Dimensions, element types and metric.
+    pub schema: Schema,
+    /// `name vversion` of the model the handle encodes with, if any.
+    pub model: Option<String>,
+}
+
+/// One figure of [`Stats::fields`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatValue {
+    Count(u64),
+    /// A lower-case name (`i8`, `cosine`, `pca`, a model tag).
+    Name(String),
+    /// What an open dropped from the end of the WAL.
+    DroppedTail(hivlp_storage::DroppedWalTail),
+    /// Not applicable (no model, nothing dropped).
+    Absent,
+}
+
+impl Stats {
+    /// Every figure under the name the bindings show it by (Python `stats()` keys, the CLI's
+    /// `stats --json`), in display order: one list, so that the two cannot drift apart.
+    pub fn fields(&self) -> Vec<(&'static str, StatValue)> {
+        use StatValue::{Absent, Count, Name};
+        let name = |value: &dyn std::fmt::Debug| Name(format!("{value:?}").to_ascii_lowercase());
+        let (store, schema) = (&self.store, &self.schema);
+        let count = |n: usize| Count(n as u64);
+        vec![
+            ("items", count(store.live_rows)),
+            ("deleted", count(store.deleted_rows)),
+            ("segments", count(store.segments)),
+            ("segment_rows", count(store.segment_rows)),
+            ("memtable_rows", count(store.memtable_rows)),
+            ("wal_bytes", Count(store.wal_bytes)),
+            ("disk_bytes", Count(store.disk_bytes)),
+            ("next_id", Count(store.next_id)),
+            (
+                "dropped_wal_tail",
+                store
+                    .dropped_wal_tail
+                    .clone()
+                    .map_or(Absent, StatValue::DroppedTail),
+            ),
+            ("fine_dim", count(schema.fine_dim)),
+            ("coarse_dim", count(schema.coarse_dim)),
+            ("fine_dtype", name(&schema.fine_type)),
+            ("coarse_dtype", name(&schema.coarse_type)),
+            ("metric", name(&schema.metric)),
+            ("image_coarse", name(&self.coarse[0])),
+            ("text_coarse", name(&self.coarse[1])),
+            ("model", self.model.clone().map_or(Absent, Name)),
+        ]
+    }
 }
 
 /// The coarse mode of one version of the store's properties. The mode lives in the
@@ -664,6 +716,11 @@ impl Database {
                 mode.derivation(Modality::Image),
                 mode.derivation(Modality::Text),
             ],
+            schema: self.store.schema().clone(),
+            model: self
+                .encoder
+                .as_ref()
+                .map(|e| format!("{} v{}", e.info().name, e.info().version)),
         })
     }
 

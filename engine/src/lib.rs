@@ -32,7 +32,7 @@ mod scan;
 mod search;
 pub mod synthetic;
 
-pub use database::{Database, Pair, Record, Stats, verify};
+pub use database::{Database, Pair, Record, StatValue, Stats, verify};
 pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
 pub use hivlp_encoders::{Embedding, EncodeError, Encoder, EncoderOptions, ImageInput};
 pub use hivlp_storage::{

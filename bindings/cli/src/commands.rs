@@ -4,7 +4,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use hivlp::{
-    Database, ElemType, Metric, ModelChoice, NewDatabase, Options, Query, SearchParams, Target,
+    Database, ElemType, Metric, ModelChoice, NewDatabase, Options, Query, SearchParams, StatValue,
+    Target,
 };
 
 use crate::error::CliError;
@@ -328,24 +329,18 @@ pub fn stats(db: &Path, json: bool) -> CliResult {
     let stats = handle.stats()?;
     let store = &stats.store;
     if json {
-        let value = serde_json::json!({
-            "items": store.live_rows,
-            "deleted": store.deleted_rows,
-            "segments": store.segments,
-            "segment_rows": store.segment_rows,
-            "memtable_rows": store.memtable_rows,
-            "wal_bytes": store.wal_bytes,
-            "disk_bytes": store.disk_bytes,
-            "next_id": store.next_id,
-            "fine_dim": schema.fine_dim,
-            "coarse_dim": schema.coarse_dim,
-            "fine_dtype": name(schema.fine_type),
-            "coarse_dtype": name(schema.coarse_type),
-            "metric": name(schema.metric),
-            "image_coarse": name(stats.coarse[0]),
-            "text_coarse": name(stats.coarse[1]),
+        let fields = stats.fields().into_iter().map(|(key, value)| {
+            let value = match value {
+                StatValue::Count(n) => serde_json::json!(n),
+                StatValue::Name(name) => serde_json::json!(name),
+                StatValue::DroppedTail(t) => serde_json::json!({
+                    "file": t.file, "offset": t.offset, "bytes": t.bytes, "records": t.records,
+                }),
+                StatValue::Absent => serde_json::Value::Null,
+            };
+            (key.to_owned(), value)
         });
-        out!("{value:#}");
+        out!("{:#}", serde_json::Value::Object(fields.collect()));
     } else {
         out!(
             "{}: {} items ({} deleted, not yet compacted)",

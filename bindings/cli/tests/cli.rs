@@ -178,6 +178,13 @@ fn create_import_search_compact_snapshot_verify() {
 
     let stats = ok(&["stats", s(&db)]);
     assert!(stats.contains("4 items"), "{stats}");
+    // `--json` shows the engine's fields under the engine's names (the Python keys too).
+    let stats = json(&ok(&["stats", s(&db), "--json"]));
+    assert_eq!(stats["items"], 4);
+    assert_eq!(stats["coarse_dtype"], "i8");
+    for key in ["dropped_wal_tail", "model", "next_id", "image_coarse"] {
+        assert!(stats.get(key).is_some(), "{key} missing from {stats}");
+    }
 
     // Delete the top hit, compact, and it is gone.
     let id = top["id"].as_u64().unwrap().to_string();

@@ -319,39 +319,17 @@ pub fn compaction_report<'py>(
     Ok(dict)
 }
 
-/// Lower-case name of an enum value printed with `Debug` (`I8` → `i8`, `Pca` → `pca`).
-fn name(value: impl std::fmt::Debug) -> String {
-    format!("{value:?}").to_ascii_lowercase()
-}
-
 pub fn stats<'py>(py: Python<'py>, db: &engine::Database) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    let schema = db.schema();
-    let stats = db.stats().map_err(map_error)?;
-    let store = &stats.store;
-    dict.set_item("items", store.live_rows)?;
-    dict.set_item("deleted", store.deleted_rows)?;
-    dict.set_item("segments", store.segments)?;
-    dict.set_item("segment_rows", store.segment_rows)?;
-    dict.set_item("memtable_rows", store.memtable_rows)?;
-    dict.set_item("wal_bytes", store.wal_bytes)?;
-    dict.set_item("disk_bytes", store.disk_bytes)?;
-    dict.set_item("next_id", store.next_id)?;
-    dict.set_item(
-        "dropped_wal_tail",
-        dropped_wal_tail(py, store.dropped_wal_tail.as_ref())?,
-    )?;
-    dict.set_item("fine_dim", schema.fine_dim)?;
-    dict.set_item("coarse_dim", schema.coarse_dim)?;
-    dict.set_item("fine_dtype", name(schema.fine_type))?;
-    dict.set_item("coarse_dtype", name(schema.coarse_type))?;
-    dict.set_item("metric", name(schema.metric))?;
-    dict.set_item("image_coarse", name(stats.coarse[0]))?;
-    dict.set_item("text_coarse", name(stats.coarse[1]))?;
-    dict.set_item(
-        "model",
-        db.encoder()
-            .map(|e| format!("{} v{}", e.info().name, e.info().version)),
-    )?;
+    for (key, value) in db.stats().map_err(map_error)?.fields() {
+        match value {
+            engine::StatValue::Count(n) => dict.set_item(key, n)?,
+            engine::StatValue::Name(name) => dict.set_item(key, name)?,
+            engine::StatValue::DroppedTail(tail) => {
+                dict.set_item(key, dropped_wal_tail(py, Some(&tail))?)?
+            }
+            engine::StatValue::Absent => dict.set_item(key, py.None())?,
+        }
+    }
     Ok(dict)
 }
