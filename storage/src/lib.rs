@@ -6,6 +6,13 @@
 //! live files. [`Store`] is the entry point; readers take a [`View`] and scan its
 //! [`Source`]s' [`VectorColumn`]s, skipping rows in [`Source::skip`].
 //!
+//! The folders are the layers, each using only those before it: `format/` (bytes: codec and
+//! footers, file names, manifest, WAL and segment encodings; no I/O), `io/` (files: the WAL
+//! writer and the one WAL replay, manifest install, durable file writes), `data/` (what
+//! readers hold: bitmaps, vector columns, segments, the memtable, sources and views) and
+//! `store/` (the [`Store`], one file per job: open and recovery, writes, flush, compaction,
+//! snapshot, clean-up).
+//!
 //! A scan over one modality, the shape of the engine's coarse stage:
 //!
 //! ```
