@@ -96,7 +96,7 @@ pub use data::source::{Source, View};
 pub use data::vectors::{ROW_ALIGN, encode_row, stride};
 pub use error::{
     CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
-    OpenError, SnapshotError, Tier,
+    OpenError, SnapshotError, StorageError, Tier,
 };
 pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
 pub use format::file_name::FileName;

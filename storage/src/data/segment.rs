@@ -13,7 +13,7 @@ use memmap2::{Advice, Mmap};
 use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
 use crate::data::vectors::stride;
-use crate::error::{CorruptionError, IoError, OpenError};
+use crate::error::{CorruptionError, IoError, StorageError};
 use crate::format::codec::{self, Decoder, FileKind, VerifyLevel};
 use crate::format::segment::{
     ArchivedSegmentMeta, DESCRIPTOR_LEN, SegmentInfo, decode_elem, meta_file_name, modality_index,
@@ -75,7 +75,7 @@ pub(crate) fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
 }
 
 #[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<(Mmap, (u64, u64)), OpenError> {
+fn map_file(path: &Path) -> Result<(Mmap, (u64, u64)), StorageError> {
     let file = File::open(path).map_err(|e| IoError::at(path, "open", e))?;
     let meta = file.metadata().map_err(|e| IoError::at(path, "stat", e))?;
     let len = meta.len();
@@ -99,7 +99,7 @@ impl Segment {
         info: &SegmentInfo,
         schema: &Schema,
         level: VerifyLevel,
-    ) -> Result<Segment, OpenError> {
+    ) -> Result<Segment, StorageError> {
         let mut files = Vec::new();
         let mut identities = Vec::new();
         let meta_path = dir.join(meta_file_name(info.id));
@@ -123,7 +123,7 @@ impl Segment {
             if !present {
                 continue;
             }
-            let mut open_tier = |fine: bool| -> Result<VectorFile, OpenError> {
+            let mut open_tier = |fine: bool| -> Result<VectorFile, StorageError> {
                 let path = dir.join(vector_file_name(info.id, m, fine));
                 let (elem, dim) = if fine {
                     (schema.fine_type, schema.fine_dim)
@@ -260,7 +260,11 @@ impl Drop for Segment {
     }
 }
 
-fn validate_meta(body: &[u8], info: &SegmentInfo, path: &Path) -> Result<[Bitmap; 2], OpenError> {
+fn validate_meta(
+    body: &[u8],
+    info: &SegmentInfo,
+    path: &Path,
+) -> Result<[Bitmap; 2], StorageError> {
     let corrupt = |what: String| CorruptionError::new(path, 0, what);
     let a = rkyv::access::<ArchivedSegmentMeta, rkyv::rancor::Error>(body)
         .map_err(|e| corrupt(format!("metadata archive fails validation: {e}")))?;
@@ -349,7 +353,7 @@ fn check_vector_file(
 }
 
 /// Reads and fully checks a tombstone file for a segment of `rows` rows.
-pub(crate) fn read_tombstones(path: &Path, rows: usize) -> Result<Bitmap, OpenError> {
+pub(crate) fn read_tombstones(path: &Path, rows: usize) -> Result<Bitmap, StorageError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::at(path, "read", e))?;
     let body = codec::check_footer(&bytes, FileKind::Tombstones, path, true)?;
     let mut d = Decoder::new(body, 0, path);

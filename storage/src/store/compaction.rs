@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::merge_policy::{MergePolicy, SegmentStats};
-use super::segment_writer::{CoarseRewrite, Rewrite, live_rows, write_segment, write_tombstones};
+use super::segment_writer::{
+    CoarseRewrite, Rewrite, compaction_rewrite, live_rows, write_segment, write_tombstones,
+};
 use super::{CompactionReport, SegSlot, Store, Writer, poison};
 use crate::data::bitmap::Bitmap;
 use crate::data::segment::Segment;
 use crate::data::source::Source;
-use crate::error::{CommitError, CompactionError, IoError};
+use crate::error::{CommitError, CompactionError};
 use crate::format::codec::VerifyLevel;
 use crate::format::manifest::manifest_file_name;
 use crate::format::segment::{SegmentInfo, tombstone_file_name};
@@ -127,17 +129,20 @@ impl Store {
                 outputs.push(None);
                 continue;
             }
-            let info = write_segment(&self.dir, first_id + i as u64, &self.schema, &rows, rewrite)?;
+            let id = first_id + i as u64;
+            let info = write_segment(
+                &self.dir,
+                id,
+                &self.schema,
+                &rows,
+                compaction_rewrite(rewrite),
+            )?;
             let seg = Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap);
             let seg = match seg {
                 Ok(seg) => Arc::new(seg),
                 Err(e) => {
                     remove_segment_files(&self.dir, &info);
-                    return Err(IoError::new(
-                        "reopening a merged segment",
-                        std::io::Error::other(e.to_string()),
-                    )
-                    .into());
+                    return Err(e.into());
                 }
             };
             report.rows_written += rows.len();

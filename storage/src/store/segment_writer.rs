@@ -36,15 +36,27 @@ pub struct Rewrite<'a> {
     pub properties: Vec<(String, Vec<u8>)>,
 }
 
+/// A coarse rewrite hook and how to report a vector it made that cannot be stored. Its error
+/// type is the writer's: a segment written without a hook can fail only with an [`IoError`].
+pub(crate) type RewriteWith<'a, E> = (&'a CoarseRewrite, fn(String) -> E);
+
+/// The rewrite hook of a compaction, which reports unstorable vectors as
+/// [`CompactionError::Rewrite`].
+pub(crate) fn compaction_rewrite(
+    hook: Option<&CoarseRewrite>,
+) -> Option<RewriteWith<'_, CompactionError>> {
+    hook.map(|h| (h, CompactionError::Rewrite as fn(String) -> CompactionError))
+}
+
 /// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory).
 /// On error the files written so far are removed.
-pub(crate) fn write_segment(
+pub(crate) fn write_segment<E: From<IoError>>(
     dir: &Path,
     id: u64,
     schema: &Schema,
     rows: &[RowRef<'_>],
-    rewrite: Option<&CoarseRewrite>,
-) -> Result<SegmentInfo, CompactionError> {
+    rewrite: Option<RewriteWith<'_, E>>,
+) -> Result<SegmentInfo, E> {
     let mut written = Vec::new();
     let result = write_segment_files(dir, id, schema, rows, rewrite, &mut written);
     if result.is_err() {
@@ -55,14 +67,14 @@ pub(crate) fn write_segment(
     result
 }
 
-fn write_segment_files(
+fn write_segment_files<E: From<IoError>>(
     dir: &Path,
     id: u64,
     schema: &Schema,
     rows: &[RowRef<'_>],
-    rewrite: Option<&CoarseRewrite>,
+    rewrite: Option<RewriteWith<'_, E>>,
     written: &mut Vec<PathBuf>,
-) -> Result<SegmentInfo, CompactionError> {
+) -> Result<SegmentInfo, E> {
     let n = rows.len();
     let mut has = [Bitmap::new(n), Bitmap::new(n)];
     for (i, r) in rows.iter().enumerate() {
@@ -99,7 +111,7 @@ fn write_segment_files(
                 if has_m.get(i) {
                     let fine_col = r.source.fine(m);
                     match rewrite.filter(|_| !fine) {
-                        Some(hook) => {
+                        Some((hook, reject)) => {
                             fine_col.row_to_f32(r.row, &mut fine_buf);
                             coarse_buf.fill(0.0);
                             hook(m, &fine_buf, &mut coarse_buf);
@@ -112,7 +124,7 @@ fn write_segment_files(
                             if let Some((j, v)) =
                                 coarse_buf.iter().enumerate().find(|(_, v)| !storable(**v))
                             {
-                                return Err(CompactionError::Rewrite(format!(
+                                return Err(reject(format!(
                                     "{m:?} coarse vector of id {} holds {v} at index {j}",
                                     r.source.id(r.row)
                                 )));
