@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::schema::Modality;
+pub use crate::schema::Tier;
 
 /// Bytes on disk that cannot be what hivlp wrote: a bad footer, a crc mismatch, an impossible
 /// length, an archive that fails validation.
@@ -30,24 +31,6 @@ impl CorruptionError {
             offset,
             what: what.into(),
         }
-    }
-}
-
-/// Which vector of a row a validation error concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// The low-dimensional vector scanned over the whole collection.
-    Coarse,
-    /// The high-dimensional vector used to re-rank candidates.
-    Fine,
-}
-
-impl std::fmt::Display for Tier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Tier::Coarse => "coarse",
-            Tier::Fine => "fine",
-        })
     }
 }
 

@@ -17,7 +17,7 @@ use crate::format::codec::VerifyLevel;
 use crate::format::manifest::manifest_file_name;
 use crate::format::segment::{SegmentInfo, tombstone_file_name};
 use crate::io::manifest::sync_dir;
-use crate::schema::Modality;
+use crate::schema::{Modality, Tier};
 
 impl Store {
     /// Merges segments chosen by `policy` into new segments without their deleted rows,
@@ -261,9 +261,9 @@ fn discard(outputs: &[Option<Arc<Segment>>]) {
 fn remove_segment_files(dir: &Path, info: &SegmentInfo) {
     let _ = std::fs::remove_file(dir.join(crate::format::segment::meta_file_name(info.id)));
     for m in Modality::ALL.into_iter().filter(|m| info.has_modality(*m)) {
-        for fine in [false, true] {
+        for tier in Tier::ALL {
             let _ = std::fs::remove_file(
-                dir.join(crate::format::segment::vector_file_name(info.id, m, fine)),
+                dir.join(crate::format::segment::vector_file_name(info.id, m, tier)),
             );
         }
     }

@@ -10,10 +10,10 @@ use crate::error::{CompactionError, IoError};
 use crate::format::codec::FileKind;
 use crate::format::segment::{
     DESCRIPTOR_LEN, SegmentInfo, SegmentMeta, encode_elem, meta_file_name, modality_bit,
-    modality_index, tombstone_file_name, vector_file_name,
+    tombstone_file_name, vector_file_name,
 };
 use crate::io::file_writer::FileWriter;
-use crate::schema::{ElemType, Modality, Schema};
+use crate::schema::{ElemType, Modality, Schema, Tier};
 
 /// One row to copy into a new segment.
 #[derive(Clone, Copy)]
@@ -80,7 +80,7 @@ fn write_segment_files<E: From<IoError>>(
     for (i, r) in rows.iter().enumerate() {
         for m in Modality::ALL {
             if r.source.has(m).get(r.row) {
-                has[modality_index(m)].set(i);
+                has[m.index()].set(i);
             }
         }
     }
@@ -88,19 +88,15 @@ fn write_segment_files<E: From<IoError>>(
     let mut fine_buf = Vec::new();
     let mut coarse_buf = vec![0f32; schema.coarse_dim];
     for m in Modality::ALL {
-        let has_m = &has[modality_index(m)];
+        let has_m = &has[m.index()];
         if has_m.count_ones() == 0 {
             continue;
         }
         modalities |= modality_bit(m);
-        for fine in [false, true] {
-            let (elem, dim) = if fine {
-                (schema.fine_type, schema.fine_dim)
-            } else {
-                (schema.coarse_type, schema.coarse_dim)
-            };
+        for tier in Tier::ALL {
+            let (elem, dim) = schema.tier(tier);
             let stride = stride(elem, dim);
-            let path = dir.join(vector_file_name(id, m, fine));
+            let path = dir.join(vector_file_name(id, m, tier));
             written.push(path.clone());
             let mut w = FileWriter::create(path)?;
             let mut row_buf = vec![0u8; stride];
@@ -110,7 +106,7 @@ fn write_segment_files<E: From<IoError>>(
                 let mut scale = 0.0;
                 if has_m.get(i) {
                     let fine_col = r.source.fine(m);
-                    match rewrite.filter(|_| !fine) {
+                    match rewrite.filter(|_| tier == Tier::Coarse) {
                         Some((hook, reject)) => {
                             fine_col.row_to_f32(r.row, &mut fine_buf);
                             coarse_buf.fill(0.0);
@@ -133,7 +129,10 @@ fn write_segment_files<E: From<IoError>>(
                                 encode_row(elem, &coarse_buf, &mut row_buf[..dim * elem.size()]);
                         }
                         None => {
-                            let col = if fine { fine_col } else { r.source.coarse(m) };
+                            let col = match tier {
+                                Tier::Coarse => r.source.coarse(m),
+                                Tier::Fine => fine_col,
+                            };
                             let raw = col.row_bytes(r.row);
                             row_buf[..raw.len()].copy_from_slice(raw);
                             scale = col.scales().map_or(0.0, |s| s[r.row]);
