@@ -487,10 +487,10 @@ impl Database {
             .thread_name(|i| format!("hivlp-search-{i}"))
             .build()
             .map_err(|e| {
-                Error::Io(hivlp_storage::IoError {
-                    context: "start search threads".into(),
-                    source: std::io::Error::other(e),
-                })
+                Error::Io(hivlp_storage::IoError::new(
+                    "start search threads",
+                    std::io::Error::other(e),
+                ))
             })?;
         let coarse = RwLock::new(ModeCache {
             properties: store.view().properties().clone(),
@@ -966,10 +966,15 @@ fn decode_mode(view: &View, encoder: Option<&Encoder>, dir: &Path) -> Result<Coa
         None => Ok(initial_mode(schema, encoder)),
         Some(b) if b.is_empty() => Ok(initial_mode(schema, encoder)),
         Some(b) => CoarseMode::decode(b, schema.fine_dim, schema.coarse_dim).ok_or_else(|| {
+            // Properties come from the manifest or from WAL records replayed over it; which
+            // one set this value is not tracked, so the error names the database directory.
             hivlp_storage::CorruptionError::new(
-                dir.join("MANIFEST"),
+                dir,
                 0,
-                format!("engine property {} cannot be decoded", projection::PROPERTY),
+                format!(
+                    "engine property {} (in the manifest or the WAL) cannot be decoded",
+                    projection::PROPERTY
+                ),
             )
             .into()
         }),

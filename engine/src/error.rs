@@ -47,6 +47,10 @@ pub enum Error {
     /// Compaction failed; nothing was changed.
     #[error("compaction failed: {0}")]
     Compaction(String),
+    /// [`verify`](crate::verify) found damage while a writer kept replacing the files it
+    /// read (flushing or compacting), `attempts` times; retry, or close the writer.
+    #[error("database {} changed during each of {attempts} attempts to read it consistently (a writer is flushing or compacting); retry, or close the writer", path.display())]
+    Changing { path: PathBuf, attempts: usize },
 }
 
 /// A call's arguments were rejected; nothing was changed.
@@ -208,6 +212,9 @@ pub enum ModelError {
     },
 }
 
+// Every storage variant is mapped explicitly (the storage enums are exhaustive), so a new
+// one is a compile error here rather than a silent change of kind.
+
 impl From<OpenError> for Error {
     fn from(e: OpenError) -> Self {
         match e {
@@ -218,10 +225,7 @@ impl From<OpenError> for Error {
             OpenError::EmptyPath => InvalidInput::EmptyPath.into(),
             OpenError::Corruption(c) => Error::Corruption(c),
             OpenError::Io(io) => Error::Io(io),
-            other => Error::Io(IoError {
-                context: "open".into(),
-                source: std::io::Error::other(other.to_string()),
-            }),
+            OpenError::Changing { path, attempts } => Error::Changing { path, attempts },
         }
     }
 }
@@ -233,8 +237,8 @@ impl From<CommitError> for Error {
             CommitError::ReadOnly => Error::ReadOnly,
             CommitError::Poisoned(why) => Error::Poisoned(why),
             CommitError::Forked(f) => Error::Forked(f),
+            CommitError::Corruption(c) => Error::Corruption(c),
             CommitError::Io(io) => Error::Io(io),
-            other => Error::Poisoned(other.to_string()),
         }
     }
 }
@@ -243,9 +247,12 @@ impl From<CompactionError> for Error {
     fn from(e: CompactionError) -> Self {
         match e {
             CompactionError::ReadOnly => Error::ReadOnly,
+            CompactionError::Rewrite(why) => Error::Compaction(format!(
+                "coarse rewrite hook produced an invalid vector: {why}"
+            )),
             CompactionError::Commit(c) => c.into(),
+            CompactionError::Corruption(c) => Error::Corruption(c),
             CompactionError::Io(io) => Error::Io(io),
-            other => Error::Compaction(other.to_string()),
         }
     }
 }
@@ -258,11 +265,64 @@ impl From<SnapshotError> for Error {
                 InvalidInput::SnapshotDestination { path, reason }.into()
             }
             SnapshotError::Commit(c) => c.into(),
+            SnapshotError::Corruption(c) => Error::Corruption(c),
             SnapshotError::Io(io) => Error::Io(io),
-            other => Error::Io(IoError {
-                context: "snapshot".into(),
-                source: std::io::Error::other(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corruption() -> CorruptionError {
+        CorruptionError::new("/db/seg-000001.meta", 7, "bad footer")
+    }
+
+    #[test]
+    fn storage_errors_keep_their_kind() {
+        // A segment a flush or compaction just wrote that reads back damaged is corruption,
+        // not an I/O error or a poisoned handle.
+        assert!(matches!(
+            Error::from(CommitError::Corruption(corruption())),
+            Error::Corruption(c) if c.offset == 7
+        ));
+        assert!(matches!(
+            Error::from(CompactionError::Corruption(corruption())),
+            Error::Corruption(_)
+        ));
+        assert!(matches!(
+            Error::from(SnapshotError::Corruption(corruption())),
+            Error::Corruption(_)
+        ));
+        assert!(matches!(
+            Error::from(CompactionError::Commit(CommitError::ReadOnly)),
+            Error::ReadOnly
+        ));
+        // verify's "the files kept changing" was reported as an I/O error with a made-up
+        // source.
+        assert!(matches!(
+            Error::from(OpenError::Changing {
+                path: "/db".into(),
+                attempts: 10
             }),
+            Error::Changing { attempts: 10, .. }
+        ));
+        let io = IoError::at(
+            std::path::Path::new("/db/wal-000001.log"),
+            "fsync",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert_eq!(
+            io.to_string().split(':').next(),
+            Some("fsync /db/wal-000001.log")
+        );
+        match Error::from(CommitError::Io(io)) {
+            Error::Io(io) => {
+                assert_eq!(io.op, "fsync");
+                assert_eq!(io.source.kind(), std::io::ErrorKind::StorageFull);
+            }
+            other => panic!("expected Io, got {other:?}"),
         }
     }
 }

@@ -58,20 +58,13 @@ pub(crate) enum CoarseMode {
     Projected([Projection; 2]),
 }
 
-fn mi(m: Modality) -> usize {
-    match m {
-        Modality::Image => 0,
-        Modality::Text => 1,
-    }
-}
-
 impl CoarseMode {
     pub fn derivation(&self, m: Modality) -> CoarseDerivation {
         match self {
             CoarseMode::Undecided => CoarseDerivation::Undecided,
             CoarseMode::Supplied => CoarseDerivation::Supplied,
             CoarseMode::Prefix => CoarseDerivation::Prefix,
-            CoarseMode::Projected(p) if p[mi(m)].fitted => CoarseDerivation::Pca,
+            CoarseMode::Projected(p) if p[m.index()].fitted => CoarseDerivation::Pca,
             CoarseMode::Projected(_) => CoarseDerivation::RandomProjection,
         }
     }
@@ -112,7 +105,7 @@ impl CoarseMode {
     pub fn derive(&self, m: Modality, metric: Metric, fine: &[f32], out: &mut [f32]) -> bool {
         match self {
             CoarseMode::Prefix => out.copy_from_slice(&fine[..out.len()]),
-            CoarseMode::Projected(p) => project(&p[mi(m)].matrix, fine, out),
+            CoarseMode::Projected(p) => project(&p[m.index()].matrix, fine, out),
             CoarseMode::Undecided | CoarseMode::Supplied => return false,
         }
         if metric == Metric::Cosine {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hivlp_storage::segment::vector_file_name;
-use hivlp_storage::{CorruptionError, Modality, Source, View};
+use hivlp_storage::{CorruptionError, Modality, Source, Tier, View};
 use rayon::prelude::*;
 
 use crate::params::{Filter, Hit, SearchParams};
@@ -193,7 +193,7 @@ fn damaged_row(source: &Source, target: Modality, row: usize, score: f32) -> Cor
     );
     let file = match source.segment() {
         Some(segment) => {
-            let name = vector_file_name(segment.id(), target, true);
+            let name = vector_file_name(segment.id(), target, Tier::Fine);
             segment
                 .files()
                 .iter()

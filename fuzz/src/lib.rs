@@ -27,7 +27,7 @@ use hivlp_storage::manifest::{Manifest, manifest_file_name};
 use hivlp_storage::segment::{SegmentInfo, meta_file_name, tombstone_file_name, vector_file_name};
 use hivlp_storage::wal::{decode_log, wal_file_name};
 use hivlp_storage::{
-    ElemType, FOOTER_MAGIC, FORMAT_VERSION, Metric, Modality, Schema, Store, StoreOptions,
+    ElemType, FOOTER_MAGIC, FORMAT_VERSION, Metric, Modality, Schema, Store, StoreOptions, Tier,
     VerifyLevel, View,
 };
 
@@ -70,12 +70,21 @@ pub fn segment_files() -> [(String, &'static [u8; 4]); 6] {
     [
         (meta_file_name(SEGMENT_ID), b"META"),
         (
-            vector_file_name(SEGMENT_ID, Modality::Image, false),
+            vector_file_name(SEGMENT_ID, Modality::Image, Tier::Coarse),
             b"VECS",
         ),
-        (vector_file_name(SEGMENT_ID, Modality::Image, true), b"VECS"),
-        (vector_file_name(SEGMENT_ID, Modality::Text, false), b"VECS"),
-        (vector_file_name(SEGMENT_ID, Modality::Text, true), b"VECS"),
+        (
+            vector_file_name(SEGMENT_ID, Modality::Image, Tier::Fine),
+            b"VECS",
+        ),
+        (
+            vector_file_name(SEGMENT_ID, Modality::Text, Tier::Coarse),
+            b"VECS",
+        ),
+        (
+            vector_file_name(SEGMENT_ID, Modality::Text, Tier::Fine),
+            b"VECS",
+        ),
         (tombstone_file_name(SEGMENT_ID, 1), b"TOMB"),
     ]
 }

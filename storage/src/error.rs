@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::schema::Modality;
+pub use crate::schema::Tier;
 
 /// Bytes on disk that cannot be what hivlp wrote: a bad footer, a crc mismatch, an impossible
 /// length, an archive that fails validation.
@@ -30,24 +31,6 @@ impl CorruptionError {
             offset,
             what: what.into(),
         }
-    }
-}
-
-/// Which vector of a row a validation error concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// The low-dimensional vector scanned over the whole collection.
-    Coarse,
-    /// The high-dimensional vector used to re-rank candidates.
-    Fine,
-}
-
-impl std::fmt::Display for Tier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Tier::Coarse => "coarse",
-            Tier::Fine => "fine",
-        })
     }
 }
 
@@ -135,34 +118,56 @@ pub enum InvalidInput {
     PropertyTooLarge { len: usize, max: usize },
 }
 
-/// An I/O failure with the file or step it concerns.
+/// An I/O failure: the operation, the file it concerns (when there is one) and the
+/// operating system's error.
 #[derive(Debug, thiserror::Error)]
-#[error("{context}: {source}")]
+#[error("{op}{}: {source}", file.as_ref().map(|f| format!(" {}", f.display())).unwrap_or_default())]
 pub struct IoError {
-    /// The step and file that failed, e.g. `fsync /db/wal-000003.log`.
-    pub context: String,
+    /// The operation that failed, e.g. `fsync`, `create`, `rename`.
+    pub op: &'static str,
+    /// The file or directory it concerned, `None` for a step that concerns no file (e.g.
+    /// starting threads).
+    pub file: Option<PathBuf>,
     /// The operating system's error.
     #[source]
     pub source: io::Error,
 }
 
 impl IoError {
-    pub(crate) fn new(context: impl Into<String>, source: io::Error) -> Self {
+    /// A failure of `op` that concerns no particular file.
+    pub fn new(op: &'static str, source: io::Error) -> Self {
         Self {
-            context: context.into(),
+            op,
+            file: None,
             source,
         }
     }
 
-    pub(crate) fn at(path: &Path, what: &str, source: io::Error) -> Self {
-        Self::new(format!("{what} {}", path.display()), source)
+    /// A failure of `op` on `path`.
+    pub fn at(path: &Path, op: &'static str, source: io::Error) -> Self {
+        Self {
+            op,
+            file: Some(path.to_path_buf()),
+            source,
+        }
     }
+}
+
+/// The base storage error every per-operation enum wraps: the operating system failed, or
+/// bytes on disk are not what hivlp wrote. What reading or writing a file can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A file is damaged.
+    #[error(transparent)]
+    Corruption(#[from] CorruptionError),
+    /// The operating system reported an error.
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// Why [`Store::create`](crate::Store::create), [`Store::open`](crate::Store::open) or
 /// [`verify`](crate::verify) failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum OpenError {
     /// Another writer holds the database's `LOCK` file; `path` names it.
     #[error("database {} is locked by another writer (another process or another open handle); open it read-only or close the other writer", path.display())]
@@ -213,7 +218,6 @@ pub struct ForkedError {
 /// Why a write ([`Store::insert`](crate::Store::insert), `delete`, `sync`, `flush`,
 /// `set_property`) failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CommitError {
     /// The input was rejected; nothing was written.
     #[error(transparent)]
@@ -229,6 +233,9 @@ pub enum CommitError {
     /// The handle was opened by another process (see [`ForkedError`]); nothing was written.
     #[error(transparent)]
     Forked(#[from] ForkedError),
+    /// A file is damaged, e.g. a segment a flush just wrote reads back wrong.
+    #[error(transparent)]
+    Corruption(#[from] CorruptionError),
     /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -236,7 +243,6 @@ pub enum CommitError {
 
 /// Why [`Store::compact`](crate::Store::compact) failed. Nothing is changed on failure.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CompactionError {
     /// The handle was opened with `read_only`.
     #[error("the database was opened read-only")]
@@ -248,6 +254,9 @@ pub enum CompactionError {
     /// Flushing or installing the result failed.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// A file is damaged, e.g. a merged segment reads back wrong.
+    #[error(transparent)]
+    Corruption(#[from] CorruptionError),
     /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -256,12 +265,10 @@ pub enum CompactionError {
 /// Why [`Store::snapshot`](crate::Store::snapshot) failed. A partial destination directory
 /// is left behind only if removing it failed too.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum SnapshotError {
     /// Snapshots never overwrite.
     #[error("snapshot destination {} already exists", path.display())]
     DestinationExists { path: PathBuf },
-    /// The operating system reported an error.
     /// The destination is unusable (empty, inside the database directory, ...); nothing
     /// was created.
     #[error("cannot snapshot into {}: {reason}", path.display())]
@@ -269,6 +276,10 @@ pub enum SnapshotError {
     /// The handle is poisoned, or another write-side refusal.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// A file is damaged.
+    #[error(transparent)]
+    Corruption(#[from] CorruptionError),
+    /// The operating system reported an error.
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -280,7 +291,7 @@ pub enum Error {
     /// See [`OpenError`].
     #[error(transparent)]
     Open(#[from] OpenError),
-    /// Flushing or installing the result failed.
+    /// See [`CommitError`].
     #[error(transparent)]
     Commit(#[from] CommitError),
     /// See [`CompactionError`].
@@ -299,3 +310,25 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] IoError),
 }
+
+/// Every per-operation enum wraps the base error: its I/O and corruption variants.
+macro_rules! wraps_storage_error {
+    ($($ty:ident),*) => {$(
+        impl From<StorageError> for $ty {
+            fn from(e: StorageError) -> Self {
+                match e {
+                    StorageError::Corruption(c) => $ty::Corruption(c),
+                    StorageError::Io(io) => $ty::Io(io),
+                }
+            }
+        }
+    )*};
+}
+
+wraps_storage_error!(
+    OpenError,
+    CommitError,
+    CompactionError,
+    SnapshotError,
+    Error
+);

@@ -96,12 +96,12 @@ pub use data::source::{Source, View};
 pub use data::vectors::{ROW_ALIGN, encode_row, stride};
 pub use error::{
     CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
-    OpenError, SnapshotError, Tier,
+    OpenError, SnapshotError, StorageError,
 };
 pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
 pub use format::file_name::FileName;
 pub use format::wal::DroppedWalTail;
-pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, TierVectors};
+pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, Tier, TierVectors};
 pub use store::{CoarseRewrite, Rewrite};
 pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,

@@ -41,6 +41,50 @@ pub enum Modality {
 
 impl Modality {
     pub const ALL: [Modality; 2] = [Modality::Image, Modality::Text];
+
+    /// Position in per-modality arrays (`[image, text]`), the order of [`Modality::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Modality::Image => 0,
+            Modality::Text => 1,
+        }
+    }
+}
+
+/// Which of a modality's two vectors: the low-dimensional one scanned over the whole
+/// collection, or the high-dimensional one used to re-rank candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// The low-dimensional vector scanned over the whole collection.
+    Coarse,
+    /// The high-dimensional vector used to re-rank candidates.
+    Fine,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 2] = [Tier::Coarse, Tier::Fine];
+
+    /// Position in per-tier arrays (`[coarse, fine]`), the order of [`Tier::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Tier::Coarse => 0,
+            Tier::Fine => 1,
+        }
+    }
+
+    /// `coarse` or `fine`, as in file names and messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Tier::Coarse => "coarse",
+            Tier::Fine => "fine",
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The shape of every row of a database.
@@ -51,6 +95,16 @@ pub struct Schema {
     pub fine_type: ElemType,
     pub coarse_type: ElemType,
     pub metric: Metric,
+}
+
+impl Schema {
+    /// Element type and dimension of `tier`'s vectors.
+    pub fn tier(&self, tier: Tier) -> (ElemType, usize) {
+        match tier {
+            Tier::Coarse => (self.coarse_type, self.coarse_dim),
+            Tier::Fine => (self.fine_type, self.fine_dim),
+        }
+    }
 }
 
 /// The coarse and fine vector of one modality of one item, as `f32` before storage converts

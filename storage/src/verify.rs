@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::segment::{Segment, read_tombstones};
-use crate::error::{CorruptionError, OpenError};
+use crate::error::{CorruptionError, OpenError, StorageError};
 use crate::format::codec::VerifyLevel;
 use crate::format::manifest::{Manifest, manifest_file_name};
 use crate::format::segment::{meta_file_name, tombstone_file_name};
@@ -39,10 +39,17 @@ impl VerifyReport {
     }
 }
 
-fn as_problem(e: OpenError, fallback: &Path) -> CorruptionError {
+/// A damaged or unreadable file, as a problem of the report: an I/O failure (a missing
+/// file, a read error) names the file it concerned; `file` is the one the check was about,
+/// used only for an I/O error that names none.
+fn as_problem(e: StorageError, file: &Path) -> CorruptionError {
     match e {
-        OpenError::Corruption(c) => c,
-        other => CorruptionError::new(fallback, 0, other.to_string()),
+        StorageError::Corruption(c) => c,
+        StorageError::Io(io) => CorruptionError::new(
+            io.file.clone().unwrap_or_else(|| file.to_path_buf()),
+            0,
+            io.to_string(),
+        ),
     }
 }
 
@@ -74,7 +81,7 @@ pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError
         )),
     }
     let schema = &manifest.schema;
-    let mut check = |file: PathBuf, result: Result<Vec<PathBuf>, OpenError>| match result {
+    let mut check = |file: PathBuf, result: Result<Vec<PathBuf>, StorageError>| match result {
         Ok(files) => report.files_checked.extend(files),
         Err(_) if superseded(path, number, &file) => {}
         Err(e) => report.problems.push(as_problem(e, &file)),
@@ -98,7 +105,7 @@ pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError
 /// The manifest `CURRENT` names (with its number) and the replay of the WAL that continues
 /// it, read as one state: a flush installs a new manifest, then deletes the WAL files and
 /// the manifest it replaced, so a replay that fails while `CURRENT` changed is retried.
-fn read_state(path: &Path) -> Result<(u64, Manifest, Result<Replay, OpenError>), OpenError> {
+fn read_state(path: &Path) -> Result<(u64, Manifest, Result<Replay, StorageError>), OpenError> {
     let current = || std::fs::read(path.join("CURRENT")).ok();
     let mut attempt = 1;
     loop {

@@ -13,13 +13,12 @@ use memmap2::{Advice, Mmap};
 use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
 use crate::data::vectors::stride;
-use crate::error::{CorruptionError, IoError, OpenError};
+use crate::error::{CorruptionError, IoError, StorageError};
 use crate::format::codec::{self, Decoder, FileKind, VerifyLevel};
 use crate::format::segment::{
-    ArchivedSegmentMeta, DESCRIPTOR_LEN, SegmentInfo, decode_elem, meta_file_name, modality_index,
-    vector_file_name,
+    ArchivedSegmentMeta, DESCRIPTOR_LEN, SegmentInfo, decode_elem, meta_file_name, vector_file_name,
 };
-use crate::schema::{ElemType, Modality, Schema};
+use crate::schema::{ElemType, Modality, Schema, Tier};
 
 /// Caption, URI and user metadata of one row, borrowed from the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +74,7 @@ pub(crate) fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
 }
 
 #[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<(Mmap, (u64, u64)), OpenError> {
+fn map_file(path: &Path) -> Result<(Mmap, (u64, u64)), StorageError> {
     let file = File::open(path).map_err(|e| IoError::at(path, "open", e))?;
     let meta = file.metadata().map_err(|e| IoError::at(path, "stat", e))?;
     let len = meta.len();
@@ -99,7 +98,7 @@ impl Segment {
         info: &SegmentInfo,
         schema: &Schema,
         level: VerifyLevel,
-    ) -> Result<Segment, OpenError> {
+    ) -> Result<Segment, StorageError> {
         let mut files = Vec::new();
         let mut identities = Vec::new();
         let meta_path = dir.join(meta_file_name(info.id));
@@ -111,7 +110,7 @@ impl Segment {
         let has = validate_meta(body, info, &meta_path)?;
         let mut vectors: [Option<[VectorFile; 2]>; 2] = [None, None];
         for m in Modality::ALL {
-            let present = has[modality_index(m)].count_ones() > 0;
+            let present = has[m.index()].count_ones() > 0;
             if present != info.has_modality(m) {
                 return Err(CorruptionError::new(
                     &meta_path,
@@ -123,16 +122,12 @@ impl Segment {
             if !present {
                 continue;
             }
-            let mut open_tier = |fine: bool| -> Result<VectorFile, OpenError> {
-                let path = dir.join(vector_file_name(info.id, m, fine));
-                let (elem, dim) = if fine {
-                    (schema.fine_type, schema.fine_dim)
-                } else {
-                    (schema.coarse_type, schema.coarse_dim)
-                };
+            let mut open_tier = |tier: Tier| -> Result<VectorFile, StorageError> {
+                let path = dir.join(vector_file_name(info.id, m, tier));
+                let (elem, dim) = schema.tier(tier);
                 let (map, id) = map_file(&path)?;
                 check_vector_file(&map, &path, elem, dim, info.rows as usize, level)?;
-                if fine {
+                if tier == Tier::Fine {
                     // A query touches a few hundred scattered fine rows: read-around would map
                     // far more pages than it uses. Advice is a hint; ignoring a refusal is safe.
                     let _ = map.advise(Advice::Random);
@@ -147,9 +142,9 @@ impl Segment {
                     rows: info.rows as usize,
                 })
             };
-            let coarse = open_tier(false)?;
-            let fine = open_tier(true)?;
-            vectors[modality_index(m)] = Some([coarse, fine]);
+            let coarse = open_tier(Tier::Coarse)?;
+            let fine = open_tier(Tier::Fine)?;
+            vectors[m.index()] = Some([coarse, fine]);
         }
         Ok(Segment {
             info: info.clone(),
@@ -212,13 +207,13 @@ impl Segment {
     }
 
     pub(crate) fn has(&self, m: Modality) -> &Bitmap {
-        &self.has[modality_index(m)]
+        &self.has[m.index()]
     }
 
-    pub(crate) fn column(&self, m: Modality, fine: bool) -> Option<VectorColumn<'_>> {
-        self.vectors[modality_index(m)]
+    pub(crate) fn column(&self, m: Modality, tier: Tier) -> Option<VectorColumn<'_>> {
+        self.vectors[m.index()]
             .as_ref()
-            .map(|tiers| tiers[usize::from(fine)].column())
+            .map(|tiers| tiers[tier.index()].column())
     }
 
     pub(crate) fn id_at(&self, row: usize) -> u64 {
@@ -260,7 +255,11 @@ impl Drop for Segment {
     }
 }
 
-fn validate_meta(body: &[u8], info: &SegmentInfo, path: &Path) -> Result<[Bitmap; 2], OpenError> {
+fn validate_meta(
+    body: &[u8],
+    info: &SegmentInfo,
+    path: &Path,
+) -> Result<[Bitmap; 2], StorageError> {
     let corrupt = |what: String| CorruptionError::new(path, 0, what);
     let a = rkyv::access::<ArchivedSegmentMeta, rkyv::rancor::Error>(body)
         .map_err(|e| corrupt(format!("metadata archive fails validation: {e}")))?;
@@ -349,7 +348,7 @@ fn check_vector_file(
 }
 
 /// Reads and fully checks a tombstone file for a segment of `rows` rows.
-pub(crate) fn read_tombstones(path: &Path, rows: usize) -> Result<Bitmap, OpenError> {
+pub(crate) fn read_tombstones(path: &Path, rows: usize) -> Result<Bitmap, StorageError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::at(path, "read", e))?;
     let body = codec::check_footer(&bytes, FileKind::Tombstones, path, true)?;
     let mut d = Decoder::new(body, 0, path);

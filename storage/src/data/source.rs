@@ -7,7 +7,7 @@ use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
 use crate::data::segment::{RowMeta, Segment};
 use crate::data::vectors::{OwnedColumn, stride};
-use crate::schema::{ElemType, Modality, Properties, Row, Schema};
+use crate::schema::{ElemType, Modality, Properties, Row, Schema, Tier};
 
 #[derive(Debug, Clone)]
 struct OwnedMeta {
@@ -29,13 +29,6 @@ pub(crate) struct MemBatch {
     columns: [Option<[OwnedColumn; 2]>; 2],
 }
 
-fn mi(m: Modality) -> usize {
-    match m {
-        Modality::Image => 0,
-        Modality::Text => 1,
-    }
-}
-
 impl MemBatch {
     /// Encodes validated rows.
     pub fn from_rows(schema: &Schema, rows: &[Row]) -> MemBatch {
@@ -50,12 +43,12 @@ impl MemBatch {
             let mut fine = OwnedColumn::zeroed(schema.fine_type, schema.fine_dim, n);
             for (i, r) in rows.iter().enumerate() {
                 if let Some(v) = r.vectors(m) {
-                    has[mi(m)].set(i);
+                    has[m.index()].set(i);
                     coarse.set_f32(i, &v.coarse);
                     fine.set_f32(i, &v.fine);
                 }
             }
-            columns[mi(m)] = Some([coarse, fine]);
+            columns[m.index()] = Some([coarse, fine]);
         }
         let metas = rows
             .iter()
@@ -95,19 +88,19 @@ impl MemBatch {
         let mut has = [Bitmap::new(n), Bitmap::new(n)];
         let mut columns: [Option<[OwnedColumn; 2]>; 2] = [None, None];
         for m in Modality::ALL {
-            if !rows.iter().any(|r| r.vectors[mi(m)].is_some()) {
+            if !rows.iter().any(|r| r.vectors[m.index()].is_some()) {
                 continue;
             }
             let mut coarse = OwnedColumn::zeroed(schema.coarse_type, schema.coarse_dim, n);
             let mut fine = OwnedColumn::zeroed(schema.fine_type, schema.fine_dim, n);
             for (i, r) in rows.iter().enumerate() {
-                if let Some(v) = &r.vectors[mi(m)] {
-                    has[mi(m)].set(i);
+                if let Some(v) = &r.vectors[m.index()] {
+                    has[m.index()].set(i);
                     coarse.set_raw(i, v.coarse, v.coarse_scale);
                     fine.set_raw(i, v.fine, v.fine_scale);
                 }
             }
-            columns[mi(m)] = Some([coarse, fine]);
+            columns[m.index()] = Some([coarse, fine]);
         }
         let metas = rows
             .iter()
@@ -145,13 +138,13 @@ impl MemBatch {
                 if !s.has(m).get(*r) {
                     continue;
                 }
-                has[mi(m)].set(i);
+                has[m.index()].set(i);
                 for (tier, col) in cols.iter_mut().enumerate() {
                     let src = if tier == 0 { s.coarse(m) } else { s.fine(m) };
                     col.set_raw(i, src.row_bytes(*r), src.scales().map_or(0.0, |x| x[*r]));
                 }
             }
-            columns[mi(m)] = Some(cols);
+            columns[m.index()] = Some(cols);
         }
         let metas = live
             .iter()
@@ -201,7 +194,7 @@ impl Source {
     pub(crate) fn new(backing: Backing, schema: Arc<Schema>, deleted: Arc<Bitmap>) -> Source {
         let has = |m| match &backing {
             Backing::Segment(s) => s.has(m).clone(),
-            Backing::Batch(b) => b.has[mi(m)].clone(),
+            Backing::Batch(b) => b.has[m.index()].clone(),
         };
         let skip = Arc::new(Modality::ALL.map(|m| has(m).not().or(&deleted)));
         Source {
@@ -246,41 +239,37 @@ impl Source {
         self.rows() - self.deleted.count_ones()
     }
 
-    fn empty_column(&self, fine: bool) -> VectorColumn<'static> {
-        let (elem, dim) = if fine {
-            (self.schema.fine_type, self.schema.fine_dim)
-        } else {
-            (self.schema.coarse_type, self.schema.coarse_dim)
-        };
+    fn empty_column(&self, tier: Tier) -> VectorColumn<'static> {
+        let (elem, dim) = self.schema.tier(tier);
         let scales: Option<&'static [f32]> = (elem == ElemType::I8).then_some(&[]);
         VectorColumn::from_parts(elem, dim, stride(elem, dim), &[], scales)
     }
 
-    fn column(&self, m: Modality, fine: bool) -> VectorColumn<'_> {
+    fn column(&self, m: Modality, tier: Tier) -> VectorColumn<'_> {
         let col = match &self.backing {
-            Backing::Segment(s) => s.column(m, fine),
-            Backing::Batch(b) => b.columns[mi(m)]
+            Backing::Segment(s) => s.column(m, tier),
+            Backing::Batch(b) => b.columns[m.index()]
                 .as_ref()
-                .map(|c| c[usize::from(fine)].column()),
+                .map(|c| c[tier.index()].column()),
         };
-        col.unwrap_or_else(|| self.empty_column(fine))
+        col.unwrap_or_else(|| self.empty_column(tier))
     }
 
     /// Coarse vectors of modality `m`: `rows()` rows, or none at all (`len() == 0`) when no
     /// row of this source has vectors of `m` (then every row is in [`skip(m)`](Self::skip)).
     /// Rows without vectors of `m` hold zeros.
     pub fn coarse(&self, m: Modality) -> VectorColumn<'_> {
-        self.column(m, false)
+        self.column(m, Tier::Coarse)
     }
 
     /// Fine vectors of modality `m`; same shape rules as [`coarse`](Self::coarse).
     pub fn fine(&self, m: Modality) -> VectorColumn<'_> {
-        self.column(m, true)
+        self.column(m, Tier::Fine)
     }
 
     /// Rows a scan of modality `m` must ignore: deleted, or without vectors of `m`.
     pub fn skip(&self, m: Modality) -> &Bitmap {
-        &self.skip[mi(m)]
+        &self.skip[m.index()]
     }
 
     /// Deleted rows (tombstones).
@@ -297,7 +286,7 @@ impl Source {
     pub fn has(&self, m: Modality) -> &Bitmap {
         match &self.backing {
             Backing::Segment(s) => s.has(m),
-            Backing::Batch(b) => &b.has[mi(m)],
+            Backing::Batch(b) => &b.has[m.index()],
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::schema::Modality;
+use crate::schema::{Modality, Tier};
 
 /// A file of a database directory (see `FORMAT.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,7 +24,7 @@ pub enum FileName {
     SegmentVectors {
         id: u64,
         modality: Modality,
-        fine: bool,
+        tier: Tier,
     },
     /// `seg-<id>.del-<generation>`.
     Tombstones { id: u64, generation: u64 },
@@ -60,12 +60,8 @@ impl FileName {
         let modality = Modality::ALL
             .into_iter()
             .find(|m| modality_name(*m) == modality)?;
-        let fine = match tier {
-            "coarse" => false,
-            "fine" => true,
-            _ => return None,
-        };
-        Some(FileName::SegmentVectors { id, modality, fine })
+        let tier = Tier::ALL.into_iter().find(|t| t.name() == tier)?;
+        Some(FileName::SegmentVectors { id, modality, tier })
     }
 
     /// The segment this file belongs to, if it is a segment file.
@@ -103,8 +99,7 @@ impl fmt::Display for FileName {
             FileName::Manifest(n) => write!(f, "MANIFEST-{n:06}"),
             FileName::Wal(n) => write!(f, "wal-{n:06}.log"),
             FileName::SegmentMeta(id) => write!(f, "seg-{id:06}.meta"),
-            FileName::SegmentVectors { id, modality, fine } => {
-                let tier = if fine { "fine" } else { "coarse" };
+            FileName::SegmentVectors { id, modality, tier } => {
                 write!(f, "seg-{id:06}.{}.{tier}", modality_name(modality))
             }
             FileName::Tombstones { id, generation } => {
@@ -130,12 +125,12 @@ mod tests {
             FileName::SegmentVectors {
                 id: 2,
                 modality: Modality::Text,
-                fine: true,
+                tier: Tier::Fine,
             },
             FileName::SegmentVectors {
                 id: 2,
                 modality: Modality::Image,
-                fine: false,
+                tier: Tier::Coarse,
             },
             FileName::Tombstones {
                 id: 4,

@@ -3,7 +3,7 @@
 //! archive, and segment file names.
 
 use crate::format::file_name::FileName;
-use crate::schema::{ElemType, Modality};
+use crate::schema::{ElemType, Modality, Tier};
 
 /// Size of the descriptor that ends a vector file's body (before the footer).
 pub(crate) const DESCRIPTOR_LEN: usize = 32;
@@ -33,8 +33,8 @@ pub(crate) fn modality_bit(m: Modality) -> u8 {
 }
 
 /// `seg-<id>.<image|text>.<coarse|fine>`.
-pub fn vector_file_name(id: u64, modality: Modality, fine: bool) -> String {
-    FileName::SegmentVectors { id, modality, fine }.to_string()
+pub fn vector_file_name(id: u64, modality: Modality, tier: Tier) -> String {
+    FileName::SegmentVectors { id, modality, tier }.to_string()
 }
 
 /// `seg-<id>.meta`.
@@ -59,13 +59,6 @@ pub(crate) struct SegmentMeta {
     pub(crate) metadata: Vec<Vec<u8>>,
     pub(crate) has_image: Vec<u64>,
     pub(crate) has_text: Vec<u64>,
-}
-
-pub(crate) fn modality_index(m: Modality) -> usize {
-    match m {
-        Modality::Image => 0,
-        Modality::Text => 1,
-    }
 }
 
 pub(crate) fn encode_elem(e: ElemType) -> u8 {

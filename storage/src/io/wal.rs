@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::error::{CorruptionError, IoError, OpenError};
+use crate::error::{CorruptionError, IoError, StorageError};
 use crate::format::file_name::FileName;
 use crate::format::wal::{
     DroppedWalTail, HEADER_LEN, PAYLOAD_PREFIX, WalRecord, crc_extend, decode_log, wal_file_name,
@@ -52,7 +52,7 @@ pub(crate) fn replay_logs(
     log_number: u64,
     next_seq: u64,
     mut apply: impl FnMut(&Path, WalRecord<'_>) -> Result<(), CorruptionError>,
-) -> Result<Replay, OpenError> {
+) -> Result<Replay, StorageError> {
     let mut numbers = log_numbers(dir)?;
     numbers.retain(|&n| n >= log_number);
     let mut replay = Replay {

@@ -5,17 +5,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::merge_policy::{MergePolicy, SegmentStats};
-use super::segment_writer::{CoarseRewrite, Rewrite, live_rows, write_segment, write_tombstones};
+use super::segment_writer::{
+    CoarseRewrite, Rewrite, compaction_rewrite, live_rows, write_segment, write_tombstones,
+};
 use super::{CompactionReport, SegSlot, Store, Writer, poison};
 use crate::data::bitmap::Bitmap;
 use crate::data::segment::Segment;
 use crate::data::source::Source;
-use crate::error::{CommitError, CompactionError, IoError};
+use crate::error::{CommitError, CompactionError};
 use crate::format::codec::VerifyLevel;
 use crate::format::manifest::manifest_file_name;
 use crate::format::segment::{SegmentInfo, tombstone_file_name};
 use crate::io::manifest::sync_dir;
-use crate::schema::Modality;
+use crate::schema::{Modality, Tier};
 
 impl Store {
     /// Merges segments chosen by `policy` into new segments without their deleted rows,
@@ -127,17 +129,20 @@ impl Store {
                 outputs.push(None);
                 continue;
             }
-            let info = write_segment(&self.dir, first_id + i as u64, &self.schema, &rows, rewrite)?;
+            let id = first_id + i as u64;
+            let info = write_segment(
+                &self.dir,
+                id,
+                &self.schema,
+                &rows,
+                compaction_rewrite(rewrite),
+            )?;
             let seg = Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap);
             let seg = match seg {
                 Ok(seg) => Arc::new(seg),
                 Err(e) => {
                     remove_segment_files(&self.dir, &info);
-                    return Err(IoError::new(
-                        "reopening a merged segment",
-                        std::io::Error::other(e.to_string()),
-                    )
-                    .into());
+                    return Err(e.into());
                 }
             };
             report.rows_written += rows.len();
@@ -256,9 +261,9 @@ fn discard(outputs: &[Option<Arc<Segment>>]) {
 fn remove_segment_files(dir: &Path, info: &SegmentInfo) {
     let _ = std::fs::remove_file(dir.join(crate::format::segment::meta_file_name(info.id)));
     for m in Modality::ALL.into_iter().filter(|m| info.has_modality(*m)) {
-        for fine in [false, true] {
+        for tier in Tier::ALL {
             let _ = std::fs::remove_file(
-                dir.join(crate::format::segment::vector_file_name(info.id, m, fine)),
+                dir.join(crate::format::segment::vector_file_name(info.id, m, tier)),
             );
         }
     }

@@ -9,7 +9,7 @@ use super::{SegSlot, Store, WAL_FLUSH_BYTES, Writer, poison};
 use crate::data::bitmap::Bitmap;
 use crate::data::segment::Segment;
 use crate::data::source::Source;
-use crate::error::{CommitError, CompactionError, IoError};
+use crate::error::{CommitError, IoError, StorageError};
 use crate::format::codec::VerifyLevel;
 use crate::format::manifest::manifest_file_name;
 use crate::format::segment::{SegmentInfo, tombstone_file_name};
@@ -61,7 +61,7 @@ impl Store {
         };
         let written = self.write_frozen(&frozen);
         let mut w = self.writer()?;
-        match written.and_then(|seg| self.install_flush(&mut w, frozen, seg)) {
+        match written.and_then(|seg| Ok(self.install_flush(&mut w, frozen, seg)?)) {
             Ok(()) => {
                 self.publish(&w);
                 Ok(())
@@ -124,7 +124,7 @@ impl Store {
     }
 
     /// Phase 2 of a flush, without the lock: write the frozen rows and tombstones.
-    fn write_frozen(&self, frozen: &Frozen) -> Result<Option<Arc<Segment>>, IoError> {
+    fn write_frozen(&self, frozen: &Frozen) -> Result<Option<Arc<Segment>>, StorageError> {
         for (seg, deleted, gen_) in &frozen.tombstones {
             write_tombstones(&self.dir, seg.id(), *gen_, deleted)?;
         }
@@ -132,19 +132,9 @@ impl Store {
         if rows.is_empty() {
             return Ok(None);
         }
-        let info = write_segment(&self.dir, frozen.segment_id, &self.schema, &rows, None).map_err(
-            |e| match e {
-                CompactionError::Io(io) => io,
-                other => IoError::new("writing segment", std::io::Error::other(other.to_string())),
-            },
-        )?;
-        let seg =
-            Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap).map_err(|e| {
-                IoError::new(
-                    "reopening a new segment",
-                    std::io::Error::other(e.to_string()),
-                )
-            })?;
+        let info =
+            write_segment::<IoError>(&self.dir, frozen.segment_id, &self.schema, &rows, None)?;
+        let seg = Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap)?;
         Ok(Some(Arc::new(seg)))
     }
 

@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::data::segment::Segment;
 use crate::data::source::{Source, View};
-use crate::error::{CommitError, ForkedError, IoError};
+use crate::error::{CommitError, ForkedError};
 use crate::format::codec::VerifyLevel;
 use crate::format::manifest::Manifest;
 use crate::format::wal::DroppedWalTail;
@@ -347,9 +347,10 @@ impl Drop for Store {
     }
 }
 
-fn poison(w: &mut Writer, e: IoError) -> CommitError {
+fn poison(w: &mut Writer, e: impl Into<CommitError>) -> CommitError {
+    let e = e.into();
     w.poisoned = Some(e.to_string());
-    CommitError::Io(e)
+    e
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

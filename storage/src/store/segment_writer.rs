@@ -10,10 +10,10 @@ use crate::error::{CompactionError, IoError};
 use crate::format::codec::FileKind;
 use crate::format::segment::{
     DESCRIPTOR_LEN, SegmentInfo, SegmentMeta, encode_elem, meta_file_name, modality_bit,
-    modality_index, tombstone_file_name, vector_file_name,
+    tombstone_file_name, vector_file_name,
 };
 use crate::io::file_writer::FileWriter;
-use crate::schema::{ElemType, Modality, Schema};
+use crate::schema::{ElemType, Modality, Schema, Tier};
 
 /// One row to copy into a new segment.
 #[derive(Clone, Copy)]
@@ -36,15 +36,27 @@ pub struct Rewrite<'a> {
     pub properties: Vec<(String, Vec<u8>)>,
 }
 
+/// A coarse rewrite hook and how to report a vector it made that cannot be stored. Its error
+/// type is the writer's: a segment written without a hook can fail only with an [`IoError`].
+pub(crate) type RewriteWith<'a, E> = (&'a CoarseRewrite, fn(String) -> E);
+
+/// The rewrite hook of a compaction, which reports unstorable vectors as
+/// [`CompactionError::Rewrite`].
+pub(crate) fn compaction_rewrite(
+    hook: Option<&CoarseRewrite>,
+) -> Option<RewriteWith<'_, CompactionError>> {
+    hook.map(|h| (h, CompactionError::Rewrite as fn(String) -> CompactionError))
+}
+
 /// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory).
 /// On error the files written so far are removed.
-pub(crate) fn write_segment(
+pub(crate) fn write_segment<E: From<IoError>>(
     dir: &Path,
     id: u64,
     schema: &Schema,
     rows: &[RowRef<'_>],
-    rewrite: Option<&CoarseRewrite>,
-) -> Result<SegmentInfo, CompactionError> {
+    rewrite: Option<RewriteWith<'_, E>>,
+) -> Result<SegmentInfo, E> {
     let mut written = Vec::new();
     let result = write_segment_files(dir, id, schema, rows, rewrite, &mut written);
     if result.is_err() {
@@ -55,20 +67,20 @@ pub(crate) fn write_segment(
     result
 }
 
-fn write_segment_files(
+fn write_segment_files<E: From<IoError>>(
     dir: &Path,
     id: u64,
     schema: &Schema,
     rows: &[RowRef<'_>],
-    rewrite: Option<&CoarseRewrite>,
+    rewrite: Option<RewriteWith<'_, E>>,
     written: &mut Vec<PathBuf>,
-) -> Result<SegmentInfo, CompactionError> {
+) -> Result<SegmentInfo, E> {
     let n = rows.len();
     let mut has = [Bitmap::new(n), Bitmap::new(n)];
     for (i, r) in rows.iter().enumerate() {
         for m in Modality::ALL {
             if r.source.has(m).get(r.row) {
-                has[modality_index(m)].set(i);
+                has[m.index()].set(i);
             }
         }
     }
@@ -76,19 +88,15 @@ fn write_segment_files(
     let mut fine_buf = Vec::new();
     let mut coarse_buf = vec![0f32; schema.coarse_dim];
     for m in Modality::ALL {
-        let has_m = &has[modality_index(m)];
+        let has_m = &has[m.index()];
         if has_m.count_ones() == 0 {
             continue;
         }
         modalities |= modality_bit(m);
-        for fine in [false, true] {
-            let (elem, dim) = if fine {
-                (schema.fine_type, schema.fine_dim)
-            } else {
-                (schema.coarse_type, schema.coarse_dim)
-            };
+        for tier in Tier::ALL {
+            let (elem, dim) = schema.tier(tier);
             let stride = stride(elem, dim);
-            let path = dir.join(vector_file_name(id, m, fine));
+            let path = dir.join(vector_file_name(id, m, tier));
             written.push(path.clone());
             let mut w = FileWriter::create(path)?;
             let mut row_buf = vec![0u8; stride];
@@ -98,8 +106,8 @@ fn write_segment_files(
                 let mut scale = 0.0;
                 if has_m.get(i) {
                     let fine_col = r.source.fine(m);
-                    match rewrite.filter(|_| !fine) {
-                        Some(hook) => {
+                    match rewrite.filter(|_| tier == Tier::Coarse) {
+                        Some((hook, reject)) => {
                             fine_col.row_to_f32(r.row, &mut fine_buf);
                             coarse_buf.fill(0.0);
                             hook(m, &fine_buf, &mut coarse_buf);
@@ -112,7 +120,7 @@ fn write_segment_files(
                             if let Some((j, v)) =
                                 coarse_buf.iter().enumerate().find(|(_, v)| !storable(**v))
                             {
-                                return Err(CompactionError::Rewrite(format!(
+                                return Err(reject(format!(
                                     "{m:?} coarse vector of id {} holds {v} at index {j}",
                                     r.source.id(r.row)
                                 )));
@@ -121,7 +129,10 @@ fn write_segment_files(
                                 encode_row(elem, &coarse_buf, &mut row_buf[..dim * elem.size()]);
                         }
                         None => {
-                            let col = if fine { fine_col } else { r.source.coarse(m) };
+                            let col = match tier {
+                                Tier::Coarse => r.source.coarse(m),
+                                Tier::Fine => fine_col,
+                            };
                             let raw = col.row_bytes(r.row);
                             row_buf[..raw.len()].copy_from_slice(raw);
                             scale = col.scales().map_or(0.0, |s| s[r.row]);

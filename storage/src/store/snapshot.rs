@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::Store;
 use super::segment_writer::{live_rows, write_segment, write_tombstones};
 use crate::data::source::View;
-use crate::error::{CommitError, CompactionError, IoError, SnapshotError};
+use crate::error::{CommitError, IoError, SnapshotError};
 use crate::format::manifest::Manifest;
 use crate::io::manifest::sync_dir;
 
@@ -72,13 +72,7 @@ impl Store {
         if !mem_rows.is_empty() {
             let id = manifest.next_segment_id;
             manifest.next_segment_id += 1;
-            let info =
-                write_segment(dest, id, &self.schema, &mem_rows, None).map_err(|e| match e {
-                    CompactionError::Io(io) => io,
-                    other => {
-                        IoError::new("writing segment", std::io::Error::other(other.to_string()))
-                    }
-                })?;
+            let info = write_segment::<IoError>(dest, id, &self.schema, &mem_rows, None)?;
             segments.push(info);
         }
         manifest.segments = segments;

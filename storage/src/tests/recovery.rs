@@ -311,3 +311,30 @@ fn damage_before_the_last_fsync_is_corruption_in_buffered_mode() {
     let report = verify(dir.path(), VerifyLevel::Full).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
 }
+
+#[test]
+fn missing_vector_file_is_reported_under_its_own_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 0..3)).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let seg = files(dir.path())
+        .into_iter()
+        .find(|f| f.starts_with("seg-") && f.contains("fine"))
+        .expect("a fine vector file");
+    let missing = dir.path().join(seg);
+    std::fs::remove_file(&missing).unwrap();
+    match Store::open(dir.path(), opts()) {
+        Err(OpenError::Io(e)) => {
+            assert_eq!(e.file.as_deref(), Some(missing.as_path()));
+            assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected an I/O error naming the file, got {other:?}"),
+    }
+    // verify names the missing file itself, not the segment's metadata file.
+    let report = verify(dir.path(), VerifyLevel::Full).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].file, missing);
+}
