@@ -210,11 +210,10 @@ impl SearchParams {
 
 /// Parses `"image"` / `"text"` (any case), for bindings and command lines.
 pub fn parse_target(name: &str) -> Result<Target, InvalidInput> {
-    match name.to_ascii_lowercase().as_str() {
-        "image" => Ok(Target::Image),
-        "text" => Ok(Target::Text),
-        _ => Err(InvalidInput::UnknownTarget(name.to_owned())),
-    }
+    Target::ALL
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| InvalidInput::UnknownTarget(name.to_owned()))
 }
 
 /// One search result (or a stored row, from [`Database::get`](crate::Database::get)).

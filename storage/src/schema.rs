@@ -49,6 +49,14 @@ impl Modality {
             Modality::Text => 1,
         }
     }
+
+    /// Lower-case name, as in file names and the bindings' `target="image" | "text"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Modality::Image => "image",
+            Modality::Text => "text",
+        }
+    }
 }
 
 /// Which of a modality's two vectors: the low-dimensional one scanned over the whole

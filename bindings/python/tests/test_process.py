@@ -32,36 +32,54 @@ CHILD_CALLS = [
 
 
 def _child(db, db_path, vectors, report):
-    """Runs in the forked child: tries every call, writes one line per call, then reopens."""
+    """Runs in the forked child: tries every call, reports one line per call, then reopens."""
     for name, call in CHILD_CALLS:
-        os.write(report, f"start {name}\n".encode())
+        report(f"start {name}")
         try:
             call(db, vectors)
             outcome = "returned"
         except BaseException as e:  # noqa: BLE001 - the parent judges every outcome
             outcome = f"{type(e).__name__}: {e}"
-        os.write(report, f"{name}: {outcome}\n".encode())
+        report(f"{name}: {outcome}")
     # The advice in the error works: a handle opened in this process serves it.
     with hivlp.open(db_path, model=None, read_only=True) as mine:
-        os.write(report, f"own handle: {len(mine)} rows\n".encode())
+        report(f"own handle: {len(mine)} rows")
 
 
-def _read_until_exit(fd, pid, timeout):
-    """Everything the child writes to `fd`, killing it if it has not finished within `timeout`."""
+def _in_child(work, timeout=30):
+    """Forks; the child runs `work(report)` (`report(line)` sends a line to the parent) and
+    exits at once with `os._exit` (0, or 1 if `work` raised). Returns what the child reported
+    and its exit status, or `None` for the status when it had not finished within `timeout`
+    seconds (it is then killed)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(read)
+            work(lambda line: os.write(write, f"{line}\n".encode()))
+        except BaseException:  # noqa: BLE001 - the parent judges every outcome
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
     out, deadline = b"", time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return out.decode(), None
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                _, status = os.waitpid(pid, 0)
-                return out.decode(), status
-            out += chunk
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return out.decode(), None
+            ready, _, _ = select.select([read], [], [], left)
+            if ready:
+                chunk = os.read(read, 65536)
+                if not chunk:
+                    _, status = os.waitpid(pid, 0)
+                    return out.decode(), status
+                out += chunk
+    finally:
+        os.close(read)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -71,20 +89,7 @@ def test_a_handle_used_after_fork_raises_in_the_child_and_the_parent_keeps_its_d
     db = hivlp.open(db_path, model=None, fine_dim=FINE_DIM, coarse_dim=COARSE_DIM, threads=2)
     ids = db.insert_vectors(image_fine=vectors[:10])
     assert db.search(vector=vectors[3], k=1)[0].id == ids[3]  # the search threads are running
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(read)
-            _child(db, db_path, vectors, write)
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write)
-    report, status = _read_until_exit(read, pid, timeout=30)
-    os.close(read)
+    report, status = _in_child(lambda report: _child(db, db_path, vectors, report))
     assert status is not None, f"the child hung; its report so far:\n{report}"
     assert os.waitstatus_to_exitcode(status) == 0, report
     lines = dict(line.split(": ", 1) for line in report.splitlines() if ": " in line)
@@ -111,27 +116,18 @@ def test_a_child_drops_an_inherited_model_handle_without_hanging(db_path):
     db = hivlp.open(db_path, model="default")
     db.insert(captions=["a red car", "a dog on a beach"])
     assert db.search(text="a car", target="text", k=1)[0].caption == "a red car"
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
+
+    def child(report):
         try:
-            os.close(read)
-            try:
-                db.search(text="a car", target="text")
-            except hivlp.ForkedError:
-                os.write(write, b"search: ForkedError\n")
-            try:
-                db.close()  # releasing the encoder's runtime here would wait for absent threads
-            except hivlp.ForkedError:
-                os.write(write, b"close: ForkedError\n")
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write)
-    report, status = _read_until_exit(read, pid, timeout=30)
-    os.close(read)
+            db.search(text="a car", target="text")
+        except hivlp.ForkedError:
+            report("search: ForkedError")
+        try:
+            db.close()  # releasing the encoder's runtime here would wait for absent threads
+        except hivlp.ForkedError:
+            report("close: ForkedError")
+
+    report, status = _in_child(child)
     assert status is not None, f"the child hung; its report so far:\n{report}"
     assert os.waitstatus_to_exitcode(status) == 0, report
     assert report.splitlines() == ["search: ForkedError", "close: ForkedError"], report

@@ -57,21 +57,9 @@ impl FileName {
             return number(generation).map(|generation| FileName::Tombstones { id, generation });
         }
         let (modality, tier) = kind.split_once('.')?;
-        let modality = Modality::ALL
-            .into_iter()
-            .find(|m| modality_name(*m) == modality)?;
+        let modality = Modality::ALL.into_iter().find(|m| m.name() == modality)?;
         let tier = Tier::ALL.into_iter().find(|t| t.name() == tier)?;
         Some(FileName::SegmentVectors { id, modality, tier })
-    }
-
-    /// The segment this file belongs to, if it is a segment file.
-    pub fn segment(&self) -> Option<u64> {
-        match *self {
-            FileName::SegmentMeta(id)
-            | FileName::SegmentVectors { id, .. }
-            | FileName::Tombstones { id, .. } => Some(id),
-            _ => None,
-        }
     }
 }
 
@@ -81,13 +69,6 @@ fn number(digits: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-fn modality_name(m: Modality) -> &'static str {
-    match m {
-        Modality::Image => "image",
-        Modality::Text => "text",
-    }
 }
 
 impl fmt::Display for FileName {
@@ -100,7 +81,7 @@ impl fmt::Display for FileName {
             FileName::Wal(n) => write!(f, "wal-{n:06}.log"),
             FileName::SegmentMeta(id) => write!(f, "seg-{id:06}.meta"),
             FileName::SegmentVectors { id, modality, tier } => {
-                write!(f, "seg-{id:06}.{}.{tier}", modality_name(modality))
+                write!(f, "seg-{id:06}.{}.{tier}", modality.name())
             }
             FileName::Tombstones { id, generation } => {
                 write!(f, "seg-{id:06}.del-{generation:06}")

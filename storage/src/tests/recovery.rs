@@ -214,6 +214,15 @@ fn crash_between_wal_rotation_and_manifest_install_replays_both_logs() {
     assert_eq!(dump(&store.view()), expected);
 }
 
+/// `Buffered` mode that fsyncs only when told to, so a test decides where the durable point is.
+fn buffered() -> StoreOptions {
+    StoreOptions {
+        durability: Durability::Buffered,
+        buffered_sync_interval: std::time::Duration::from_secs(3600),
+        ..opts()
+    }
+}
+
 /// `Buffered` mode and a power cut: a page of the WAL written after the last fsync never
 /// reached the disk, while later ones did. Open recovers the state at the last fsync, reports
 /// what it dropped, and a writer cuts the dropped tail off.
@@ -221,11 +230,7 @@ fn crash_between_wal_rotation_and_manifest_install_replays_both_logs() {
 fn wal_page_lost_after_the_last_fsync_drops_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let s = schema(ElemType::F32, ElemType::I8);
-    let options = StoreOptions {
-        durability: Durability::Buffered,
-        buffered_sync_interval: std::time::Duration::from_secs(3600),
-        ..opts()
-    };
+    let options = buffered();
     let store = Store::create(dir.path(), s.clone(), options.clone()).unwrap();
     store.insert(rows(&s, 0..40)).unwrap();
     store.sync().unwrap();
@@ -289,11 +294,7 @@ fn wal_page_lost_after_the_last_fsync_drops_the_tail() {
 fn damage_before_the_last_fsync_is_corruption_in_buffered_mode() {
     let dir = tempfile::tempdir().unwrap();
     let s = schema(ElemType::F32, ElemType::I8);
-    let options = StoreOptions {
-        durability: Durability::Buffered,
-        buffered_sync_interval: std::time::Duration::from_secs(3600),
-        ..opts()
-    };
+    let options = buffered();
     let store = Store::create(dir.path(), s.clone(), options.clone()).unwrap();
     store.insert(rows(&s, 0..3)).unwrap();
     store.insert(rows(&s, 3..6)).unwrap();
