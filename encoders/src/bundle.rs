@@ -6,10 +6,15 @@ use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
+use hivlp_storage::{MAX_DIM, UnknownMetric};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::BundleError;
+
+/// The similarity a model's embeddings are trained for (with `Cosine` every vector the
+/// encoder returns is L2-normalised): the storage crate's one definition.
+pub use hivlp_storage::Metric;
 
 /// The manifest's file name inside a bundle directory.
 pub const MANIFEST: &str = "model.toml";
@@ -32,26 +37,6 @@ impl fmt::Display for Layout {
             Layout::Matryoshka => "matryoshka",
             Layout::Separate => "separate",
             Layout::FineOnly => "fine_only",
-        })
-    }
-}
-
-/// The similarity the embeddings are trained for. With `Cosine` every vector returned by the
-/// encoder is L2-normalised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Cosine similarity (vectors are unit length).
-    Cosine,
-    /// Raw inner product.
-    InnerProduct,
-}
-
-impl fmt::Display for Metric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Metric::Cosine => "cosine",
-            Metric::InnerProduct => "inner_product",
         })
     }
 }
@@ -349,7 +334,8 @@ struct RawManifest {
     fine_dim: usize,
     coarse_dim: Option<usize>,
     layout: Layout,
-    metric: Metric,
+    /// A [`Metric`] name; parsed in `validate` so a bad one is reported with its key.
+    metric: String,
     image: RawImage,
     text: RawText,
 }
@@ -401,7 +387,6 @@ fn default_background() -> [u8; 3] {
 /// that tensor sizes cannot overflow.
 const MAX_IMAGE_SIZE: u32 = 4096;
 const MAX_TOKENS: usize = 8192;
-const MAX_DIM: usize = 1 << 16;
 
 /// The output table keys of one tower, for error messages.
 struct OutputKeys {
@@ -420,6 +405,10 @@ impl RawManifest {
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty".into()));
         }
+        let metric: Metric = self
+            .metric
+            .parse()
+            .map_err(|e: UnknownMetric| invalid("metric", e.to_string()))?;
         if self.fine_dim == 0 || self.fine_dim > MAX_DIM {
             return Err(invalid(
                 "fine_dim",
@@ -579,7 +568,7 @@ impl RawManifest {
                 fine_dim: self.fine_dim,
                 coarse_dim,
                 layout: self.layout,
-                metric: self.metric,
+                metric,
             },
             image: image_spec,
             text: text_spec,

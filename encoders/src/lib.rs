@@ -416,7 +416,8 @@ impl Encoder {
         let normalise = info.metric == Metric::Cosine;
         let finish = |mut v: Vec<f32>, force: bool| {
             if normalise || force {
-                l2_normalise(&mut v);
+                // An all-zero output stays as it is (the engine refuses it on insert).
+                hivlp_storage::l2_normalize(&mut v);
             }
             v
         };
@@ -481,19 +482,6 @@ impl OpenFailure {
 /// Inputs per graph run: the caller's batch size, capped by the bundle's `max_batch_size`.
 fn batch_size(options: &EncoderOptions, bundle_cap: Option<usize>) -> usize {
     bundle_cap.map_or(options.batch_size, |cap| cap.min(options.batch_size))
-}
-
-/// Scales `v` to unit length; an all-zero vector is left as is.
-fn l2_normalise(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|x| f64::from(*x) * f64::from(*x))
-        .sum::<f64>()
-        .sqrt();
-    if norm > 0.0 {
-        let inv = (1.0 / norm) as f32;
-        v.iter_mut().for_each(|x| *x *= inv);
-    }
 }
 
 /// Checks that the graph has the inputs and outputs `model.toml` names, with compatible widths.
@@ -611,16 +599,6 @@ fn output_checks<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalisation() {
-        let mut v = vec![3.0, 4.0];
-        l2_normalise(&mut v);
-        assert_eq!(v, [0.6, 0.8]);
-        let mut zero = vec![0.0; 4];
-        l2_normalise(&mut zero);
-        assert_eq!(zero, [0.0; 4]);
-    }
 
     #[test]
     fn encoder_is_send_and_sync() {

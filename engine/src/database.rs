@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hivlp_storage::{
     CompactionReport, MergeAll, MergePolicy, Metric, Modality, Properties, Rewrite, Row, Schema,
     SegmentStats, Store, StoreOptions, StoreStats, Tier, TierVectors, VerifyLevel, VerifyReport,
-    View,
+    View, l2_norm, l2_normalize,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -223,13 +223,6 @@ fn model_tag(encoder: &Encoder) -> String {
     format!("{} v{} ({})", info.name, info.version, info.content_hash)
 }
 
-fn model_metric(encoder: &Encoder) -> Metric {
-    match encoder.info().metric {
-        hivlp_encoders::Metric::Cosine => Metric::Cosine,
-        _ => Metric::InnerProduct,
-    }
-}
-
 /// The first coarse mode of a new database: fixed by the model's layout, or decided by the
 /// first insert when there is no model.
 fn initial_mode(schema: &Schema, encoder: Option<&Encoder>) -> CoarseMode {
@@ -265,10 +258,10 @@ fn check_model_schema(encoder: &Encoder, schema: &Schema) -> Result<()> {
             schema.coarse_dim.to_string(),
         );
     }
-    if model_metric(encoder) != schema.metric {
+    if encoder.info().metric != schema.metric {
         return mismatch(
             "metric",
-            format!("{:?}", model_metric(encoder)),
+            format!("{:?}", encoder.info().metric),
             format!("{:?}", schema.metric),
         );
     }
@@ -324,7 +317,7 @@ fn normalized(
     item: Option<(usize, Target)>,
 ) -> Result<Vec<f32>> {
     let mut v = values.to_vec();
-    if metric == Metric::Cosine && !projection::normalize(&mut v) {
+    if metric == Metric::Cosine && !l2_normalize(&mut v) {
         return Err(match item {
             Some((item, target)) => InvalidInput::ItemZero { item, target, tier },
             None => InvalidInput::QueryZero { tier },
@@ -337,7 +330,7 @@ fn normalized(
 
 /// Refuses a vector longer than `max`, whose scores or projections could overflow `f32`.
 fn check_norm(values: &[f32], max: f64, tier: Tier, item: Option<(usize, Target)>) -> Result<()> {
-    let norm = projection::norm(values);
+    let norm = l2_norm(values);
     if norm <= max {
         return Ok(());
     }
@@ -380,7 +373,7 @@ impl Database {
                 .unwrap_or(DEFAULT_COARSE_DIM.min(info.fine_dim)),
             fine_type: hivlp_storage::ElemType::F32,
             coarse_type,
-            metric: model_metric(&encoder),
+            metric: encoder.info().metric,
         };
         Self::create_inner(path.as_ref(), schema, opts, Some(encoder))
     }

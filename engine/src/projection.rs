@@ -3,7 +3,7 @@
 //! enough rows exist, then PCA fitted on them). Kept in the store's properties so that queries
 //! and rows always go through the same map.
 
-use hivlp_storage::{ElemType, Metric, Modality, View};
+use hivlp_storage::{ElemType, Metric, Modality, View, l2_normalize};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rayon::prelude::*;
 use simsimd::SpatialSimilarity;
@@ -109,7 +109,7 @@ impl CoarseMode {
             CoarseMode::Undecided | CoarseMode::Supplied => return false,
         }
         if metric == Metric::Cosine {
-            normalize(out);
+            l2_normalize(out);
         }
         true
     }
@@ -183,27 +183,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     <f32 as SpatialSimilarity>::dot(a, b).map_or(0.0, |d| d as f32)
 }
 
-/// The Euclidean norm of `v`, in `f64`: the squares of large finite `f32` values overflow
-/// `f32`.
-pub(crate) fn norm(v: &[f32]) -> f64 {
-    v.iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt()
-}
-
-/// Scales `v` to unit length; returns `false` (leaving it unchanged) for a zero vector.
-pub(crate) fn normalize(v: &mut [f32]) -> bool {
-    let norm = norm(v);
-    if norm > 0.0 {
-        v.iter_mut()
-            .for_each(|x| *x = (f64::from(*x) / norm) as f32);
-        true
-    } else {
-        false
-    }
-}
-
 /// Orthonormalises the rows of a `rows × cols` matrix in place (modified Gram–Schmidt); a row
 /// that becomes numerically zero is replaced by a random direction and redone.
 fn orthonormalize_rows(matrix: &mut [f32], cols: usize, rng: &mut StdRng) {
@@ -216,7 +195,7 @@ fn orthonormalize_rows(matrix: &mut [f32], cols: usize, rng: &mut StdRng) {
                 let c = dot(prev, row);
                 row.iter_mut().zip(prev).for_each(|(x, p)| *x -= c * p);
             }
-            if normalize(row) {
+            if l2_normalize(row) {
                 break;
             }
             row.iter_mut().for_each(|x| *x = gaussian(rng));

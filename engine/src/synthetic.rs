@@ -7,6 +7,7 @@
 //! prefix of real embeddings looks like. Everything is a pure function of the seed and the
 //! index, so any subset can be regenerated in parallel.
 
+use hivlp_storage::l2_normalize;
 use rayon::prelude::*;
 
 /// A generator of clustered fine/coarse vector pairs.
@@ -60,13 +61,6 @@ impl SplitMix {
     }
 }
 
-fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
-
 impl Clustered {
     /// `clusters` Gaussian clusters; `noise` is the within-cluster spread (0.5 to 1.0 gives
     /// neighbourhoods of realistic difficulty).
@@ -102,8 +96,8 @@ impl Clustered {
             *x = (m + self.noise * *x) * s;
         }
         let mut coarse = fine[..self.coarse_dim].to_vec();
-        normalize(&mut fine);
-        normalize(&mut coarse);
+        l2_normalize(&mut fine);
+        l2_normalize(&mut coarse);
         Pair { fine, coarse }
     }
 

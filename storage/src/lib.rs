@@ -67,7 +67,8 @@ mod verify;
 /// The manifest's format (kept at its old path; the code lives in `format/manifest.rs`, its
 /// install and read in `io/manifest.rs`).
 pub mod manifest {
-    pub use crate::format::manifest::{MAX_DIM, Manifest, check_schema, manifest_file_name};
+    pub use crate::format::manifest::{Manifest, check_schema, manifest_file_name};
+    pub use crate::schema::MAX_DIM;
 }
 
 /// Segments (kept at their old path): descriptors and file names from `format/segment.rs`,
@@ -93,7 +94,7 @@ pub use data::bitmap::Bitmap;
 pub use data::column::VectorColumn;
 pub use data::segment::RowMeta;
 pub use data::source::{Source, View};
-pub use data::vectors::{ROW_ALIGN, encode_row, stride};
+pub use data::vectors::{ROW_ALIGN, encode_row, l2_norm, l2_normalize, quantize_i8, stride};
 pub use error::{
     CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
     OpenError, SnapshotError, StorageError,
@@ -101,7 +102,9 @@ pub use error::{
 pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
 pub use format::file_name::FileName;
 pub use format::wal::DroppedWalTail;
-pub use schema::{ElemType, Metric, Modality, Properties, Row, Schema, Tier, TierVectors};
+pub use schema::{
+    ElemType, MAX_DIM, Metric, Modality, Properties, Row, Schema, Tier, TierVectors, UnknownMetric,
+};
 pub use store::{CoarseRewrite, Rewrite};
 pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,

@@ -22,7 +22,13 @@ impl ElemType {
     }
 }
 
-/// How query and stored vectors are compared. Higher scores are better for both.
+/// Largest vector dimension a schema or a model may declare: far beyond any embedding, small
+/// enough that row sizes and tensor shapes cannot overflow.
+pub const MAX_DIM: usize = 1 << 16;
+
+/// How query and stored vectors are compared. Higher scores are better for both. The one
+/// definition shared by databases, model bundles (`metric = "cosine"` in `model.toml`) and
+/// the bindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     /// Vectors are L2-normalised before insert (by the engine; storage stores them as
@@ -30,6 +36,45 @@ pub enum Metric {
     Cosine,
     /// Raw dot product.
     InnerProduct,
+}
+
+impl Metric {
+    /// The name used in `model.toml`, the bindings and stats: `cosine` or `inner_product`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::InnerProduct => "inner_product",
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A metric name that is neither `cosine` nor `inner_product` (nor its short form `ip`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown metric {0:?}: use \"cosine\" or \"inner_product\" (\"ip\")")]
+pub struct UnknownMetric(pub String);
+
+impl std::str::FromStr for Metric {
+    type Err = UnknownMetric;
+
+    /// ```
+    /// use hivlp_storage::Metric;
+    /// assert_eq!("ip".parse(), Ok(Metric::InnerProduct));
+    /// assert_eq!(Metric::Cosine.name().parse(), Ok(Metric::Cosine));
+    /// assert!("l2".parse::<Metric>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cosine" => Ok(Metric::Cosine),
+            "inner_product" | "ip" => Ok(Metric::InnerProduct),
+            other => Err(UnknownMetric(other.to_owned())),
+        }
+    }
 }
 
 /// Which of an item's two embeddings a vector belongs to.

@@ -4,13 +4,12 @@ use std::io::Write as _;
 use std::path::Path;
 
 use hivlp::{
-    Database, ElemType, Metric, ModelChoice, NewDatabase, Options, Query, SearchParams, StatValue,
-    Target,
+    Database, ElemType, ModelChoice, NewDatabase, Options, Query, SearchParams, StatValue, Target,
 };
 
 use crate::error::CliError;
 use crate::html::{self, QueryResults, ShownHit};
-use crate::{CliResult, CreateArgs, Dtype, MetricArg, ModelArg, SearchArgs, TargetArg};
+use crate::{CliResult, CreateArgs, Dtype, ModelArg, SearchArgs, TargetArg};
 
 impl ModelArg {
     pub fn choice(&self) -> ModelChoice {
@@ -69,10 +68,7 @@ pub fn create(args: CreateArgs) -> CliResult {
                 );
             }
         },
-        metric: match args.metric {
-            MetricArg::Cosine => Metric::Cosine,
-            MetricArg::InnerProduct => Metric::InnerProduct,
-        },
+        metric: args.metric,
     };
     let db = Database::create_new(&args.db, &new, options)?;
     let schema = db.schema();

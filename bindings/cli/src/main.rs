@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hivlp::Metric;
 
 use crate::error::CliError;
 
@@ -109,9 +110,9 @@ struct CreateArgs {
     /// Coarse dimension; required with --model none, otherwise taken from the model.
     #[arg(long)]
     coarse_dim: Option<usize>,
-    /// Similarity for --model none (a model bundle names its own).
-    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
-    metric: MetricArg,
+    /// Similarity for --model none (a model bundle names its own): cosine or ip (inner product).
+    #[arg(long, default_value = "cosine")]
+    metric: Metric,
 }
 
 #[derive(Args)]
@@ -177,13 +178,6 @@ enum Dtype {
     I8,
     F16,
     F32,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum MetricArg {
-    Cosine,
-    #[value(name = "ip")]
-    InnerProduct,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -49,15 +49,9 @@ fn open(
     allow_model_mismatch: bool,
 ) -> PyResult<PyDatabase> {
     let coarse_type = parse_dtype(coarse_dtype)?;
-    let metric = match metric {
-        "cosine" => Metric::Cosine,
-        "ip" | "inner_product" => Metric::InnerProduct,
-        other => {
-            return Err(InvalidInputError::new_err(format!(
-                "unknown metric {other:?}: use \"cosine\" or \"ip\""
-            )));
-        }
-    };
+    let metric: Metric = metric
+        .parse()
+        .map_err(|e: engine::UnknownMetric| InvalidInputError::new_err(e.to_string()))?;
     let durability = match durability {
         "sync" => Durability::Sync,
         "buffered" => Durability::Buffered,

@@ -9,7 +9,7 @@ mod top;
 
 use std::ops::Range;
 
-use hivlp_storage::{ElemType, VectorColumn};
+use hivlp_storage::{ElemType, VectorColumn, quantize_i8};
 use rayon::prelude::*;
 use simsimd::SpatialSimilarity;
 
@@ -35,7 +35,8 @@ pub(crate) struct QueryVec {
 impl QueryVec {
     pub fn new(values: &[f32]) -> Self {
         let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let i8_scale = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
+        let mut i8 = vec![0; values.len()];
+        let i8_scale = quantize_i8(values, &mut i8);
         let f16_max = f32::from(half::f16::MAX);
         let f16_scale = if max_abs > f16_max {
             (max_abs / f16_max).log2().ceil().exp2()
@@ -49,10 +50,7 @@ impl QueryVec {
                 .map(|&v| half::f16::from_f32(v / f16_scale))
                 .collect(),
             f16_scale,
-            i8: values
-                .iter()
-                .map(|&v| (v / i8_scale).round().clamp(-127.0, 127.0) as i8)
-                .collect(),
+            i8,
             i8_scale,
         }
     }

@@ -30,19 +30,58 @@ pub fn encode_row(elem: ElemType, values: &[f32], out: &mut [u8]) -> f32 {
             }
             0.0
         }
-        ElemType::I8 => {
-            let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = max / 127.0;
-            for (o, v) in out.iter_mut().zip(values) {
-                let q = if scale > 0.0 {
-                    (v / scale).round().clamp(-127.0, 127.0)
-                } else {
-                    0.0
-                };
-                *o = (q as i8) as u8;
-            }
-            scale
-        }
+        ElemType::I8 => quantize_i8(values, bytemuck::cast_slice_mut(out)),
+    }
+}
+
+/// Symmetric `i8` quantisation, the one used for stored rows and for queries: writes
+/// `round(v / scale)` into `out` and returns `scale = max|v| / 127` (0 for an all-zero input,
+/// which is written as zeros), so `v[j] ≈ out[j] as f32 * scale`.
+///
+/// ```
+/// let mut q = [0i8; 3];
+/// let scale = hivlp_storage::quantize_i8(&[0.5, -1.0, 0.25], &mut q);
+/// assert_eq!(q, [64, -127, 32]);
+/// assert_eq!(scale, 1.0 / 127.0);
+/// ```
+pub fn quantize_i8(values: &[f32], out: &mut [i8]) -> f32 {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = max / 127.0;
+    for (o, v) in out.iter_mut().zip(values) {
+        *o = if scale > 0.0 {
+            (v / scale).round().clamp(-127.0, 127.0) as i8
+        } else {
+            0
+        };
+    }
+    scale
+}
+
+/// Euclidean length, accumulated in `f64` so long or large vectors lose no precision.
+pub fn l2_norm(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Scales `v` to unit length, the normalisation of cosine databases and of cosine models'
+/// outputs; returns `false` (leaving `v` unchanged) for a zero vector.
+///
+/// ```
+/// let mut v = [3.0f32, 4.0];
+/// assert!(hivlp_storage::l2_normalize(&mut v));
+/// assert_eq!(v, [0.6, 0.8]);
+/// assert!(!hivlp_storage::l2_normalize(&mut [0.0f32; 2]));
+/// ```
+pub fn l2_normalize(v: &mut [f32]) -> bool {
+    let norm = l2_norm(v);
+    if norm > 0.0 {
+        v.iter_mut()
+            .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+        true
+    } else {
+        false
     }
 }
 

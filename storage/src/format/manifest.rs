@@ -10,10 +10,7 @@ use crate::error::CorruptionError;
 use crate::format::codec::{self, Decoder, Encoder, FileKind};
 use crate::format::file_name::FileName;
 use crate::format::segment::{SegmentInfo, decode_elem, encode_elem};
-use crate::schema::{Metric, Schema};
-
-/// Largest vector dimension a schema may declare.
-pub const MAX_DIM: usize = 1 << 16;
+use crate::schema::{MAX_DIM, Metric, Schema};
 const MAX_SEGMENTS: usize = 1 << 20;
 const MAX_PROPERTIES: usize = 1 << 16;
 
