@@ -32,12 +32,7 @@ pub fn schema(coarse_type: ElemType) -> Schema {
 }
 
 pub fn parse_elem(name: &str) -> Option<ElemType> {
-    match name.to_ascii_lowercase().as_str() {
-        "f32" => Some(ElemType::F32),
-        "f16" => Some(ElemType::F16),
-        "i8" => Some(ElemType::I8),
-        _ => None,
-    }
+    name.to_ascii_lowercase().parse().ok()
 }
 
 /// Creates a database of `rows` synthetic items (ids `0..rows`, image vectors with their

@@ -37,7 +37,7 @@ pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, Mode
 pub use hivlp_encoders::{Embedding, EncodeError, Encoder, EncoderOptions, ImageInput};
 pub use hivlp_storage::{
     CompactionReport, DroppedWalTail, Durability, ElemType, MAX_ID, Metric, Modality as Target,
-    Occupancy, Schema, StoreStats, Tier, UnknownMetric, VerifyReport, occupancy,
+    Occupancy, Schema, StoreStats, Tier, UnknownElemType, UnknownMetric, VerifyReport, occupancy,
 };
 pub use params::{
     DEFAULT_CANDIDATES, Filter, Hit, Item, MAX_CANDIDATES, ModelChoice, NewDatabase, Options,

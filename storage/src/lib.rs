@@ -103,7 +103,8 @@ pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
 pub use format::file_name::FileName;
 pub use format::wal::DroppedWalTail;
 pub use schema::{
-    ElemType, MAX_DIM, Metric, Modality, Properties, Row, Schema, Tier, TierVectors, UnknownMetric,
+    ElemType, MAX_DIM, Metric, Modality, Properties, Row, Schema, Tier, TierVectors,
+    UnknownElemType, UnknownMetric,
 };
 pub use store::{CoarseRewrite, Rewrite};
 pub use store::{

@@ -20,6 +20,40 @@ impl ElemType {
             ElemType::I8 => 1,
         }
     }
+
+    /// The short name used by the bindings and tools: `f32`, `f16` or `i8`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "f32",
+            ElemType::F16 => "f16",
+            ElemType::I8 => "i8",
+        }
+    }
+}
+
+/// An element type name that is none of `f32`, `f16`, `i8` (or numpy's `float32`, `float16`,
+/// `int8`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown element type {0:?}: use \"i8\", \"f16\" or \"f32\"")]
+pub struct UnknownElemType(pub String);
+
+impl std::str::FromStr for ElemType {
+    type Err = UnknownElemType;
+
+    /// ```
+    /// use hivlp_storage::ElemType;
+    /// assert_eq!("float16".parse(), Ok(ElemType::F16));
+    /// assert_eq!(ElemType::I8.name().parse(), Ok(ElemType::I8));
+    /// assert!("i4".parse::<ElemType>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" | "float32" => Ok(ElemType::F32),
+            "f16" | "float16" => Ok(ElemType::F16),
+            "i8" | "int8" => Ok(ElemType::I8),
+            other => Err(UnknownElemType(other.to_owned())),
+        }
+    }
 }
 
 /// Largest vector dimension a schema or a model may declare: far beyond any embedding, small

@@ -3,27 +3,15 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use hivlp::{
-    Database, ElemType, ModelChoice, NewDatabase, Options, Query, SearchParams, StatValue, Target,
-};
+use hivlp::{Database, ModelChoice, NewDatabase, Options, Query, SearchParams, StatValue, Target};
 
 use crate::error::CliError;
 use crate::html::{self, QueryResults, ShownHit};
-use crate::{CliResult, CreateArgs, Dtype, ModelArg, SearchArgs, TargetArg};
+use crate::{CliResult, CreateArgs, ModelArg, SearchArgs, TargetArg};
 
 impl ModelArg {
     pub fn choice(&self) -> ModelChoice {
         ModelChoice::from(self.model.as_str())
-    }
-}
-
-impl From<Dtype> for ElemType {
-    fn from(d: Dtype) -> Self {
-        match d {
-            Dtype::I8 => ElemType::I8,
-            Dtype::F16 => ElemType::F16,
-            Dtype::F32 => ElemType::F32,
-        }
     }
 }
 
@@ -51,7 +39,7 @@ pub fn open(db: &Path, model: ModelChoice) -> Result<Database, CliError> {
 }
 
 pub fn create(args: CreateArgs) -> CliResult {
-    let coarse_type = ElemType::from(args.coarse_dtype);
+    let coarse_type = args.coarse_dtype;
     let options = Options {
         model: args.model.choice(),
         ..Options::default()

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hivlp::Metric;
+use hivlp::{ElemType, Metric};
 
 use crate::error::CliError;
 
@@ -101,9 +101,9 @@ struct CreateArgs {
     db: PathBuf,
     #[command(flatten)]
     model: ModelArg,
-    /// Element type of the coarse vectors scanned on every query.
-    #[arg(long, value_enum, default_value_t = Dtype::I8)]
-    coarse_dtype: Dtype,
+    /// Element type of the coarse vectors scanned on every query: i8, f16 or f32.
+    #[arg(long, default_value = "i8")]
+    coarse_dtype: ElemType,
     /// Fine dimension; required with --model none, otherwise taken from the model.
     #[arg(long)]
     fine_dim: Option<usize>,
@@ -171,13 +171,6 @@ struct DemoArgs {
     html: PathBuf,
     #[command(flatten)]
     model: ModelArg,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Dtype {
-    I8,
-    F16,
-    F32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

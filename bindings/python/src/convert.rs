@@ -10,14 +10,9 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 use crate::errors::{InvalidInputError, ModelError, map_error};
 
 pub fn parse_dtype(name: &str) -> PyResult<ElemType> {
-    match name {
-        "i8" | "int8" => Ok(ElemType::I8),
-        "f16" | "float16" => Ok(ElemType::F16),
-        "f32" | "float32" => Ok(ElemType::F32),
-        other => Err(InvalidInputError::new_err(format!(
-            "unknown coarse_dtype {other:?}: use \"i8\", \"f16\" or \"f32\""
-        ))),
-    }
+    name.parse().map_err(|e: engine::UnknownElemType| {
+        InvalidInputError::new_err(format!("coarse_dtype: {e}"))
+    })
 }
 
 pub fn parse_target(name: &str) -> PyResult<Target> {
