@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -236,15 +236,8 @@ fn check_recovery(
     }
 }
 
-/// The tests of this file run one at a time. Spawning a child copies every open file descriptor
-/// of the process into it until it execs (they close on exec): if one test spawned while the
-/// other held its database's lock file open for a check, the lock could outlive that check by
-/// the few milliseconds the child needs to exec, and the next writer would get `Locked`.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rounds: usize = std::env::var("HIVLP_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -329,7 +322,6 @@ fn acknowledged_writes_survive_sigkill() {
 /// `HIVLP_IO_ERROR_ROUNDS` (default 20).
 #[test]
 fn failed_writes_lose_nothing_acknowledged() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let rounds: usize = std::env::var("HIVLP_IO_ERROR_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())

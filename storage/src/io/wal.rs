@@ -55,6 +55,13 @@ pub(crate) fn replay_logs(
 ) -> Result<Replay, StorageError> {
     let mut numbers = log_numbers(dir)?;
     numbers.retain(|&n| n >= log_number);
+    // The manifest's own WAL is deleted only after a newer manifest is installed: when a
+    // later WAL exists without it, reading it fails (missing) rather than replaying the
+    // later WAL alone, which would drop its acknowledged writes. Beside a writer, that is a
+    // manifest superseded since it was read, and readers retry from the new one.
+    if numbers.first().is_some_and(|&n| n > log_number) {
+        numbers.insert(0, log_number);
+    }
     let mut replay = Replay {
         numbers: Vec::new(),
         records: 0,

@@ -201,7 +201,7 @@ pub struct Store {
     schema: Arc<Schema>,
     options: StoreOptions,
     /// Holds the advisory lock while the store is open (writers only).
-    _lock: Option<File>,
+    lock: Option<File>,
     published: RwLock<View>,
     writer: Mutex<Writer>,
     next_id: AtomicU64,
@@ -343,6 +343,12 @@ impl Drop for Store {
         if let Some(wal) = self.writer.get_mut().wal.as_mut() {
             // Best effort; Buffered callers who need to know call `close`, `sync` or `flush`.
             let _ = wal.sync();
+        }
+        // Released explicitly: the `flock` belongs to the open file, which a child process
+        // spawned by any thread shares until it execs, so closing our descriptor alone could
+        // leave the lock held and make a writer opened right after this drop get `Locked`.
+        if let Some(lock) = &self.lock {
+            let _ = lock.unlock();
         }
     }
 }

@@ -181,7 +181,7 @@ impl Store {
             dir: dir.to_path_buf(),
             schema,
             options,
-            _lock: lock,
+            lock,
             published: RwLock::new(view),
             writer: Mutex::new(w),
             next_id: AtomicU64::new(next_id),

@@ -1,11 +1,14 @@
 //! Child process for the cross-process storage tests (`tests/tests/crash.rs`,
-//! `tests/tests/concurrency.rs`). Every line it prints is flushed before it goes on, so a parent
+//! `tests/tests/concurrency.rs`, `tests/tests/multiprocess.rs`). Every line it prints is flushed before it goes on, so a parent
 //! that kills it knows exactly which operations were acknowledged.
 //!
 //! ```text
 //! storage-child crash-writer <dir> <seed>   open (or create) and write until killed
 //! storage-child try-open <dir>              open for writing once; print `opened` or `locked`
 //! storage-child hold-lock <dir>             open for writing, print `opened`, wait for stdin EOF
+//! storage-child read-loop <dir> <seed> <ms> open read-only and check every row, again and
+//!                                           again for <ms> milliseconds; print
+//!                                           `read <opens> <rows>`
 //! ```
 //!
 //! `crash-writer` protocol, one line per step: `opened`, then for each operation
@@ -17,9 +20,10 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use hivlp_storage::{Durability, ElemType, MergeAll, OpenError, Store, StoreOptions};
-use hivlp_tests::{random_rows, small_schema};
+use hivlp_tests::{expected_row, random_row, random_rows, read_view, small_schema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -119,6 +123,34 @@ fn hold_lock(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A reader beside a writer (of [`crash_writer`] rows): each read-only open must succeed and
+/// show rows that are exactly [`random_row`]`(schema, seed, id)`, whatever the writer
+/// flushes, compacts and deletes meanwhile.
+fn read_loop(dir: &Path, seed: u64, run_for: Duration) -> Result<(), String> {
+    let options = StoreOptions {
+        read_only: true,
+        ..StoreOptions::default()
+    };
+    let (started, mut opens, mut rows) = (Instant::now(), 0u64, 0u64);
+    while opens == 0 || started.elapsed() < run_for {
+        let store = Store::open(dir, options.clone())
+            .map_err(|e| format!("read-only open {}: {e}", opens + 1))?;
+        let image = read_view(&store.view()).map_err(|e| format!("open {}: {e}", opens + 1))?;
+        for (&id, got) in &image {
+            if *got != expected_row(store.schema(), &random_row(store.schema(), seed, id)) {
+                return Err(format!(
+                    "open {}: row {id} is not the row written",
+                    opens + 1
+                ));
+            }
+        }
+        opens += 1;
+        rows += image.len() as u64;
+    }
+    say(&format!("read {opens} {rows}"));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -128,8 +160,13 @@ fn main() -> ExitCode {
         },
         ["try-open", dir] => try_open(Path::new(dir)),
         ["hold-lock", dir] => hold_lock(Path::new(dir)),
+        ["read-loop", dir, seed, ms] => match (seed.parse(), ms.parse()) {
+            (Ok(seed), Ok(ms)) => read_loop(Path::new(dir), seed, Duration::from_millis(ms)),
+            _ => Err(format!("read-loop: bad seed {seed:?} or duration {ms:?}")),
+        },
         _ => Err(
-            "usage: storage-child crash-writer <dir> <seed> | try-open <dir> | hold-lock <dir>"
+            "usage: storage-child crash-writer <dir> <seed> | try-open <dir> | \
+                  hold-lock <dir> | read-loop <dir> <seed> <ms>"
                 .into(),
         ),
     };
