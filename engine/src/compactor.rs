@@ -86,13 +86,12 @@ impl Compactor {
                 .name("hivlp-compaction".into())
                 .spawn(move || run(&store, &policy, &shared))?
         };
-        let compactor = Compactor {
+        // Not woken yet: a handle opened only to read or for a quick command (the CLI's)
+        // does not start a merge that its close would wait for; writes or the recheck do.
+        Ok(Compactor {
             shared,
             thread: Some(thread),
-        };
-        // What the database already holds may be due for a merge.
-        compactor.wake();
-        Ok(compactor)
+        })
     }
 
     /// Tells the thread that writes changed the database.
