@@ -237,3 +237,61 @@ fn read_only_handles_start_no_compaction() {
     );
     assert_eq!(reader.stats().unwrap().store.segments, 10);
 }
+
+/// The largest id among the segment files in `path`.
+fn last_segment_id(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("seg-")?
+                .strip_suffix(".meta")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn a_failed_background_merge_is_recorded_and_retried_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = create(dir.path(), ElemType::I8);
+    db.pause_compaction().unwrap();
+    add_segments(&db, 0, 8, 10);
+    // The merge writes the next segment id: a directory in the way of its file fails it the
+    // way a full disk would.
+    let obstacle = path.join(hivlp_storage::segment::meta_file_name(
+        last_segment_id(&path) + 1,
+    ));
+    std::fs::create_dir(&obstacle).unwrap();
+    db.resume_compaction().unwrap();
+    let failed = wait_for(&db, "a recorded error", |s| {
+        s.compaction.last_error.is_some()
+    });
+    println!("recorded: {:?}", failed.compaction.last_error);
+    assert_eq!(failed.compaction.merges, 0);
+    assert_ne!(failed.compaction.state, CompactionState::Stopped);
+    assert_eq!(failed.store.segments, 8);
+    let obstacle_name = obstacle.file_name().unwrap().to_str().unwrap().to_owned();
+    let prefix = obstacle_name.strip_suffix(".meta").unwrap();
+    let stray: Vec<String> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(prefix) && *name != obstacle_name)
+        .collect();
+    assert!(stray.is_empty(), "the failed merge left {stray:?}");
+    db.insert(items(80..90, true)).unwrap();
+    std::fs::remove_dir(&obstacle).unwrap();
+    // The flush changes the segments, which wakes the thread to plan again.
+    db.flush().unwrap();
+    wait_for(&db, "a merge after the failure", |s| {
+        s.compaction.merges > 0 && s.store.segments < 8
+    });
+    assert_eq!(db.len().unwrap(), 90);
+    drop(db);
+    assert!(hivlp::verify(&path).unwrap().is_ok());
+    let db = Database::open(&path, options()).unwrap();
+    assert_eq!(db.len().unwrap(), 90);
+}
