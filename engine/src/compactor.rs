@@ -36,7 +36,8 @@ pub enum CompactionState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionStats {
     pub state: CompactionState,
-    /// Background compactions that merged or rewrote segments since the handle was opened.
+    /// Background compactions that merged or rewrote segments since the handle was opened
+    /// (counted once each has installed its segments, so it may briefly lag the segments).
     pub merges: u64,
     /// Why the last background compaction failed, if one did (it is retried later unless
     /// the handle refuses writes).
