@@ -159,7 +159,11 @@ class Database:
         until the database is reopened. A no-op on a read-only handle.
         """
     def compact(self) -> dict[str, Any]:
-        """Merges segments and drops deleted rows."""
+        """Merges every segment into one and drops deleted rows, now."""
+    def pause_compaction(self) -> None:
+        """Stops background compaction until ``resume_compaction()``; waits for a running merge."""
+    def resume_compaction(self) -> None:
+        """Lets background compaction run again."""
     def snapshot(self, dest: Union[str, os.PathLike[str]]) -> None:
         """Writes a consistent copy to the new folder ``dest``, openable with ``hivlp.open``."""
     def stats(self) -> dict[str, Any]:
@@ -193,6 +197,8 @@ def open(
     memtable_rows: Optional[int] = None,
     threads: Optional[int] = None,
     allow_model_mismatch: bool = False,
+    auto_compaction: bool = True,
+    compaction_budget_bytes: Optional[int] = None,
 ) -> Database:
     """Opens the database in folder ``path``, creating it if the folder holds none.
 
@@ -200,6 +206,11 @@ def open(
     vectors-only database (then ``fine_dim`` and ``coarse_dim`` are required when creating).
     ``durability="sync"`` makes every write durable before it returns; ``"buffered"`` at
     ``flush()``. Reopen a vectors-only database with ``model=None``.
+
+    ``auto_compaction`` merges segments and drops deleted rows in a background thread of a
+    writer handle; ``compaction_budget_bytes`` bounds the segment bytes one background merge
+    reads (and so the extra disk it holds), 2 GiB by default. ``stats()`` reports it under
+    ``auto_compaction``, ``background_merges`` and ``background_merge_error``.
 
     ``"default"`` is ``encoders/models/default`` of the source tree the module was built from,
     or ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded from ``$ORT_DYLIB_PATH``, else from where

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use hivlp_storage::{
     CompactionReport, MergeAll, MergePolicy, Metric, Modality, Properties, Rewrite, Row, Schema,
-    SegmentStats, Store, StoreOptions, StoreStats, Tier, TierVectors, VerifyLevel, VerifyReport,
-    View, l2_norm, l2_normalize,
+    SegmentStats, Store, StoreOptions, StoreStats, Tier, TierVectors, TieredMergePolicy,
+    VerifyLevel, VerifyReport, View, l2_norm, l2_normalize,
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::compactor::{CompactionStats, Compactor};
 use crate::error::{Error, InvalidInput, ModelError};
 use crate::params::{
     Hit, Item, ModelChoice, NewDatabase, Options, Query, SearchParams, SearchTiming,
@@ -53,7 +54,9 @@ const DEFAULT_COARSE_DIM: usize = 64;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Database {
-    store: Store,
+    /// Background compaction; `None` when off or read-only. Stopped before `store` closes.
+    compactor: Option<Compactor>,
+    store: Arc<Store>,
     pool: rayon::ThreadPool,
     /// How coarse vectors are derived, decoded from the properties of the latest view.
     coarse: RwLock<ModeCache>,
@@ -118,13 +121,15 @@ pub struct Stats {
     pub schema: Schema,
     /// `name vversion` of the model the handle encodes with, if any.
     pub model: Option<String>,
+    /// What background compaction did.
+    pub compaction: CompactionStats,
 }
 
 /// One figure of [`Stats::fields`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatValue {
     Count(u64),
-    /// A lower-case name (`i8`, `cosine`, `pca`, a model tag).
+    /// A lower-case name (`i8`, `cosine`, `pca`), a model tag or an error message.
     Name(String),
     /// What an open dropped from the end of the WAL.
     DroppedTail(hivlp_storage::DroppedWalTail),
@@ -164,6 +169,12 @@ impl Stats {
             ("image_coarse", name(&self.coarse[0])),
             ("text_coarse", name(&self.coarse[1])),
             ("model", self.model.clone().map_or(Absent, Name)),
+            ("auto_compaction", name(&self.compaction.state)),
+            ("background_merges", Count(self.compaction.merges)),
+            (
+                "background_merge_error",
+                self.compaction.last_error.clone().map_or(Absent, Name),
+            ),
         ]
     }
 }
@@ -489,7 +500,24 @@ impl Database {
             properties: store.view().properties().clone(),
             mode: Arc::new(mode),
         });
+        let store = Arc::new(store);
+        let compactor = if opts.auto_compaction && !opts.read_only {
+            let policy = TieredMergePolicy {
+                max_merge_bytes: opts.compaction_budget_bytes,
+                ..TieredMergePolicy::default()
+            };
+            let started = Compactor::start(store.clone(), policy);
+            Some(started.map_err(|e| {
+                Error::Io(hivlp_storage::IoError::new(
+                    "start the compaction thread",
+                    e,
+                ))
+            })?)
+        } else {
+            None
+        };
         Ok(Database {
+            compactor,
             store,
             pool,
             coarse,
@@ -574,6 +602,7 @@ impl Database {
         }
         let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
         self.store.insert_with_properties(rows, properties)?;
+        self.wake_compactor();
         // The rows are committed, so the refit they may trigger is not part of this call's
         // outcome: a failed refit changes nothing (rows and projection switch together) and
         // is tried again by the next insert and by `compact`, which reports its errors.
@@ -654,7 +683,9 @@ impl Database {
     /// Deletes rows by id (unknown ids are ignored); returns how many were deleted.
     pub fn delete(&self, ids: &[u64]) -> Result<usize> {
         self.check_process()?;
-        Ok(self.store.delete(ids)?)
+        let deleted = self.store.delete(ids)?;
+        self.wake_compactor();
+        Ok(deleted)
     }
 
     /// Makes every acknowledged write durable (for [`Durability::Buffered`](crate::Durability::Buffered)).
@@ -668,7 +699,12 @@ impl Database {
     /// the handle, which does the same on a best-effort basis, reports a failure to do so
     /// (with [`Durability::Buffered`](crate::Durability::Buffered), writes since the last
     /// sync may then be lost). In a forked child, closes nothing the parent owns.
-    pub fn close(self) -> Result<()> {
+    ///
+    /// A background merge that is running is waited for first (it reads at most
+    /// [`Options::compaction_budget_bytes`]); none is left half-written.
+    pub fn close(mut self) -> Result<()> {
+        self.check_process()?;
+        drop(self.compactor.take());
         // What `Store::close` does; the drop that follows has nothing left to sync.
         self.sync()
     }
@@ -676,12 +712,43 @@ impl Database {
     /// Writes the memtable to a new immutable segment.
     pub fn flush(&self) -> Result<()> {
         self.check_process()?;
-        Ok(self.store.flush()?)
+        self.store.flush()?;
+        self.wake_compactor();
+        Ok(())
     }
 
-    /// Merges segments and drops deleted rows. When coarse vectors come from a projection and
-    /// enough rows exist, the PCA projection is refitted first and every row's coarse vector
-    /// recomputed.
+    /// Stops background compaction until [`resume_compaction`](Self::resume_compaction),
+    /// waiting for a running merge to finish (say, before copying the folder by hand or to
+    /// keep the disk quiet). Explicit [`compact`](Self::compact) still works. A no-op
+    /// without background compaction.
+    pub fn pause_compaction(&self) -> Result<()> {
+        self.check_process()?;
+        if let Some(c) = &self.compactor {
+            c.pause();
+        }
+        Ok(())
+    }
+
+    /// Lets background compaction run again after
+    /// [`pause_compaction`](Self::pause_compaction).
+    pub fn resume_compaction(&self) -> Result<()> {
+        self.check_process()?;
+        if let Some(c) = &self.compactor {
+            c.resume();
+        }
+        Ok(())
+    }
+
+    fn wake_compactor(&self) {
+        if let Some(c) = &self.compactor {
+            c.wake();
+        }
+    }
+
+    /// Merges every segment into one and drops deleted rows, whatever background compaction
+    /// would choose (waiting for a background merge that is running). When coarse vectors
+    /// come from a projection and enough rows exist, the PCA projection is refitted first and
+    /// every row's coarse vector recomputed.
     pub fn compact(&self) -> Result<CompactionReport> {
         self.check_process()?;
         let writer = self.writer.lock();
@@ -714,6 +781,10 @@ impl Database {
                 .encoder
                 .as_ref()
                 .map(|e| format!("{} v{}", e.info().name, e.info().version)),
+            compaction: self
+                .compactor
+                .as_ref()
+                .map_or(CompactionStats::OFF, Compactor::stats),
         })
     }
 
@@ -978,8 +1049,11 @@ impl Drop for Database {
     fn drop(&mut self) {
         // A forked child has none of the encoder runtime's threads, and releasing it would wait
         // for them forever; the parent owns it, so this copy is left alone.
+        // Nor has it the compaction thread, which cannot be joined there.
+        let compactor = self.compactor.take();
         if self.check_process().is_err() {
             std::mem::forget(self.encoder.take());
+            std::mem::forget(compactor);
         }
     }
 }

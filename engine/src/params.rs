@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hivlp_storage::{Durability, ElemType, Metric, Modality as Target};
+use hivlp_storage::{Durability, ElemType, Metric, Modality as Target, TieredMergePolicy};
 
 use crate::error::InvalidInput;
 use crate::{Embedding, EncoderOptions};
@@ -82,6 +82,14 @@ pub struct Options {
     /// Matryoshka model): the projection is fitted by PCA once the database holds this many
     /// rows of a modality, on those rows (a random orthogonal projection is used before).
     pub projection_fit_rows: usize,
+    /// Merge segments in a background thread of the writer handle (see
+    /// [`Database::pause_compaction`](crate::Database::pause_compaction)); without it, only
+    /// [`Database::compact`](crate::Database::compact) merges.
+    pub auto_compaction: bool,
+    /// Most bytes of segment files one background compaction reads, which bounds the extra
+    /// disk it holds at once (its output is at most its input). Larger segments are not
+    /// merged in the background.
+    pub compaction_budget_bytes: u64,
 }
 
 impl Default for Options {
@@ -95,6 +103,8 @@ impl Default for Options {
             encoder: EncoderOptions::default(),
             allow_model_mismatch: false,
             projection_fit_rows: 4096,
+            auto_compaction: true,
+            compaction_budget_bytes: TieredMergePolicy::default().max_merge_bytes,
         }
     }
 }

@@ -111,7 +111,7 @@ pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
     MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
-pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
+pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats, TieredMergePolicy};
 pub use verify::{VerifyReport, verify};
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ const NO_ID: u64 = u64::MAX;
 #[pyo3(signature = (
     path, model = Some("default".to_string()), coarse_dtype = "i8", durability = "sync", *,
     coarse_dim = None, fine_dim = None, metric = "cosine", read_only = false,
-    memtable_rows = None, threads = None, allow_model_mismatch = false
+    memtable_rows = None, threads = None, allow_model_mismatch = false,
+    auto_compaction = true, compaction_budget_bytes = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn open(
@@ -47,6 +48,8 @@ fn open(
     memtable_rows: Option<usize>,
     threads: Option<usize>,
     allow_model_mismatch: bool,
+    auto_compaction: bool,
+    compaction_budget_bytes: Option<u64>,
 ) -> PyResult<PyDatabase> {
     let coarse_type = parse_dtype(coarse_dtype)?;
     let metric: Metric = metric
@@ -70,10 +73,14 @@ fn open(
         model,
         allow_model_mismatch,
         threads,
+        auto_compaction,
         ..Options::default()
     };
     if let Some(rows) = memtable_rows {
         options.memtable_rows = rows;
+    }
+    if let Some(bytes) = compaction_budget_bytes {
+        options.compaction_budget_bytes = bytes;
     }
     let new = NewDatabase {
         coarse_type,
@@ -504,6 +511,17 @@ impl PyDatabase {
         let db = self.db()?;
         let report = py.detach(|| db.compact()).map_err(map_error)?;
         convert::compaction_report(py, &report)
+    }
+
+    /// Stops background compaction until `resume_compaction()`, waiting for a running merge.
+    fn pause_compaction(&self, py: Python<'_>) -> PyResult<()> {
+        let db = self.db()?;
+        py.detach(|| db.pause_compaction()).map_err(map_error)
+    }
+
+    /// Lets background compaction run again.
+    fn resume_compaction(&self) -> PyResult<()> {
+        self.db()?.resume_compaction().map_err(map_error)
     }
 
     /// Writes a consistent copy of the database to the new folder `dest`.

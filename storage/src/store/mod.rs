@@ -34,7 +34,9 @@ mod state;
 mod write;
 
 pub use cleanup::{Occupancy, occupancy};
-pub use merge_policy::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
+pub use merge_policy::{
+    DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats, TieredMergePolicy,
+};
 pub use segment_writer::{CoarseRewrite, Rewrite};
 
 /// Largest caption, in bytes.
