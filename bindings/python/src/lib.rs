@@ -6,6 +6,7 @@
 
 mod convert;
 mod errors;
+mod locations;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -132,11 +133,14 @@ struct PyHit {
 
 #[pymethods]
 impl PyHit {
-    fn __repr__(&self) -> String {
-        format!(
-            "Hit(id={}, score={:.4}, caption={:?}, uri={:?})",
-            self.id, self.score, self.caption, self.uri
-        )
+    /// Python values: `caption='a flag'` or `caption=None`, as `repr()` writes them.
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let caption = self.caption.as_deref().into_pyobject(py)?.repr()?;
+        let uri = self.uri.as_deref().into_pyobject(py)?.repr()?;
+        Ok(format!(
+            "Hit(id={}, score={:.4}, caption={caption}, uri={uri})",
+            self.id, self.score
+        ))
     }
 }
 
@@ -584,11 +588,13 @@ impl PyDatabase {
 
 /// hivlp: an embedded vector database for coarse-to-fine image–text retrieval.
 #[pymodule]
-#[pyo3(name = "hivlp")]
+#[pyo3(name = "_hivlp")]
 fn hivlp_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(locations::_set_default_model_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(locations::_add_runtime_candidate, m)?)?;
     m.add_class::<PyDatabase>()?;
     m.add_class::<PyHit>()?;
     m.add("HivlpError", py.get_type::<HivlpError>())?;

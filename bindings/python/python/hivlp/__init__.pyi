@@ -201,9 +201,10 @@ def open(
     ``durability="sync"`` makes every write durable before it returns; ``"buffered"`` at
     ``flush()``. Reopen a vectors-only database with ``model=None``.
 
-    ``"default"`` is ``encoders/models/default`` of the source tree the module was built from,
-    or ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded from ``$ORT_DYLIB_PATH``, else from where
-    ``scripts/fetch-onnxruntime`` put it at build time.
+    ``"default"`` is the model installed with the package (``hivlp/models/default``), or
+    ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded, on first use of a model, from
+    ``$ORT_DYLIB_PATH``, else from the installed ``onnxruntime`` (or ``onnxruntime-gpu``)
+    package; a vectors-only database never loads it.
     """
 
 def verify(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
