@@ -16,6 +16,7 @@ mod demo;
 mod error;
 mod html;
 mod import;
+mod locations;
 mod sources;
 
 use std::path::PathBuf;
@@ -84,6 +85,14 @@ enum Command {
     },
     /// Build a database from the bundled demo data in a temporary folder and query it.
     Demo(DemoArgs),
+    /// Keep what an installed `hivlp` needs in the per-user data folder (`~/.local/share/hivlp`):
+    /// the embedded default model and a copy of ONNX Runtime, so no checkout or Python is needed.
+    Setup {
+        /// The ONNX Runtime library to copy (default: `$ORT_DYLIB_PATH`, else the installed
+        /// `onnxruntime` Python package's).
+        #[arg(long, value_name = "FILE")]
+        runtime: Option<PathBuf>,
+    },
 }
 
 /// Which model encodes images and text.
@@ -192,9 +201,26 @@ enum TargetArg {
     Text,
 }
 
+impl Command {
+    /// The model a command encodes with, when it may load one.
+    fn model(&self) -> Option<&ModelArg> {
+        match self {
+            Command::Create(args) => Some(&args.model),
+            Command::Import(args) => Some(&args.model),
+            Command::Search(args) => Some(&args.model),
+            Command::Demo(args) => Some(&args.model),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let prepared = match cli.command.model() {
+        Some(model) if model.model != "none" => locations::prepare_model_use(),
+        _ => Ok(()),
+    };
+    let result = prepared.and_then(|()| match cli.command {
         Command::Create(args) => commands::create(args),
         Command::Import(args) => import::run(args),
         Command::Search(args) => commands::search(args),
@@ -204,7 +230,8 @@ fn main() -> ExitCode {
         Command::Stats { db, json } => commands::stats(&db, json),
         Command::Verify { db, json } => commands::verify(&db, json),
         Command::Demo(args) => demo::run(args),
-    };
+        Command::Setup { runtime } => locations::setup(runtime),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
