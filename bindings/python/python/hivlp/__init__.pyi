@@ -8,10 +8,25 @@ caption. Calls that encode, search, write or compact release the GIL.
 import os
 import pathlib
 from types import TracebackType
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "NO_ID",
+    "CorruptionError",
+    "Database",
+    "ForkedError",
+    "Hit",
+    "HivlpError",
+    "InvalidInputError",
+    "LockedError",
+    "ModelError",
+    "__version__",
+    "open",
+    "verify",
+]
 
 __version__: str
 
@@ -52,6 +67,7 @@ class ForkedError(HivlpError):
     use the ``"spawn"`` or ``"forkserver"`` start method.
     """
 
+@final
 class Hit:
     """One search result."""
 
@@ -69,6 +85,7 @@ class Hit:
     def metadata(self) -> Union[dict[str, Any], list[Any], bytes, None]:
         """JSON metadata decoded, other metadata as bytes, None when empty."""
 
+@final
 class Database:
     """An open database. Close it with ``close()`` or use it as a context manager.
 
