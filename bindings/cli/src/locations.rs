@@ -1,14 +1,14 @@
 //! Where an installed `hivlp` finds ONNX Runtime and the default model, with no checkout around.
 //!
-//! The default model is embedded in the binary and written once to the per-user data folder
-//! (`$XDG_DATA_HOME/hivlp`, else `~/.local/share/hivlp`), under a name that carries its content
-//! hash. ONNX Runtime is looked for at `$ORT_DYLIB_PATH`, then at the per-user copy that
+//! The default model is embedded in the binary (feature `embedded-model`, on by default) and
+//! written once to the per-user data folder (`$XDG_DATA_HOME/hivlp`, else
+//! `~/.local/share/hivlp`), under a name that carries its content hash; the Python wheel's
+//! `hivlp` command is built without it, as the package registers its own copy. ONNX Runtime is looked for at `$ORT_DYLIB_PATH`, then at the per-user copy that
 //! `hivlp setup` makes, then in an installed `onnxruntime` Python package (asked of `python3`),
 //! then where the encoders look by themselves (next to the executable, `.ort/lib` of a parent).
 
 use std::ffi::OsString;
 use std::fs;
-use std::hash::{Hash as _, Hasher as _};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,38 +18,15 @@ use hivlp::Encoder;
 use crate::CliResult;
 use crate::error::CliError;
 
-/// The files of `encoders/models/default`, compiled in.
-const EMBEDDED_MODEL: [(&str, &[u8]); 5] = [
-    (
-        "model.toml",
-        include_bytes!("../../../encoders/models/default/model.toml"),
-    ),
-    (
-        "image.onnx",
-        include_bytes!("../../../encoders/models/default/image.onnx"),
-    ),
-    (
-        "text.onnx",
-        include_bytes!("../../../encoders/models/default/text.onnx"),
-    ),
-    (
-        "tokenizer.json",
-        include_bytes!("../../../encoders/models/default/tokenizer.json"),
-    ),
-    (
-        "MODEL_CARD.md",
-        include_bytes!("../../../encoders/models/default/MODEL_CARD.md"),
-    ),
-];
-
 /// The file name of the runtime copy `hivlp setup` keeps in the data folder.
 const RUNTIME_FILE: &str = "libonnxruntime.so";
 
 /// Prepares what commands that encode need: the embedded model as the default bundle (unless
 /// `$HIVLP_MODEL_DIR` is set) and the places ONNX Runtime may be (unless `$ORT_DYLIB_PATH` is).
 pub fn prepare_model_use() -> CliResult {
+    #[cfg(feature = "embedded-model")]
     if !is_set("HIVLP_MODEL_DIR") {
-        Encoder::set_default_bundle_dir(extract_embedded_model(&data_dir()?)?);
+        Encoder::set_default_bundle_dir(embedded::extract(&data_dir()?)?);
     }
     if !is_set("ORT_DYLIB_PATH") {
         let user_copy = data_dir()?.join("lib").join(RUNTIME_FILE);
@@ -68,8 +45,8 @@ pub fn prepare_model_use() -> CliResult {
 /// later runs need neither Python nor a checkout.
 pub fn setup(runtime: Option<PathBuf>) -> CliResult {
     let data = data_dir()?;
-    let model = extract_embedded_model(&data)?;
-    out!("model: {}", model.display());
+    #[cfg(feature = "embedded-model")]
+    out!("model: {}", embedded::extract(&data)?.display());
     let source = runtime
         .or_else(|| {
             std::env::var_os("ORT_DYLIB_PATH")
@@ -114,37 +91,6 @@ fn data_dir() -> Result<PathBuf, CliError> {
         })
 }
 
-/// Writes the embedded bundle to `data/models/default-<hash>` unless it is there already;
-/// returns that folder. The hash names the content, so a rebuilt binary with another model
-/// never reads a stale copy.
-fn extract_embedded_model(data: &Path) -> Result<PathBuf, CliError> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for (name, bytes) in EMBEDDED_MODEL {
-        name.hash(&mut hasher);
-        bytes.hash(&mut hasher);
-    }
-    let models = data.join("models");
-    let dir = models.join(format!("default-{:016x}", hasher.finish()));
-    if EMBEDDED_MODEL.iter().all(|(name, bytes)| {
-        fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == bytes.len() as u64)
-    }) {
-        return Ok(dir);
-    }
-    // Written beside and renamed into place, so two processes never see a partial bundle.
-    let partial = models.join(format!(".partial-{}", std::process::id()));
-    fs::create_dir_all(&partial).map_err(|e| io_error("create", &partial, &e))?;
-    for (name, bytes) in EMBEDDED_MODEL {
-        let file = partial.join(name);
-        fs::write(&file, bytes).map_err(|e| io_error("write", &file, &e))?;
-    }
-    if fs::rename(&partial, &dir).is_err() {
-        // Another process won the race (or a damaged copy is in the way): keep one good copy.
-        let _ = fs::remove_dir_all(&dir);
-        fs::rename(&partial, &dir).map_err(|e| io_error("rename", &partial, &e))?;
-    }
-    Ok(dir)
-}
-
 /// `onnxruntime/capi/libonnxruntime.so*` of the `onnxruntime` (or `onnxruntime-gpu`) package
 /// that `python3` on PATH imports, found without importing it; None without Python or package.
 fn python_onnxruntime() -> Option<PathBuf> {
@@ -176,4 +122,70 @@ fn is_set(var: &str) -> bool {
 
 fn io_error(op: &str, path: &Path, error: &io::Error) -> CliError {
     CliError::other(format!("cannot {op} {}: {error}", path.display()))
+}
+
+/// The default model compiled into the binary.
+#[cfg(feature = "embedded-model")]
+mod embedded {
+    use std::fs;
+    use std::hash::{Hash as _, Hasher as _};
+    use std::path::{Path, PathBuf};
+
+    use super::io_error;
+    use crate::error::CliError;
+
+    /// The files of `encoders/models/default`, compiled in.
+    const FILES: [(&str, &[u8]); 5] = [
+        (
+            "model.toml",
+            include_bytes!("../../../encoders/models/default/model.toml"),
+        ),
+        (
+            "image.onnx",
+            include_bytes!("../../../encoders/models/default/image.onnx"),
+        ),
+        (
+            "text.onnx",
+            include_bytes!("../../../encoders/models/default/text.onnx"),
+        ),
+        (
+            "tokenizer.json",
+            include_bytes!("../../../encoders/models/default/tokenizer.json"),
+        ),
+        (
+            "MODEL_CARD.md",
+            include_bytes!("../../../encoders/models/default/MODEL_CARD.md"),
+        ),
+    ];
+
+    /// Writes the embedded bundle to `data/models/default-<hash>` unless it is there already;
+    /// returns that folder. The hash names the content, so a rebuilt binary with another model
+    /// never reads a stale copy.
+    pub fn extract(data: &Path) -> Result<PathBuf, CliError> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (name, bytes) in FILES {
+            name.hash(&mut hasher);
+            bytes.hash(&mut hasher);
+        }
+        let models = data.join("models");
+        let dir = models.join(format!("default-{:016x}", hasher.finish()));
+        if FILES.iter().all(|(name, bytes)| {
+            fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == bytes.len() as u64)
+        }) {
+            return Ok(dir);
+        }
+        // Written beside and renamed into place, so two processes never see a partial bundle.
+        let partial = models.join(format!(".partial-{}", std::process::id()));
+        fs::create_dir_all(&partial).map_err(|e| io_error("create", &partial, &e))?;
+        for (name, bytes) in FILES {
+            let file = partial.join(name);
+            fs::write(&file, bytes).map_err(|e| io_error("write", &file, &e))?;
+        }
+        if fs::rename(&partial, &dir).is_err() {
+            // Another process won the race (or a damaged copy is in the way): keep one good copy.
+            let _ = fs::remove_dir_all(&dir);
+            fs::rename(&partial, &dir).map_err(|e| io_error("rename", &partial, &e))?;
+        }
+        Ok(dir)
+    }
 }

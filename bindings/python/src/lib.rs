@@ -4,6 +4,7 @@
 //! Python threads can search one database concurrently. NumPy inputs are read in place when
 //! C-contiguous `float32`; other arrays are converted once.
 
+mod cli;
 mod convert;
 mod errors;
 mod locations;
@@ -595,6 +596,7 @@ fn hivlp_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(locations::_set_default_model_dir, m)?)?;
     m.add_function(wrap_pyfunction!(locations::_add_runtime_candidate, m)?)?;
+    m.add_function(wrap_pyfunction!(cli::_cli_main, m)?)?;
     m.add_class::<PyDatabase>()?;
     m.add_class::<PyHit>()?;
     m.add("HivlpError", py.get_type::<HivlpError>())?;
