@@ -174,8 +174,10 @@ struct SearchArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// The demo data folder (images, .txt captions, queries.txt).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/demo"))]
+    /// The demo data folder (images, .txt captions, queries.txt); the default is the checkout's,
+    /// relative to the working folder (`scripts/demo` runs from the repository root), as no
+    /// path of the build machine is compiled in.
+    #[arg(long, default_value = "data/demo")]
     data: PathBuf,
     /// Where to write the results page.
     #[arg(long, default_value = "results.html")]
