@@ -373,6 +373,26 @@ impl PyDatabase {
         .map_err(map_error)
     }
 
+    /// Inserts a pyarrow Table / RecordBatch / RecordBatchReader in batches (`hivlp/_arrow.py`).
+    #[pyo3(signature = (data, **columns))]
+    fn insert_arrow<'py>(
+        slf: &Bound<'py, Self>,
+        data: &Bound<'py, PyAny>,
+        columns: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_arrow(slf, "insert_arrow", data, columns)
+    }
+
+    /// Inserts a pandas DataFrame in batches (`hivlp/_arrow.py`).
+    #[pyo3(signature = (frame, **columns))]
+    fn insert_pandas<'py>(
+        slf: &Bound<'py, Self>,
+        frame: &Bound<'py, PyAny>,
+        columns: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_arrow(slf, "insert_pandas", frame, columns)
+    }
+
     /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
     #[pyo3(signature = (
         text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
@@ -585,6 +605,20 @@ impl PyDatabase {
         let state = if self.closed() { "closed" } else { "open" };
         format!("<hivlp.Database {} ({state})>", self.path.display())
     }
+}
+
+/// Calls `hivlp._arrow.<function>(db, data, **columns)`: the Arrow layer is Python over
+/// `insert_vectors`, so this module links no Arrow implementation.
+fn call_arrow<'py>(
+    db: &Bound<'py, PyDatabase>,
+    function: &str,
+    data: &Bound<'py, PyAny>,
+    columns: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    db.py()
+        .import("hivlp._arrow")?
+        .getattr(function)?
+        .call((db, data), columns)
 }
 
 /// hivlp: an embedded vector database for coarse-to-fine image–text retrieval.

@@ -126,6 +126,24 @@ class Database:
         Coarse vectors are derived from the fine ones when not given. Given ``ids`` must be
         between 0 and 2**63 - 1; assigned ones continue after the largest id used.
         """
+    def insert_arrow(
+        self, data: Any, *, batch_rows: int = 65536, **columns: Optional[str]
+    ) -> list[int]:
+        """Inserts a pyarrow ``Table``, ``RecordBatch`` or ``RecordBatchReader``, ``batch_rows``
+        rows per ``insert_vectors`` call; returns the ids.
+
+        Columns ``id``, ``caption``, ``uri``, ``metadata`` (dicts as JSON, str, bytes) and
+        ``image_fine``, ``image_coarse``, ``text_fine``, ``text_coarse`` (list or fixed-size list
+        of any float type) are read when present; map others by keyword
+        (``ids="item_id", image_fine="embedding"``) or skip one with ``uris=None``. Each batch
+        goes in whole or not at all; an error names the failed batch and its rows, and the
+        batches before it stay inserted. A reader is consumed batch by batch, so memory stays
+        bounded by ``batch_rows``. Needs pyarrow (``pip install 'hivlp[arrow]'``).
+        """
+    def insert_pandas(
+        self, frame: Any, *, batch_rows: int = 65536, **columns: Optional[str]
+    ) -> list[int]:
+        """``insert_arrow`` of a pandas DataFrame (vector cells as lists or NumPy arrays)."""
     def search(
         self,
         text: Optional[str] = None,
