@@ -7,6 +7,7 @@
 mod cli;
 mod convert;
 mod errors;
+mod export;
 mod locations;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use engine::{Database, Durability, Metric, ModelChoice, NewDatabase, Options, SearchParams};
 use numpy::{PyArray1, PyArray2, PyArrayMethods as _};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{
     FloatRows, ImageArg, SearchCount, hit_metadata, metadata_bytes, parse_dtype, parse_target,
@@ -393,6 +394,46 @@ impl PyDatabase {
         call_arrow(slf, "insert_pandas", frame, columns)
     }
 
+    /// The live items as a `pyarrow.Table` (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_arrow<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_arrow", args, kwargs)
+    }
+
+    /// The live items as a `pyarrow.RecordBatchReader`, fetched a batch at a time (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_arrow_reader<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_arrow_reader", args, kwargs)
+    }
+
+    /// The live items as a pandas DataFrame (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_pandas<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_pandas", args, kwargs)
+    }
+
+    /// The live items as a polars DataFrame (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_polars<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_polars", args, kwargs)
+    }
+
     /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
     #[pyo3(signature = (
         text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
@@ -621,6 +662,21 @@ fn call_arrow<'py>(
         .call((db, data), columns)
 }
 
+/// Calls `hivlp._arrow.<function>(db, *args, **kwargs)`.
+fn call_export<'py>(
+    db: &Bound<'py, PyDatabase>,
+    function: &str,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut all = vec![db.clone().into_any()];
+    all.extend(args.iter());
+    db.py()
+        .import("hivlp._arrow")?
+        .getattr(function)?
+        .call(PyTuple::new(db.py(), all)?, kwargs)
+}
+
 /// hivlp: an embedded vector database for coarse-to-fine image–text retrieval.
 #[pymodule]
 #[pyo3(name = "_hivlp")]
@@ -631,6 +687,8 @@ fn hivlp_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(locations::_set_default_model_dir, m)?)?;
     m.add_function(wrap_pyfunction!(locations::_add_runtime_candidate, m)?)?;
     m.add_function(wrap_pyfunction!(cli::_cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(export::_live_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(export::_export_rows, m)?)?;
     m.add_class::<PyDatabase>()?;
     m.add_class::<PyHit>()?;
     m.add("HivlpError", py.get_type::<HivlpError>())?;

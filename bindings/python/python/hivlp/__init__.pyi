@@ -140,6 +140,46 @@ class Database:
         batches before it stay inserted. A reader is consumed batch by batch, so memory stays
         bounded by ``batch_rows``. Needs pyarrow (``pip install 'hivlp[arrow]'``).
         """
+    def to_arrow(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """The live items as a ``pyarrow.Table``: ``id`` (uint64), ``caption``, ``uri``,
+        ``metadata`` (the stored bytes), and ``image_fine``, ``image_coarse``, ``text_fine``,
+        ``text_coarse`` as fixed-size lists of float32 (null where an item lacks the modality;
+        coarse ``i8``/``f16`` vectors are dequantised). ``columns`` selects and orders columns;
+        ``where`` is a ``pyarrow.compute`` expression rows must satisfy. The same columns are
+        what ``insert_arrow`` reads, so ``other.insert_arrow(db.to_arrow())`` copies a
+        database. Needs pyarrow (``pip install 'hivlp[arrow]'``).
+        """
+    def to_arrow_reader(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """``to_arrow`` as a ``pyarrow.RecordBatchReader``: rows are fetched ``batch_rows`` at a
+        time from one consistent list of live ids, so memory stays bounded."""
+    def to_pandas(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """``to_arrow(...).to_pandas()`` (needs pandas)."""
+    def to_polars(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """``polars.from_arrow(to_arrow(...))`` (needs polars)."""
     def insert_pandas(
         self, frame: Any, *, batch_rows: int = 65536, **columns: Optional[str]
     ) -> list[int]:
