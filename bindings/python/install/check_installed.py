@@ -3,8 +3,8 @@ fresh venv's Python, from a temporary folder outside the checkout, with HIVLP_MO
 ORT_DYLIB_PATH unset. Usage: check_installed.py DATA_DIR CHECKOUT_DIR
 
 Checks that the package, its native module, the model and ONNX Runtime all come from the venv;
-that vectors-only use never loads ONNX Runtime; and that each demo image is found by its caption
-and by itself. Prints the import and first-query times (figures for the notes, not asserted).
+that vectors-only use never loads ONNX Runtime; that to_arrow/insert_arrow round-trip bit for
+bit; and that each demo image is found by its caption and by itself. Prints the import and first-query times (figures for the notes, not asserted).
 """
 
 import os
@@ -54,6 +54,18 @@ with tempfile.TemporaryDirectory(dir=cwd) as work:
         assert db.search(vector=rows[3], k=1)[0].id == ids[3]
     assert not onnxruntime_mapped(), f"vectors-only use loaded {onnxruntime_mapped()}"
 
+    # Arrow out and back in (the wheel's `arrow` extra): bit for bit.
+    dims = dict(model=None, fine_dim=8, coarse_dim=4, metric="ip")
+    with hivlp.open(work / "arrow-a", **dims) as a, hivlp.open(work / "arrow-b", **dims) as b:
+        rows = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+        a.insert_vectors(image_fine=rows, captions=[f"c{i}" for i in range(20)],
+                         metadata=[{"i": i} for i in range(20)])
+        exported = a.to_arrow()
+        b.insert_arrow(exported, batch_rows=7)
+        assert b.to_arrow().equals(exported), "to_arrow -> insert_arrow -> to_arrow changed rows"
+        fine = np.stack(exported.column("image_fine").to_numpy(zero_copy_only=False))
+        assert np.array_equal(fine, rows), "exported vectors differ from the inserted ones"
+
     images = sorted(data.glob("*.png"))
     captions = [p.with_suffix(".txt").read_text().strip() for p in images]
     assert len(images) >= 3, f"too few demo images in {data}"
@@ -73,7 +85,8 @@ with tempfile.TemporaryDirectory(dir=cwd) as work:
     assert loaded and all(inside_venv(p) for p in loaded), f"ONNX Runtime from {loaded}"
 
 print(
-    f"installed wheel: {len(images)} demo images found by caption and by image; "
+    f"installed wheel: Arrow round trip bit-exact; {len(images)} demo images found by caption "
+    f"and by image; "
     f"import {imported - started:.3f}s, open with the model {opened - imported:.3f}s, "
     f"insert {inserted - opened:.3f}s, first query {first_query - inserted:.3f}s; "
     f"ONNX Runtime {sorted(loaded)[0]}"
