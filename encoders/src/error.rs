@@ -71,8 +71,9 @@ pub enum BundleError {
 pub enum RuntimeError {
     /// No `libonnxruntime` was found in any of the places searched.
     #[error(
-        "ONNX Runtime library not found (looked at: {}); install it with `scripts/fetch-onnxruntime` \
-         (CUDA build: `ORT_FLAVOR=gpu scripts/fetch-onnxruntime`) or set ORT_DYLIB_PATH to libonnxruntime.so",
+        "ONNX Runtime library not found (looked at: {}); install it with `pip install onnxruntime` \
+         (CUDA: `pip install onnxruntime-gpu`), for the CLI then `hivlp setup` to keep a per-user copy, \
+         in a checkout `scripts/fetch-onnxruntime`; or set ORT_DYLIB_PATH to libonnxruntime.so",
         list_paths(tried)
     )]
     LibraryMissing {
@@ -163,6 +164,14 @@ pub enum EncoderError {
         /// The explanation.
         message: String,
     },
+    /// The default bundle was asked for, but this process knows none: `$HIVLP_MODEL_DIR` is
+    /// unset and the host (Python package, CLI) registered no bundle directory.
+    #[error(
+        "no default model bundle is known: set HIVLP_MODEL_DIR to a bundle folder, or install the \
+         Python package (`pip install hivlp`, which ships it) or the CLI (`cargo install --path bindings/cli`, \
+         which embeds it)"
+    )]
+    NoDefaultBundle,
     /// CUDA was asked for, but this build of `hivlp-encoders` lacks the `cuda` cargo feature.
     #[error("CUDA requested but hivlp-encoders was built without the `cuda` feature")]
     CudaNotBuilt,

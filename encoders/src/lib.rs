@@ -51,6 +51,9 @@ pub use crate::runtime::Provider;
 use crate::runtime::SessionFailure;
 use crate::text::{TextTokenizer, TokenBatch};
 
+/// The default bundle the host registered ([`Encoder::set_default_bundle_dir`]).
+static DEFAULT_BUNDLE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
 /// The vectors of one image or text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding {
@@ -138,6 +141,9 @@ impl Encoder {
     /// # Ok::<(), hivlp_encoders::EncoderError>(())
     /// ```
     pub fn load(bundle_dir: &Path, opts: EncoderOptions) -> Result<Encoder, EncoderError> {
+        if bundle_dir.as_os_str().is_empty() {
+            return Err(EncoderError::NoDefaultBundle);
+        }
         if opts.batch_size == 0 {
             return Err(EncoderError::InvalidOptions {
                 field: "batch_size",
@@ -210,12 +216,27 @@ impl Encoder {
         })
     }
 
-    /// `encoders/models/default` of this source tree, or `$HIVLP_MODEL_DIR` when set.
+    /// `$HIVLP_MODEL_DIR` when set, else the bundle the host registered with
+    /// [`Encoder::set_default_bundle_dir`] (the Python package's copy, the CLI's extracted
+    /// one); empty when neither is known, which [`Encoder::load`] refuses with
+    /// [`EncoderError::NoDefaultBundle`]. Nothing of the build machine is compiled in: cargo
+    /// runs in a checkout get `HIVLP_MODEL_DIR` from `.cargo/config.toml`.
     pub fn default_bundle_dir() -> PathBuf {
         match std::env::var_os("HIVLP_MODEL_DIR") {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default"),
+            _ => DEFAULT_BUNDLE.lock().clone().unwrap_or_default(),
         }
+    }
+
+    /// Makes `dir` the default bundle of this process (`$HIVLP_MODEL_DIR` still overrides).
+    pub fn set_default_bundle_dir(dir: PathBuf) {
+        *DEFAULT_BUNDLE.lock() = Some(dir);
+    }
+
+    /// Registers a place where the host found the ONNX Runtime library; tried after
+    /// `$ORT_DYLIB_PATH`, in registration order. Nothing loads until an encoder is made.
+    pub fn add_runtime_candidate(library: PathBuf) {
+        runtime::add_library_candidate(library);
     }
 
     /// Name, version, content hash, dimensions, layout and metric of the loaded bundle.

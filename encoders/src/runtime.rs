@@ -1,10 +1,13 @@
 //! The process-wide ONNX Runtime environment and session construction.
 //!
 //! `ort` is built with `load-dynamic`: the shared library is opened at run time. It is looked
-//! for, in order, at `$ORT_DYLIB_PATH` (if set, nothing else is tried), next to the running
-//! executable and in a `.ort/lib/` of any of its parent directories (what
-//! `scripts/fetch-onnxruntime` installs in a checkout), at the path cargo configured when this
-//! crate was built, and finally by bare name through the dynamic loader's search path.
+//! for, in order, at `$ORT_DYLIB_PATH` (if set, nothing else is tried), at the paths the host
+//! registered with [`add_library_candidate`] (the Python package hands over the installed
+//! `onnxruntime` package's library, the CLI its per-user copy and that package's), next to the
+//! running executable and in a `.ort/lib/` of any of its parent directories (what
+//! `scripts/fetch-onnxruntime` installs in a checkout), and finally by bare name through the
+//! dynamic loader's search path. No path of the build machine is compiled in: an installed
+//! binary or wheel looks only where it runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -18,6 +21,7 @@ use crate::error::RuntimeError;
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 static INIT: Mutex<()> = Mutex::new(());
+static HOST_CANDIDATES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 const LIBRARY: &str = "libonnxruntime.so";
 
@@ -46,6 +50,15 @@ pub(crate) fn environment() -> Result<&'static Environment, RuntimeError> {
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
+/// Registers a place where the host found the library (tried in registration order, after
+/// `$ORT_DYLIB_PATH`); only the path is kept, nothing loads until the first encoder needs it.
+pub(crate) fn add_library_candidate(path: PathBuf) {
+    let mut candidates = HOST_CANDIDATES.lock();
+    if !candidates.contains(&path) {
+        candidates.push(path);
+    }
+}
+
 fn locate_library() -> Result<PathBuf, RuntimeError> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
@@ -55,21 +68,13 @@ fn locate_library() -> Result<PathBuf, RuntimeError> {
             Err(RuntimeError::LibraryMissing { tried: vec![path] })
         };
     }
-    let mut tried = Vec::new();
+    let mut tried = HOST_CANDIDATES.lock().clone();
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()
     {
         tried.push(dir.join(LIBRARY));
         tried.extend(dir.ancestors().map(|a| a.join(".ort/lib").join(LIBRARY)));
     }
-    if let Some(configured) = option_env!("ORT_DYLIB_PATH") {
-        tried.push(PathBuf::from(configured));
-    }
-    tried.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../.ort/lib")
-            .join(LIBRARY),
-    );
     if let Some(found) = tried.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }

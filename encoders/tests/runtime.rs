@@ -32,7 +32,7 @@ fn missing_library_names_the_install_command() {
             ),
             "{err:?}"
         );
-        assert!(message.contains("scripts/fetch-onnxruntime"), "{message}");
+        assert!(message.contains("pip install onnxruntime"), "{message}");
         assert!(
             message.contains("/nonexistent/libonnxruntime.so"),
             "{message}"
@@ -282,4 +282,13 @@ fn one_encoder_serves_many_threads() {
             });
         }
     });
+}
+
+#[test]
+fn unknown_default_bundle_names_the_fix() {
+    // What `default_bundle_dir()` returns when neither HIVLP_MODEL_DIR nor a host registration
+    // names a bundle: no path of the build machine is guessed.
+    let err = Encoder::load(Path::new(""), options()).expect_err("no bundle");
+    assert!(matches!(err, EncoderError::NoDefaultBundle), "{err:?}");
+    assert!(err.to_string().contains("HIVLP_MODEL_DIR"), "{err}");
 }

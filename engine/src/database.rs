@@ -799,6 +799,23 @@ impl Database {
         Ok(self.len()? == 0)
     }
 
+    /// The ids of every live item, in storage order (segments oldest first, then the
+    /// memtable), from one consistent view: what an export walks, a batch of [`get`](Self::get)s
+    /// at a time.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        self.check_process()?;
+        let view = self.store.view();
+        Ok(view
+            .sources()
+            .iter()
+            .flat_map(|source| {
+                (0..source.rows())
+                    .filter(|&row| !source.is_deleted(row))
+                    .map(|row| source.id(row))
+            })
+            .collect())
+    }
+
     /// The live item with this id.
     pub fn get(&self, id: u64) -> Result<Option<Record>> {
         self.check_process()?;

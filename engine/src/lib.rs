@@ -36,7 +36,9 @@ pub mod synthetic;
 pub use compactor::{CompactionState, CompactionStats};
 pub use database::{Database, Pair, Record, StatValue, Stats, verify};
 pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
-pub use hivlp_encoders::{Embedding, EncodeError, Encoder, EncoderOptions, ImageInput};
+pub use hivlp_encoders::{
+    Embedding, EncodeError, Encoder, EncoderError, EncoderOptions, ImageInput,
+};
 pub use hivlp_storage::{
     CompactionReport, DroppedWalTail, Durability, ElemType, MAX_ID, Metric, Modality as Target,
     Occupancy, Schema, StoreStats, Tier, UnknownElemType, UnknownMetric, VerifyReport, occupancy,

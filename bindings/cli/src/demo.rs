@@ -40,12 +40,14 @@ fn parse_queries(text: &str, data: &Path) -> Vec<DemoQuery> {
 
 pub fn run(args: DemoArgs) -> CliResult {
     let started = Instant::now();
-    // Canonical, so the default (relative to this crate's source folder) prints cleanly.
+    // Canonical, so the relative default prints as a full path.
     let data = fs::canonicalize(&args.data).unwrap_or(args.data.clone());
     let queries_file = data.join("queries.txt");
     let queries_text = fs::read_to_string(&queries_file).map_err(|e| {
-        CliError::usage(format!("cannot read {}: {e}", queries_file.display()))
-            .hint("point --data at a folder with images, .txt captions and queries.txt")
+        CliError::usage(format!("cannot read {}: {e}", queries_file.display())).hint(
+            "run it from the repository root (`scripts/demo`), or point --data at a folder \
+                 with images, .txt captions and queries.txt",
+        )
     })?;
     let queries = parse_queries(&queries_text, &data);
     let entries = read_source(&data)?;

@@ -124,8 +124,14 @@ impl From<hivlp::Error> for CliError {
                 .hint(format!("create one with `hivlp create {}`", path.display())),
             hivlp::Error::AlreadyExists { .. } => CliError::new(Kind::Usage, message)
                 .hint("choose a new path, or remove the old one first"),
+            hivlp::Error::Model(hivlp::ModelError::Load(hivlp::EncoderError::Runtime(_))) => {
+                CliError::new(Kind::Model, message).hint(
+                    "run `pip install onnxruntime` (CUDA: onnxruntime-gpu) and then `hivlp setup`, \
+                     or `hivlp setup --runtime /path/to/libonnxruntime.so`, or set ORT_DYLIB_PATH",
+                )
+            }
             hivlp::Error::Model(_) => CliError::new(Kind::Model, message).hint(
-                "check --model (\"default\", a bundle folder or \"none\"); the default bundle is encoders/models/default",
+                "check --model (\"default\" is the model built into hivlp, a bundle folder, or \"none\")",
             ),
             _ => CliError::new(Kind::Other, message),
         }

@@ -4,8 +4,11 @@
 //! Python threads can search one database concurrently. NumPy inputs are read in place when
 //! C-contiguous `float32`; other arrays are converted once.
 
+mod cli;
 mod convert;
 mod errors;
+mod export;
+mod locations;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -13,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use engine::{Database, Durability, Metric, ModelChoice, NewDatabase, Options, SearchParams};
 use numpy::{PyArray1, PyArray2, PyArrayMethods as _};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{
     FloatRows, ImageArg, SearchCount, hit_metadata, metadata_bytes, parse_dtype, parse_target,
@@ -133,11 +136,14 @@ struct PyHit {
 
 #[pymethods]
 impl PyHit {
-    fn __repr__(&self) -> String {
-        format!(
-            "Hit(id={}, score={:.4}, caption={:?}, uri={:?})",
-            self.id, self.score, self.caption, self.uri
-        )
+    /// Python values: `caption='a flag'` or `caption=None`, as `repr()` writes them.
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let caption = self.caption.as_deref().into_pyobject(py)?.repr()?;
+        let uri = self.uri.as_deref().into_pyobject(py)?.repr()?;
+        Ok(format!(
+            "Hit(id={}, score={:.4}, caption={caption}, uri={uri})",
+            self.id, self.score
+        ))
     }
 }
 
@@ -369,6 +375,66 @@ impl PyDatabase {
         .map_err(map_error)
     }
 
+    /// Inserts a pyarrow Table / RecordBatch / RecordBatchReader in batches (`hivlp/_arrow.py`).
+    #[pyo3(signature = (data, **columns))]
+    fn insert_arrow<'py>(
+        slf: &Bound<'py, Self>,
+        data: &Bound<'py, PyAny>,
+        columns: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_arrow(slf, "insert_arrow", data, columns)
+    }
+
+    /// Inserts a pandas DataFrame in batches (`hivlp/_arrow.py`).
+    #[pyo3(signature = (frame, **columns))]
+    fn insert_pandas<'py>(
+        slf: &Bound<'py, Self>,
+        frame: &Bound<'py, PyAny>,
+        columns: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_arrow(slf, "insert_pandas", frame, columns)
+    }
+
+    /// The live items as a `pyarrow.Table` (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_arrow<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_arrow", args, kwargs)
+    }
+
+    /// The live items as a `pyarrow.RecordBatchReader`, fetched a batch at a time (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_arrow_reader<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_arrow_reader", args, kwargs)
+    }
+
+    /// The live items as a pandas DataFrame (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_pandas<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_pandas", args, kwargs)
+    }
+
+    /// The live items as a polars DataFrame (`hivlp/_arrow.py`).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn to_polars<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_export(slf, "to_polars", args, kwargs)
+    }
+
     /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
     #[pyo3(signature = (
         text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
@@ -594,13 +660,47 @@ impl PyDatabase {
     }
 }
 
+/// Calls `hivlp._arrow.<function>(db, data, **columns)`: the Arrow layer is Python over
+/// `insert_vectors`, so this module links no Arrow implementation.
+fn call_arrow<'py>(
+    db: &Bound<'py, PyDatabase>,
+    function: &str,
+    data: &Bound<'py, PyAny>,
+    columns: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    db.py()
+        .import("hivlp._arrow")?
+        .getattr(function)?
+        .call((db, data), columns)
+}
+
+/// Calls `hivlp._arrow.<function>(db, *args, **kwargs)`.
+fn call_export<'py>(
+    db: &Bound<'py, PyDatabase>,
+    function: &str,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut all = vec![db.clone().into_any()];
+    all.extend(args.iter());
+    db.py()
+        .import("hivlp._arrow")?
+        .getattr(function)?
+        .call(PyTuple::new(db.py(), all)?, kwargs)
+}
+
 /// hivlp: an embedded vector database for coarse-to-fine image–text retrieval.
 #[pymodule]
-#[pyo3(name = "hivlp")]
+#[pyo3(name = "_hivlp")]
 fn hivlp_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(locations::_set_default_model_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(locations::_add_runtime_candidate, m)?)?;
+    m.add_function(wrap_pyfunction!(cli::_cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(export::_live_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(export::_export_rows, m)?)?;
     m.add_class::<PyDatabase>()?;
     m.add_class::<PyHit>()?;
     m.add("HivlpError", py.get_type::<HivlpError>())?;

@@ -28,3 +28,19 @@ def test_readme_python_example_runs(tmp_path):
     lines = run.stdout.splitlines()
     assert len(lines) == 4, run.stdout  # three hits and the verify report
     assert os.path.isdir(tmp_path / "example.hivlp")
+
+
+@requires_model
+def test_readme_python_quickstart_runs(tmp_path):
+    blocks = readme_blocks("python quickstart")
+    assert len(blocks) == 1, "the README has one Python quick start"
+    assert len(blocks[0].strip().splitlines()) == 4, "the quick start is four lines"
+    (tmp_path / "data").symlink_to(REPO / "data")
+    script = tmp_path / "quickstart.py"
+    script.write_text(blocks[0], encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("[Hit(id=0, "), run.stdout
+    assert "caption='a boy plays soccer'" in run.stdout, run.stdout

@@ -190,3 +190,9 @@ def test_search_releases_the_gil(db_path):
     edges = [window["start"], *inside, window["end"]]
     longest_pause = max(b - a for a, b in zip(edges, edges[1:]))
     assert longest_pause < duration / 2, (longest_pause, duration)
+
+
+def test_hit_repr_shows_python_values(vec_db):
+    [item] = vec_db.insert_vectors(image_fine=unit_rows(1, FINE_DIM), captions=["a 'flag'"])
+    hit = vec_db.get(item)
+    assert repr(hit) == f"Hit(id={item}, score=0.0000, caption=\"a 'flag'\", uri=None)"

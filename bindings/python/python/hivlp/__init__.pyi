@@ -8,10 +8,25 @@ caption. Calls that encode, search, write or compact release the GIL.
 import os
 import pathlib
 from types import TracebackType
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "NO_ID",
+    "CorruptionError",
+    "Database",
+    "ForkedError",
+    "Hit",
+    "HivlpError",
+    "InvalidInputError",
+    "LockedError",
+    "ModelError",
+    "__version__",
+    "open",
+    "verify",
+]
 
 __version__: str
 
@@ -52,6 +67,7 @@ class ForkedError(HivlpError):
     use the ``"spawn"`` or ``"forkserver"`` start method.
     """
 
+@final
 class Hit:
     """One search result."""
 
@@ -69,6 +85,7 @@ class Hit:
     def metadata(self) -> Union[dict[str, Any], list[Any], bytes, None]:
         """JSON metadata decoded, other metadata as bytes, None when empty."""
 
+@final
 class Database:
     """An open database. Close it with ``close()`` or use it as a context manager.
 
@@ -109,6 +126,64 @@ class Database:
         Coarse vectors are derived from the fine ones when not given. Given ``ids`` must be
         between 0 and 2**63 - 1; assigned ones continue after the largest id used.
         """
+    def insert_arrow(
+        self, data: Any, *, batch_rows: int = 65536, **columns: Optional[str]
+    ) -> list[int]:
+        """Inserts a pyarrow ``Table``, ``RecordBatch`` or ``RecordBatchReader``, ``batch_rows``
+        rows per ``insert_vectors`` call; returns the ids.
+
+        Columns ``id``, ``caption``, ``uri``, ``metadata`` (dicts as JSON, str, bytes) and
+        ``image_fine``, ``image_coarse``, ``text_fine``, ``text_coarse`` (list or fixed-size list
+        of any float type) are read when present; map others by keyword
+        (``ids="item_id", image_fine="embedding"``) or skip one with ``uris=None``. Each batch
+        goes in whole or not at all; an error names the failed batch and its rows, and the
+        batches before it stay inserted. A reader is consumed batch by batch, so memory stays
+        bounded by ``batch_rows``. Needs pyarrow (``pip install 'hivlp[arrow]'``).
+        """
+    def to_arrow(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """The live items as a ``pyarrow.Table``: ``id`` (uint64), ``caption``, ``uri``,
+        ``metadata`` (the stored bytes), and ``image_fine``, ``image_coarse``, ``text_fine``,
+        ``text_coarse`` as fixed-size lists of float32 (null where an item lacks the modality;
+        coarse ``i8``/``f16`` vectors are dequantised). ``columns`` selects and orders columns;
+        ``where`` is a ``pyarrow.compute`` expression rows must satisfy. The same columns are
+        what ``insert_arrow`` reads, so ``other.insert_arrow(db.to_arrow())`` copies a
+        database. Needs pyarrow (``pip install 'hivlp[arrow]'``).
+        """
+    def to_arrow_reader(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """``to_arrow`` as a ``pyarrow.RecordBatchReader``: rows are fetched ``batch_rows`` at a
+        time from one consistent list of live ids, so memory stays bounded."""
+    def to_pandas(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """``to_arrow(...).to_pandas()`` (needs pandas)."""
+    def to_polars(
+        self,
+        columns: Optional[Sequence[str]] = None,
+        where: Any = None,
+        *,
+        batch_rows: int = 65536,
+    ) -> Any:
+        """``polars.from_arrow(to_arrow(...))`` (needs polars)."""
+    def insert_pandas(
+        self, frame: Any, *, batch_rows: int = 65536, **columns: Optional[str]
+    ) -> list[int]:
+        """``insert_arrow`` of a pandas DataFrame (vector cells as lists or NumPy arrays)."""
     def search(
         self,
         text: Optional[str] = None,
@@ -212,9 +287,10 @@ def open(
     reads (and so the extra disk it holds), 2 GiB by default. ``stats()`` reports it under
     ``auto_compaction``, ``background_merges`` and ``background_merge_error``.
 
-    ``"default"`` is ``encoders/models/default`` of the source tree the module was built from,
-    or ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded from ``$ORT_DYLIB_PATH``, else from where
-    ``scripts/fetch-onnxruntime`` put it at build time.
+    ``"default"`` is the model installed with the package (``hivlp/models/default``), or
+    ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded, on first use of a model, from
+    ``$ORT_DYLIB_PATH``, else from the installed ``onnxruntime`` (or ``onnxruntime-gpu``)
+    package; a vectors-only database never loads it.
     """
 
 def verify(path: Union[str, os.PathLike[str]]) -> dict[str, Any]:
