@@ -105,47 +105,61 @@ class _ShardServer:
     """The Ray actor: owns one or more shard databases, opened (WAL recovery) on every start."""
 
     def __init__(self, paths: dict[int, str], options: dict[str, Any]) -> None:
-        self.dbs = {shard: hivlp.open(path, **options) for shard, path in paths.items()}
+        # An open that fails (e.g. LockedError) is kept and raised by every call, so the driver
+        # sees the hivlp error itself instead of a dead actor.
+        self.dbs: dict[int, hivlp.Database] = {}
+        self.opening_error: Optional[hivlp.HivlpError] = None
+        try:
+            for shard, path in paths.items():
+                self.dbs[shard] = hivlp.open(path, **options)
+        except hivlp.HivlpError as e:
+            self.opening_error = e
+            self.close()
+
+    def db(self, shard: int) -> hivlp.Database:
+        if self.opening_error is not None:
+            raise self.opening_error
+        return self.dbs[shard]
 
     def insert(self, shard: int, kwargs: dict[str, Any]) -> list[int]:
-        return self.dbs[shard].insert(**kwargs)
+        return self.db(shard).insert(**kwargs)
 
     def insert_vectors(self, shard: int, kwargs: dict[str, Any]) -> list[int]:
-        return self.dbs[shard].insert_vectors(**kwargs)
+        return self.db(shard).insert_vectors(**kwargs)
 
     def present(self, shard: int, ids: list[int]) -> list[int]:
-        db = self.dbs[shard]
+        db = self.db(shard)
         return [i for i in ids if db.get(i) is not None]
 
     def get(self, shard: int, id: int) -> Optional[Hit]:
-        hit = self.dbs[shard].get(id)
+        hit = self.db(shard).get(id)
         return None if hit is None else _plain(hit)
 
     def search(self, shard: int, kwargs: dict[str, Any]) -> list[Hit]:
-        return [_plain(h) for h in self.dbs[shard].search(**kwargs)]
+        return [_plain(h) for h in self.db(shard).search(**kwargs)]
 
     def search_batch(
         self, shard: int, kwargs: dict[str, Any]
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-        return self.dbs[shard].search_batch(**kwargs)
+        return self.db(shard).search_batch(**kwargs)
 
     def delete(self, shard: int, ids: list[int]) -> int:
-        return self.dbs[shard].delete(ids)
+        return self.db(shard).delete(ids)
 
     def flush(self, shard: int) -> None:
-        self.dbs[shard].flush()
+        self.db(shard).flush()
 
     def compact(self, shard: int) -> dict[str, Any]:
-        return self.dbs[shard].compact()
+        return self.db(shard).compact()
 
     def snapshot(self, shard: int, dest: str) -> None:
-        self.dbs[shard].snapshot(dest)
+        self.db(shard).snapshot(dest)
 
     def stats(self, shard: int) -> dict[str, Any]:
-        return self.dbs[shard].stats()
+        return self.db(shard).stats()
 
     def length(self, shard: int) -> int:
-        return len(self.dbs[shard])
+        return len(self.db(shard))
 
     def close(self) -> None:
         for db in self.dbs.values():
@@ -271,14 +285,18 @@ class Collection:
                 self._actor_of[s] = actor
         self._write_lock = threading.RLock()
         self._closed = False
-        stats = self._all("stats")
+        try:
+            stats = self._all("stats")
+        except BaseException:
+            self.close()
+            raise
         self.fine_dim: int = stats[0]["fine_dim"]
         self.coarse_dim: int = stats[0]["coarse_dim"]
         self._next_id: int = max(s["next_id"] for s in stats)
 
     def shard_path(self, shard: int) -> pathlib.Path:
         """The folder of shard ``shard``: relative manifest paths are under the root."""
-        return self.root / self.manifest["shards"][shard]["path"]
+        return self.root / str(self.manifest["shards"][shard]["path"])
 
     # --- calling shards -------------------------------------------------------------------
 
@@ -425,9 +443,7 @@ class Collection:
                         f"ids {sorted(taken)[:10]} already exist in the collection"
                     )
             batches = self._route(columns, ids, n)
-            refs = {
-                s: getattr(self._actor_of[s], method).remote(s, b) for s, b in batches.items()
-            }
+            refs = {s: getattr(self._actor_of[s], method).remote(s, b) for s, b in batches.items()}
             done: list[int] = []
             failure: Optional[hivlp.HivlpError] = None
             for s, outcome in self._gather(refs).items():
@@ -613,7 +629,8 @@ class Collection:
 
     def get(self, id: int) -> Optional[Hit]:
         """The item with this id (score 0.0), or None."""
-        return self._call("get", int(id) % self.shards, int(id))
+        hit: Optional[Hit] = self._call("get", int(id) % self.shards, int(id))
+        return hit
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes summed over the shards, the schema, and ``shards``: each one's stats."""
@@ -636,10 +653,15 @@ class Collection:
         """Closes every shard database (durable writes, locks released) and ends the actors."""
         if self._closed:
             return
+        self._closed = True
+        refs = [actor.close.remote() for actor in self._actors]
         try:
-            ray.get([actor.close.remote() for actor in self._actors], timeout=self.timeout)
+            for ref in refs:
+                try:
+                    ray.get(ref, timeout=self.timeout)
+                except ray.exceptions.RayActorError:
+                    pass  # a dead actor's process took its locks with it
         finally:
-            self._closed = True
             for actor in self._actors:
                 ray.kill(actor, no_restart=True)
 
@@ -681,7 +703,7 @@ def _column(values: npt.NDArray[Any]) -> Any:
     """A Ray Data column as ``insert``/``insert_vectors`` take it: vectors stay 2-D arrays."""
     if values.dtype == object:
         if len(values) and isinstance(values[0], np.ndarray):
-            return np.stack(values)
+            return np.stack(list(values))
         return list(values)
     if values.ndim == 2:
         return values
@@ -719,4 +741,4 @@ def _check_ids(ids: list[int], n: int) -> None:
         raise hivlp.InvalidInputError("ids holds the same id twice")
 
 
-__all__ = ["open", "Collection", "Hit", "Hits", "BatchHits", "ShardUnavailableError"]
+__all__ = ["BatchHits", "Collection", "Hit", "Hits", "ShardUnavailableError", "open"]
