@@ -34,6 +34,7 @@ import json
 import os
 import pathlib
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, TypeVar, Union
@@ -49,6 +50,8 @@ MANIFEST = "collection.json"
 FORMAT = 1
 ROUTING = "id % shards"
 MAX_ID = 2**63 - 1
+#: How long a restarted shard actor retries a lock its killed predecessor may still hold.
+RESTART_LOCK_WAIT_S = 10.0
 
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
@@ -109,9 +112,10 @@ class _ShardServer:
         # sees the hivlp error itself instead of a dead actor.
         self.dbs: dict[int, hivlp.Database] = {}
         self.opening_error: Optional[hivlp.HivlpError] = None
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
         try:
             for shard, path in paths.items():
-                self.dbs[shard] = hivlp.open(path, **options)
+                self.dbs[shard] = _open_shard(path, options, restarted)
         except hivlp.HivlpError as e:
             self.opening_error = e
             self.close()
@@ -164,6 +168,18 @@ class _ShardServer:
     def close(self) -> None:
         for db in self.dbs.values():
             db.close()
+
+
+def _open_shard(path: str, options: dict[str, Any], restarted: bool) -> hivlp.Database:
+    """Opens a shard; after a restart, waits out the dead predecessor's lock for a few seconds."""
+    deadline = time.monotonic() + RESTART_LOCK_WAIT_S
+    while True:
+        try:
+            return hivlp.open(path, **options)
+        except hivlp.LockedError:
+            if not restarted or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _plain(hit: hivlp.Hit) -> Hit:
