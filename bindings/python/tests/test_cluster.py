@@ -302,3 +302,13 @@ def test_readme_cluster_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(blocks[0], "README.md", "exec"), {})
     assert capsys.readouterr().out.count("\n") >= 3
+
+
+def test_relative_paths_are_the_drivers(tmp_path, monkeypatch):
+    """Shard actors run in Ray's working directory, not the driver's: paths resolve first."""
+    monkeypatch.chdir(tmp_path)
+    with cluster.open("rel", 2, model=None, fine_dim=FINE, coarse_dim=COARSE) as collection:
+        collection.insert_vectors(image_fine=unit_rows(4, FINE))
+        collection.snapshot("rel-snap")
+    assert (tmp_path / "rel" / "shard-001").is_dir()
+    assert (tmp_path / "rel-snap" / "shard-001").is_dir()
