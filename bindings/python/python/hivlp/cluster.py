@@ -9,10 +9,14 @@ Exactness. Fine scores are computed row by row from the stored float32 vectors, 
 same in a shard as in one database holding every row, and merging by (score desc, id asc), the
 order a database uses, is exact. With ``exact=True``, and whenever a shard's ``candidates`` covers
 its rows, results equal one database's bit for bit. With hierarchical search each shard keeps its
-own ``candidates`` coarse candidates; coarse codes are per row and the projection is fixed, so a
-shard's candidates include every row of that shard in one database's candidate set: the union is
-a superset, and the i-th merged score is never below one database's i-th (recall at least as
-good, at up to ``shards`` times the re-ranking work).
+own ``candidates`` coarse candidates. Where a row's coarse vector is the same in its shard as in
+one database (the default model's Matryoshka prefix, coarse vectors given at insert, or the fixed
+random projection a vectors-only database uses until it fits PCA at 4,096 rows), coarse codes are
+per row, so a shard's candidates include every row of that shard in one database's candidate
+set: the union is a superset and the i-th merged score is never below one database's i-th
+(recall at least as good, at up to ``shards`` times the re-ranking work). A shard that fitted
+its own PCA projection (derived coarse, past 4,096 rows) ranks by a projection of its own rows:
+as good on average for rows routed uniformly by id, without that per-query guarantee.
 
 Ids. The driver assigns ids when none are given: it starts after the largest ``next_id`` any
 shard reports at open (each shard's WAL keeps its own), so ids stay unique across the collection
