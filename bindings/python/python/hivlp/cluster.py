@@ -227,6 +227,8 @@ def open(
     if manifest_path.exists():
         manifest = _read_manifest(manifest_path)
     else:
+        if model not in (None, "default"):
+            model = str(pathlib.Path(model).absolute())  # a bundle folder, as the driver sees it
         if shards < 1:
             raise hivlp.InvalidInputError(f"shards must be at least 1, got {shards}")
         manifest = {
