@@ -210,7 +210,11 @@ def test_unreachable_shard_fails_loudly_or_flags_partial(tmp_path):
 def test_snapshot_reopens_as_the_collection_was(tmp_path):
     collection = cluster.open(tmp_path / "c", 4, model=None, fine_dim=FINE, coarse_dim=COARSE)
     collection.insert_vectors(**vector_rows(200, seed=6))
-    collection.delete([0, 5, 10])
+    assert collection.delete([0, 5, 10, 10_000]) == 3
+    collection.flush()
+    stats = collection.stats()
+    assert stats["memtable_rows"] == 0 and stats["segments"] == 4
+    assert stats["items"] == sum(s["items"] for s in stats["shards"])
     queries = unit_rows(5, FINE, seed=7)
     before = collection.search_batch(queries, k=20, exact=True)
     collection.snapshot(tmp_path / "snap")
