@@ -17,6 +17,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install hivlp
 
 CLUSTER_SOURCE = REPO / "bindings" / "python" / "python" / "hivlp" / "cluster.py"
 FINE, COARSE = 32, 8
+VECTORS_ONLY = {"model": None, "fine_dim": FINE, "coarse_dim": COARSE}
 
 
 def import_cluster():
@@ -61,8 +62,8 @@ def vector_rows(n, seed):
 def vector_pair(tmp_path):
     """A 4-shard vectors-only collection and one database, holding the same 600 rows."""
     rows = vector_rows(600, seed=1)
-    single = hivlp.open(tmp_path / "single", model=None, fine_dim=FINE, coarse_dim=COARSE)
-    collection = cluster.open(tmp_path / "c", 4, model=None, fine_dim=FINE, coarse_dim=COARSE)
+    single = hivlp.open(tmp_path / "single", **VECTORS_ONLY)
+    collection = cluster.open(tmp_path / "c", 4, actors=2, **VECTORS_ONLY)
     ids = collection.insert_vectors(**rows)
     assert single.insert_vectors(**rows, ids=ids) == ids
     yield collection, single, ids
@@ -137,7 +138,7 @@ def test_text_and_image_queries_match_one_database(tmp_path, images):
 
 def test_acknowledged_rows_survive_a_killed_actor(tmp_path):
     """An actor is killed while a writer thread inserts; Ray restarts it and it recovers its WAL."""
-    collection = cluster.open(tmp_path / "c", 4, model=None, fine_dim=FINE, coarse_dim=COARSE)
+    collection = cluster.open(tmp_path / "c", 4, actors=2, **VECTORS_ONLY)
     batches = [vector_rows(40, seed=10 + b) for b in range(30)]
     acknowledged, errors, recovered = [], [], []
     started = threading.Event()
@@ -168,7 +169,7 @@ def test_acknowledged_rows_survive_a_killed_actor(tmp_path):
     print(f"inserts in flight at the kill, recovered: {len(recovered)}")
     assert errors == []
     assert len(acknowledged) == 30
-    reference = hivlp.open(tmp_path / "single", model=None, fine_dim=FINE, coarse_dim=COARSE)
+    reference = hivlp.open(tmp_path / "single", **VECTORS_ONLY)
     for ids, rows in acknowledged:
         reference.insert_vectors(**rows, ids=ids)
     assert len(collection) == len(reference) == 1200
@@ -190,25 +191,23 @@ def test_acknowledged_rows_survive_a_killed_actor(tmp_path):
 
 
 def test_unreachable_shard_fails_loudly_or_flags_partial(tmp_path):
-    collection = cluster.open(
-        tmp_path / "c", 4, model=None, fine_dim=FINE, coarse_dim=COARSE, max_restarts=0
-    )
+    collection = cluster.open(tmp_path / "c", 4, actors=2, max_restarts=0, **VECTORS_ONLY)
     ids = collection.insert_vectors(**vector_rows(100, seed=3))
-    ray.kill(collection._actor_of[2], no_restart=True)
+    ray.kill(collection._actor_of[2], no_restart=True)  # the actor of shards 0 and 2
     query = unit_rows(1, FINE, seed=5)
-    with pytest.raises(cluster.ShardUnavailableError, match="shard 2"):
+    with pytest.raises(cluster.ShardUnavailableError, match="shard 0"):
         collection.search(vector=query[0])
     with pytest.raises(hivlp.HivlpError):
         collection.insert_vectors(**vector_rows(8, seed=4))
     hits = collection.search(vector=query[0], k=100, allow_partial=True)
-    assert hits.partial and hits.missing_shards == [2]
-    assert {h.id for h in hits} == {i for i in ids if i % 4 != 2}
+    assert hits.partial and hits.missing_shards == [0, 2]
+    assert {h.id for h in hits} == {i for i in ids if i % 2 == 1}
     batch = collection.search_batch(query, k=5, allow_partial=True)
-    assert batch.partial and batch.missing_shards == [2] and batch[0].shape == (1, 5)
+    assert batch.partial and batch.missing_shards == [0, 2] and batch[0].shape == (1, 5)
 
 
 def test_snapshot_reopens_as_the_collection_was(tmp_path):
-    collection = cluster.open(tmp_path / "c", 4, model=None, fine_dim=FINE, coarse_dim=COARSE)
+    collection = cluster.open(tmp_path / "c", 4, actors=2, **VECTORS_ONLY)
     collection.insert_vectors(**vector_rows(200, seed=6))
     assert collection.delete([0, 5, 10, 10_000]) == 3
     collection.flush()
@@ -232,7 +231,7 @@ def test_snapshot_reopens_as_the_collection_was(tmp_path):
 
 
 def test_bad_input_raises_hivlp_errors_and_writes_nothing(tmp_path):
-    collection = cluster.open(tmp_path / "c", 4, model=None, fine_dim=FINE, coarse_dim=COARSE)
+    collection = cluster.open(tmp_path / "c", 4, actors=2, **VECTORS_ONLY)
     collection.insert_vectors(image_fine=unit_rows(10, FINE))
     bad = [
         lambda: collection.insert_vectors(image_fine=unit_rows(3, FINE + 1)),
@@ -257,7 +256,7 @@ def test_bad_input_raises_hivlp_errors_and_writes_nothing(tmp_path):
     assert len(collection) == 10
     # One writer per collection: every shard's write lock is held by its actor.
     with pytest.raises(hivlp.LockedError, match="shard 0"):
-        cluster.open(tmp_path / "c")
+        cluster.open(tmp_path / "c", actors=1)
     collection.close()
     with pytest.raises(hivlp.HivlpError, match="closed"):
         len(collection)
@@ -288,9 +287,7 @@ def test_ray_data_ingest(tmp_path):
 
     dataset = ray.data.from_items(items).map_batches(encode, batch_size=64)
     seen = []
-    with cluster.open(
-        tmp_path / "c", 4, model=None, fine_dim=FINE, coarse_dim=COARSE
-    ) as collection:
+    with cluster.open(tmp_path / "c", 4, actors=2, **VECTORS_ONLY) as collection:
         assert collection.ingest(dataset, batch_size=100, progress=seen.append) == 300
         assert seen[-1] == 300 and len(collection) == 300
         captions = {collection.get(i).caption for i in range(300)}
@@ -311,7 +308,7 @@ def test_readme_cluster_example_runs(tmp_path, monkeypatch, capsys):
 def test_relative_paths_are_the_drivers(tmp_path, monkeypatch):
     """Shard actors run in Ray's working directory, not the driver's: paths resolve first."""
     monkeypatch.chdir(tmp_path)
-    with cluster.open("rel", 2, model=None, fine_dim=FINE, coarse_dim=COARSE) as collection:
+    with cluster.open("rel", 2, actors=1, **VECTORS_ONLY) as collection:
         collection.insert_vectors(image_fine=unit_rows(4, FINE))
         collection.snapshot("rel-snap")
     assert (tmp_path / "rel" / "shard-001").is_dir()
