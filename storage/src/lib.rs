@@ -94,7 +94,9 @@ pub use data::bitmap::Bitmap;
 pub use data::column::VectorColumn;
 pub use data::segment::RowMeta;
 pub use data::source::{Source, View};
-pub use data::vectors::{ROW_ALIGN, encode_row, l2_norm, l2_normalize, quantize_i8, stride};
+pub use data::vectors::{
+    ROW_ALIGN, UNIT_NORM_TOLERANCE, encode_row, l2_norm, l2_normalize, quantize_i8, stride,
+};
 pub use error::{
     CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,
     OpenError, SnapshotError, StorageError,

@@ -68,22 +68,34 @@ pub fn l2_norm(v: &[f32]) -> f64 {
 /// Scales `v` to unit length, the normalisation of cosine databases and of cosine models'
 /// outputs; returns `false` (leaving `v` unchanged) for a zero vector.
 ///
+/// A vector already of unit length to `f32` precision (within [`UNIT_NORM_TOLERANCE`]) is
+/// left exactly as it is, so normalising is idempotent: vectors read back from a cosine
+/// database and inserted again (an Arrow round trip, a copy) keep their bits.
+///
 /// ```
 /// let mut v = [3.0f32, 4.0];
 /// assert!(hivlp_storage::l2_normalize(&mut v));
 /// assert_eq!(v, [0.6, 0.8]);
+/// let before = v;
+/// assert!(hivlp_storage::l2_normalize(&mut v));
+/// assert_eq!(v, before);
 /// assert!(!hivlp_storage::l2_normalize(&mut [0.0f32; 2]));
 /// ```
 pub fn l2_normalize(v: &mut [f32]) -> bool {
     let norm = l2_norm(v);
-    if norm > 0.0 {
+    if norm == 0.0 {
+        return false;
+    }
+    if (norm - 1.0).abs() > UNIT_NORM_TOLERANCE {
         v.iter_mut()
             .for_each(|x| *x = (f64::from(*x) / norm) as f32);
-        true
-    } else {
-        false
     }
+    true
 }
+
+/// How far from 1 the norm of a normalised `f32` vector may be: rounding each element to `f32`
+/// moves the norm by at most about one `f32` epsilon; two leave a margin.
+pub const UNIT_NORM_TOLERANCE: f64 = 2.0 * f32::EPSILON as f64;
 
 /// A heap buffer whose first byte is 64-byte aligned (the allocation is over-sized by
 /// [`ROW_ALIGN`] and the slice starts at the first aligned byte).
