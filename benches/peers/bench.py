@@ -299,6 +299,9 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated system names (default: all installed)")
     ap.add_argument("--sets", default="clustered,unclustered,real")
     ap.add_argument("--no-crash", action="store_true")
+    ap.add_argument("--crash-cycles", type=int, default=None, help="kills per store (default 3 smoke, 8 otherwise)")
+    ap.add_argument("--crash-only", action="store_true",
+                    help="run only the crash loop and add it to an earlier run's results in --out")
     args = ap.parse_args()
     mode = MODES[args.mode]
     args.smoke = args.mode == "smoke"
@@ -342,7 +345,12 @@ def main():
         report_mod.write(report, args.out, name)
 
     rows = []
-    sets = args.sets.split(",")
+    sets = [] if args.crash_only else args.sets.split(",")
+    if args.crash_only:
+        with open(os.path.join(args.out, name + ".json")) as f:
+            earlier = json.load(f)
+        rows, loads[:0] = earlier["rows"], [earlier["load"]["min"], earlier["load"]["max"]]
+        started -= earlier["wall_s"]
     for label in sets:
         if label == "real":
             x, q = real_demo(work)
@@ -365,7 +373,7 @@ def main():
         import crash as crash_mod
 
         log("crash loop")
-        crash = crash_mod.run_all(work, cycles=3 if args.smoke else 8, log=log)
+        crash = crash_mod.run_all(work, cycles=args.crash_cycles or (3 if args.smoke else 8), log=log)
     save(rows, crash, partial=False)
     log(f"done in {time.time() - started:.0f} s; {os.path.join(args.out, name + '.md')}")
     if not args.work:

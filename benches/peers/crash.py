@@ -133,6 +133,9 @@ def cycle(kind, path, start, rng):
     os.set_blocking(p.stdout.fileno(), False)
     while time.time() < deadline and p.poll() is None:
         time.sleep(0.005)
+    if p.poll() is not None:  # it stopped by itself: the store refused a write after reopening
+        raise ChildFailed(f"{kind} writer exited with {p.returncode} before the kill: "
+                          + " | ".join(p.stderr.read().strip().splitlines()[-3:])[-400:])
     os.kill(p.pid, 9)
     p.wait()
     rest = p.stdout.read() or ""
@@ -145,22 +148,33 @@ def cycle(kind, path, start, rng):
     return last
 
 
+class ChildFailed(RuntimeError):
+    """The writer process failed on its own (not killed): reported as a failure of the store."""
+
+
 def run_store(work, kind, cycles, log):
     path = os.path.join(work, "crash", kind)
     shutil.rmtree(path, ignore_errors=True)
     rng = random.Random(1)
     acked = []
     lost, open_failures, extra = 0, 0, 0
+    write_failures, errors = [], []
     for c in range(cycles):
         start = c * SPAN
-        last = cycle(kind, path, start, rng)
+        try:
+            last = cycle(kind, path, start, rng)
+        except ChildFailed as e:
+            write_failures.append(f"cycle {c}: {e}")
+            log(f"    {kind} cycle {c}: {e}")
+            continue
         acked.append((start, last))
         check = subprocess.run([sys.executable, os.path.abspath(__file__), "check", kind, path],
                                capture_output=True, text=True,
                                env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__))))
         if check.returncode != 0:
             open_failures += 1
-            log(f"    {kind} cycle {c}: reopen failed: {check.stderr.strip().splitlines()[-1:]}")
+            errors.append(f"cycle {c}: reopen failed: " + "".join(check.stderr.strip().splitlines()[-1:])[-300:])
+            log(f"    {kind} {errors[-1]}")
             break
         held = set(json.loads(check.stdout.strip().splitlines()[-1]))
         want = [i for s, e in acked for i in range(s, e + 1)]
@@ -169,7 +183,8 @@ def run_store(work, kind, cycles, log):
     total = sum(e - s + 1 for s, e in acked)
     log(f"    {kind}: {len(acked)} kills, {total} acknowledged rows, {lost} lost, {open_failures} failed reopen")
     return {"store": kind, "kills": len(acked), "acknowledged": total, "lost": lost,
-            "unacknowledged_kept": extra, "open_failures": open_failures, "promise": PROMISES[kind]}
+            "unacknowledged_kept": extra, "open_failures": open_failures,
+            "write_failures": write_failures, "errors": errors, "promise": PROMISES[kind]}
 
 
 def run_all(work, cycles, log):

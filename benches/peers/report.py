@@ -1,6 +1,11 @@
-"""Turns a run's JSON into `benches/results/<name>.md` and its PNG plots."""
+"""Turns a run's JSON into `benches/results/<name>.md` and its PNG plots.
 
+`python report.py benches/results/peers.json` rewrites them from a saved run.
+"""
+
+import json
 import os
+import sys
 
 import matplotlib
 
@@ -40,6 +45,9 @@ def write(report, out, name):
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
         "",
     ]
+    if report.get("invocations"):
+        lines += ["This table joins these invocations of the same checkout and venv, one after the other:", ""]
+        lines += [f"- `{c}`" for c in report["invocations"]] + [""]
     if report["not_installed"]:
         lines += ["Not installed in this run: " + ", ".join(report["not_installed"]) + ".", ""]
     lines += [
@@ -92,15 +100,17 @@ def write(report, out, name):
                   "SIGKILLs it at a random moment, then a fresh process reopens the store and counts which acknowledged",
                   "rows it holds (cumulative over all cycles). kill -9 kills the process, not the machine: rows in the",
                   "page cache survive, so this does not test fsync (power loss).", "",
-                  "| store | kills | acknowledged rows | lost | failed reopen | unacknowledged rows kept | promise (documented) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| store | kills | acknowledged rows | lost | failed reopen | writer failed after reopen | unacknowledged rows kept | promise (documented) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c in report["crash"]:
             if "error" in c:
-                lines.append(f"| {c['store']} | harness error: {c['error']} | | | | | {c['promise']} |")
+                lines.append(f"| {c['store']} | harness error: {c['error']} | | | | | | {c['promise']} |")
             else:
                 lines.append(f"| {c['store']} | {c['kills']} | {c['acknowledged']:,} | {c['lost']} | {c['open_failures']} | "
-                             f"{c['unacknowledged_kept']} | {c['promise']} |")
+                             f"{len(c.get('write_failures', []))} | {c['unacknowledged_kept']} | {c['promise']} |")
         lines.append("")
+        errors = [(c["store"], e) for c in report["crash"] for e in c.get("errors", []) + c.get("write_failures", [])]
+        lines += [f"- {store}: {e}" for store, e in errors] + ([""] if errors else [])
     with open(os.path.join(out, name + ".md"), "w") as f:
         f.write("\n".join(lines))
 
@@ -123,19 +133,23 @@ def headline(rows):
     return out + [""]
 
 
+def rows_of(rows, key):
+    return [r for r in rows if (r["set"], r["n"]) == key and queries_ok(r)]
+
+
 def queries_ok(r):
     return "error" not in r["build"] and all("error" not in v for v in r["query"].values())
 
 
 def plot_recall(rows, key, path):
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        if (r["set"], r["n"]) != key or not queries_ok(r):
-            continue
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colours = plt.get_cmap("tab20").colors
+    for i, r in enumerate(rows_of(rows, key)):
         q1 = r["query"].get(1, r["query"].get("1"))
-        pts = sorted((p["median_ms"], p["recall"]) for p in q1["params"])
+        pts = [(p["median_ms"], p["recall"]) for p in q1["params"]]  # in sweep order
         style = "-o" if r["family"] == "hivlp" else "--."
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=r["system"], linewidth=2 if r["family"] == "hivlp" else 1)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colours[i % 20], label=r["system"],
+                linewidth=2 if r["family"] == "hivlp" else 1)
     ax.set_xscale("log")
     ax.set_xlabel("single-query median latency, ms (one core, log)")
     ax.set_ylabel("recall@10")
@@ -154,10 +168,12 @@ def plot_scaling(rows, ns, out, name):
             q1 = r["query"].get(1, r["query"].get("1"))
             series.setdefault(r["system"], []).append((r["n"], r["build"]["build_s"], q1["peak_rss_mib"], r["family"]))
     for what, idx, label in (("ingest", 1, "ingest + build, s"), ("memory", 2, "peak RSS of a query process, MiB")):
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for system, pts in series.items():
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        colours = plt.get_cmap("tab20").colors
+        for i, (system, pts) in enumerate(series.items()):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[idx] for p in pts], "-o" if pts[0][3] == "hivlp" else "--.", label=system)
+            ax.plot([p[0] for p in pts], [p[idx] for p in pts], "-o" if pts[0][3] == "hivlp" else "--.",
+                    color=colours[i % 20], label=system)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("N (clustered set)")
@@ -167,3 +183,10 @@ def plot_scaling(rows, ns, out, name):
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"{name}-{what}.png"), dpi=110)
         plt.close(fig)
+
+
+if __name__ == "__main__":
+    path = sys.argv[1]
+    with open(path) as f:
+        saved = json.load(f)
+    write(saved, os.path.dirname(os.path.abspath(path)), os.path.basename(path)[: -len(".json")])
