@@ -136,7 +136,7 @@ def test_to_arrow_columns_and_where(vec_db):
         vec_db.to_arrow(columns=["nope"])
 
 
-def test_to_arrow_feeds_parquet_pandas_and_duckdb(vec_db, tmp_path):
+def test_to_arrow_feeds_parquet_pandas_duckdb_and_lance(vec_db, tmp_path):
     import pyarrow.parquet as pq
 
     filled(vec_db, 6)
@@ -151,4 +151,11 @@ def test_to_arrow_feeds_parquet_pandas_and_duckdb(vec_db, tmp_path):
         print("duckdb is not installed: the DuckDB read is skipped")
         return
     items = table  # DuckDB reads Arrow tables by their Python variable name
-    assert duckdb.sql("select count(*) from items").fetchone()[0] == items.num_rows
+    assert duckdb.sql("select count(*) from items").fetchall() == [(items.num_rows,)]
+    try:
+        import lance
+    except ImportError:
+        print("pylance is not installed: the Lance write is skipped")
+        return
+    lance.write_dataset(table, tmp_path / "items.lance")
+    assert lance.dataset(tmp_path / "items.lance").to_table().equals(table)

@@ -251,6 +251,20 @@ def test_a_batch_one_shard_rejects_is_rolled_back_everywhere(tmp_path):
         assert collection.insert(images=images[:7]) == list(range(8, 15))
 
 
+def test_ray_data_reads_to_arrow(tmp_path):
+    """Ray Data takes a database's rows straight from `to_arrow()` (issue 12's Arrow out)."""
+    pytest.importorskip("pyarrow", reason="pyarrow is the extra hivlp[arrow]")
+    rows = vector_rows(40, seed=21)
+    with hivlp.open(tmp_path / "db", **VECTORS_ONLY) as db:
+        db.insert_vectors(image_fine=rows["image_fine"], captions=rows["captions"])
+        table = db.to_arrow(columns=["id", "caption", "image_fine"])
+    dataset = ray.data.from_arrow(table)
+    assert dataset.count() == 40
+    first = dataset.take(1)[0]
+    assert first["caption"] == rows["captions"][0]
+    np.testing.assert_array_equal(np.asarray(first["image_fine"]), rows["image_fine"][0])
+
+
 @pytest.mark.skipif(
     not os.environ.get("HIVLP_RAY_DATA"),
     reason="starting Ray Data's executor takes ~10-20 s here; set HIVLP_RAY_DATA=1 to run it",
