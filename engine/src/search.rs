@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hivlp_storage::segment::vector_file_name;
-use hivlp_storage::{CorruptionError, Modality, Source, Tier, View};
+use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
 use rayon::prelude::*;
 
 use crate::params::{Filter, Hit, SearchParams};
@@ -39,8 +39,9 @@ pub(crate) fn search(
     // can be kept, so buffers are never sized beyond the data.
     let keep = if params.exact { params.k } else { candidates }.min(view.len());
     let shortlist = match &params.filter {
-        // A short allow-list is its own candidate list: no scan needed.
-        Some(Filter::Allow(ids)) if ids.len() <= keep => {
+        // A short allow-list is its own candidate list: re-ranking all of it is exact, and no
+        // slower than the scan it replaces while it reads no more bytes than that scan would.
+        Some(Filter::Allow(ids)) if ids.len() <= keep || rerank_reads_less(view, ids.len()) => {
             let listed = allowed_rows(sources, target, ids.iter().copied());
             vec![listed; queries.len()]
         }
@@ -90,6 +91,20 @@ pub(crate) fn search(
             .collect::<Result<_, _>>()?
     };
     Ok((hits, [coarse, started.elapsed() - coarse]))
+}
+
+/// Whether re-ranking `listed` rows by their fine vectors reads fewer bytes than a coarse scan
+/// of the whole view: then a filtered query skips the scan (and is exact).
+fn rerank_reads_less(view: &View, listed: usize) -> bool {
+    let schema = view.schema();
+    let fine_row = schema.fine_dim * schema.fine_type.size();
+    let scale = if schema.coarse_type == ElemType::I8 {
+        4
+    } else {
+        0
+    };
+    let coarse_row = schema.coarse_dim * schema.coarse_type.size() + scale;
+    listed.saturating_mul(fine_row) <= view.len().saturating_mul(coarse_row)
 }
 
 /// Rows of the given ids that are live and have vectors of `target`.

@@ -57,6 +57,30 @@ fn filters_restrict_results() {
 }
 
 #[test]
+fn an_allow_list_cheaper_to_rerank_than_a_scan_is_searched_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(items(0..2000, true)).unwrap();
+    // 50 allowed rows, more than the 10 candidates kept: re-ranking all of them reads fewer
+    // bytes than scanning 2,000 coarse rows, so the filtered search is exact (before, it fell
+    // back to the scan and kept only the 10 best coarse matches among them).
+    let allowed: HashSet<u64> = (0..2000).step_by(40).collect();
+    for i in 0..20 {
+        let q = query(i);
+        let search = |exact| {
+            let params = SearchParams {
+                candidates: Some(10),
+                exact,
+                filter: Some(Filter::Allow(allowed.clone())),
+                ..SearchParams::default()
+            };
+            db.search(&q, &params).unwrap()
+        };
+        assert_eq!(ids(&search(false)), ids(&search(true)), "query {i}");
+    }
+}
+
+#[test]
 fn targets_search_only_their_modality() {
     let dir = tempfile::tempdir().unwrap();
     let db = create(dir.path(), ElemType::F16);
