@@ -59,7 +59,7 @@ compile_error!(
 mod data;
 mod error;
 mod format;
-mod io;
+pub mod io;
 mod schema;
 mod store;
 mod verify;
@@ -108,7 +108,7 @@ pub use store::{
     MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
 pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats};
-pub use verify::{VerifyReport, verify};
+pub use verify::{VerifyReport, verify, verify_in};
 
 #[cfg(test)]
 mod tests;
