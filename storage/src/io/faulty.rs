@@ -25,8 +25,9 @@ pub enum Fault {
     NoSpace,
     /// An append writes the first half of its bytes, then fails with `ENOSPC`. Only appends.
     ShortWrite,
-    /// A `sync_data`, `sync_all` or `sync_dir` fails with `EIO`; nothing becomes durable.
-    /// Only syncs.
+    /// A `sync_data`, `sync_all` or `sync_dir` fails with `EIO`; nothing becomes durable, and
+    /// a file's unsynced bytes are lost (Linux may drop dirty pages after a writeback error,
+    /// so a retried sync that succeeds has not saved them). Only syncs.
     SyncFails,
 }
 
@@ -85,13 +86,30 @@ impl CallCounts {
     }
 }
 
-/// What a crash keeps of the bytes appended to a file since its last sync.
+/// What a crash keeps of what was not made durable. Any of these can happen on a POSIX
+/// file system; a sweep runs them all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashMode {
-    /// Nothing: the file is as last synced.
+    /// Nothing: files and directories are as last synced.
     DropUnsynced,
-    /// The first half (a torn write), when the file only grew since its last sync.
+    /// A torn write: the first half of the bytes appended to each file since its last sync
+    /// (when it only grew); directories as last synced.
     KeepHalfUnsynced,
+    /// Every directory change (its metadata was committed), but file bytes only as last
+    /// synced: finds a rename or link of a file whose bytes were not synced first.
+    KeepDirChanges,
+    /// Of each directory's changes since its last sync, only the latest (metadata made
+    /// durable out of order): finds a rename made durable before a create it depends on.
+    KeepLastDirChange,
+}
+
+impl CrashMode {
+    pub const ALL: [CrashMode; 4] = [
+        CrashMode::DropUnsynced,
+        CrashMode::KeepHalfUnsynced,
+        CrashMode::KeepDirChanges,
+        CrashMode::KeepLastDirChange,
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +124,25 @@ struct DirNode {
     entries: BTreeMap<OsString, u64>,
     /// The entries as of the last `sync_dir`: what a crash leaves.
     durable: BTreeMap<OsString, u64>,
+    /// The changes since the last `sync_dir`, in order, each one call's edits (a name
+    /// pointed at an inode, or removed).
+    changes: Vec<Vec<(OsString, Option<u64>)>>,
+}
+
+impl DirNode {
+    fn change(&mut self, edits: Vec<(OsString, Option<u64>)>) {
+        apply(&mut self.entries, &edits);
+        self.changes.push(edits);
+    }
+}
+
+fn apply(entries: &mut BTreeMap<OsString, u64>, edits: &[(OsString, Option<u64>)]) {
+    for (name, ino) in edits {
+        match ino {
+            Some(ino) => entries.insert(name.clone(), *ino),
+            None => entries.remove(name),
+        };
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +198,7 @@ fn names(path: &Path) -> Vec<OsString> {
 
 impl Fs {
     /// Counts a call of `kind`, and runs the plan: `Err` when the call must fail without
-    /// effect, `Ok(Some(ShortWrite))` when an append must write half.
+    /// effect, `Ok(Some(fault))` when it must fail its own way (a short write, a failed sync).
     fn enter(&mut self, kind: CallKind) -> io::Result<Option<Fault>> {
         if self.down {
             return Err(io::Error::from_raw_os_error(EIO));
@@ -196,8 +233,8 @@ impl Fs {
                 self.plan = Plan::None;
                 self.fired = true;
                 match fault {
-                    Fault::ShortWrite => Ok(Some(fault)),
-                    _ => Err(fault.error()),
+                    Fault::ShortWrite | Fault::SyncFails => Ok(Some(fault)),
+                    Fault::Eio | Fault::NoSpace => Err(fault.error()),
                 }
             }
             _ => Ok(None),
@@ -207,7 +244,22 @@ impl Fs {
     fn crash(&mut self, mode: CrashMode) {
         for node in self.nodes.values_mut() {
             match node {
-                Node::Dir(d) => d.entries = d.durable.clone(),
+                Node::Dir(d) => {
+                    match mode {
+                        CrashMode::DropUnsynced | CrashMode::KeepHalfUnsynced => {
+                            d.entries = d.durable.clone();
+                        }
+                        CrashMode::KeepDirChanges => {}
+                        CrashMode::KeepLastDirChange => {
+                            d.entries = d.durable.clone();
+                            if let Some(last) = d.changes.last() {
+                                apply(&mut d.entries, last);
+                            }
+                        }
+                    }
+                    d.durable = d.entries.clone();
+                    d.changes.clear();
+                }
                 Node::File(f) => {
                     let grown = f.data.len() > f.durable.len() && f.data.starts_with(&f.durable);
                     if mode == CrashMode::KeepHalfUnsynced && grown {
@@ -292,7 +344,7 @@ impl Fs {
             data: Vec::new(),
             durable: Vec::new(),
         }));
-        self.dir_mut(parent)?.entries.insert(name, ino);
+        self.dir_mut(parent)?.change(vec![(name, Some(ino))]);
         Ok(ino)
     }
 
@@ -302,7 +354,7 @@ impl Fs {
             return Err(io::Error::from(io::ErrorKind::AlreadyExists));
         }
         let ino = self.add(Node::Dir(DirNode::default()));
-        self.dir_mut(parent)?.entries.insert(name, ino);
+        self.dir_mut(parent)?.change(vec![(name, Some(ino))]);
         Ok(())
     }
 
@@ -318,7 +370,7 @@ impl Fs {
             }
             _ => {}
         }
-        self.dir_mut(parent)?.entries.remove(&name);
+        self.dir_mut(parent)?.change(vec![(name, None)]);
         Ok(ino)
     }
 }
@@ -501,7 +553,11 @@ impl DirFile for FaultyFile {
     }
 
     fn sync_all(&mut self) -> io::Result<()> {
-        self.call(CallKind::Sync, |f, _| {
+        self.call(CallKind::Sync, |f, fault| {
+            if fault == Some(Fault::SyncFails) {
+                f.data = f.durable.clone();
+                return Err(Fault::SyncFails.error());
+            }
             f.durable = f.data.clone();
             Ok(())
         })
@@ -629,12 +685,18 @@ impl Dir for FaultyDir {
                 return Err(io::Error::from(io::ErrorKind::IsADirectory));
             }
             let (from_parent, from_name) = fs.parent(from)?;
-            let ino = fs
-                .dir_mut(from_parent)?
+            let ino = *fs
+                .dir(from_parent)?
                 .entries
-                .remove(&from_name)
+                .get(&from_name)
                 .ok_or_else(not_found)?;
-            fs.dir_mut(to_parent)?.entries.insert(to_name, ino);
+            if from_parent == to_parent {
+                let edits = vec![(from_name, None), (to_name, Some(ino))];
+                fs.dir_mut(to_parent)?.change(edits);
+            } else {
+                fs.dir_mut(from_parent)?.change(vec![(from_name, None)]);
+                fs.dir_mut(to_parent)?.change(vec![(to_name, Some(ino))]);
+            }
             Ok(())
         })
     }
@@ -648,7 +710,7 @@ impl Dir for FaultyDir {
             if d.entries.contains_key(&name) {
                 return Err(io::Error::from(io::ErrorKind::AlreadyExists));
             }
-            d.entries.insert(name, ino);
+            d.change(vec![(name, Some(ino))]);
             Ok(())
         })
     }
@@ -703,10 +765,13 @@ impl Dir for FaultyDir {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut fs = self.lock();
-        fs.enter(CallKind::Sync)?;
+        if fs.enter(CallKind::Sync)? == Some(Fault::SyncFails) {
+            return Err(Fault::SyncFails.error());
+        }
         let ino = fs.lookup(dir)?;
         let d = fs.dir_mut(ino)?;
         d.durable = d.entries.clone();
+        d.changes.clear();
         Ok(())
     }
 
