@@ -32,9 +32,14 @@ fn take_lock(io: &dyn Dir, dir: &Path) -> Result<LockGuard, OpenError> {
     }
 }
 
-/// Whether `path` exists (as `Path::exists`, through `io`).
-fn exists(io: &dyn Dir, path: &Path) -> bool {
-    io.stat(path).is_ok()
+/// Whether `path` exists. Only "not found" is an answer: a database whose `CURRENT` cannot
+/// be read now is not missing (create would clear its directory).
+fn exists(io: &dyn Dir, path: &Path) -> Result<bool, IoError> {
+    match io.stat(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(IoError::at(path, "stat", e)),
+    }
 }
 
 impl Store {
@@ -59,7 +64,7 @@ impl Store {
             ));
         }
         let io = options.io.as_ref();
-        if exists(io, &dir.join("CURRENT")) {
+        if exists(io, &dir.join("CURRENT"))? {
             return Err(OpenError::AlreadyExists {
                 path: dir.to_path_buf(),
             });
@@ -67,7 +72,7 @@ impl Store {
         io.create_dir_all(dir)
             .map_err(|e| IoError::at(dir, "create directory", e))?;
         let lock = take_lock(io, dir)?;
-        if exists(io, &dir.join("CURRENT")) {
+        if exists(io, &dir.join("CURRENT"))? {
             return Err(OpenError::AlreadyExists {
                 path: dir.to_path_buf(),
             });
@@ -98,7 +103,7 @@ impl Store {
             return Err(OpenError::EmptyPath);
         }
         let io = options.io.clone();
-        if !exists(io.as_ref(), &dir.join("CURRENT")) {
+        if !exists(io.as_ref(), &dir.join("CURRENT"))? {
             return Err(OpenError::NotFound {
                 path: dir.to_path_buf(),
             });

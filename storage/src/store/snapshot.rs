@@ -138,8 +138,19 @@ impl SnapshotTarget {
         let mut existing = dest;
         let mut missing = Vec::new();
         let mut path = loop {
-            if let Ok(base) = io.canonicalize(existing) {
-                break base;
+            // Only a missing name is part of what to create: any other failure to resolve
+            // is an I/O error, not a reason to create more (or to call the path invalid).
+            match io.canonicalize(existing) {
+                Ok(base) => break base,
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Err(IoError::at(existing, "resolve", e).into());
+                }
+                Err(_) => {}
             }
             let Some(name) = existing.file_name() else {
                 return Err(invalid("'..' after a folder that does not exist yet"));
@@ -199,8 +210,12 @@ impl SnapshotTarget {
             }
             return result;
         }
-        let parent = self.path.parent().unwrap_or(Path::new("/"));
-        sync_dir(io, parent).inspect_err(|_| self.remove(io))?;
+        // Each directory made here is durable only once the one holding it is synced: the
+        // missing parents' too, or a power cut can drop the acknowledged snapshot with them.
+        for dir in self.missing_parents.iter().chain([&self.path]) {
+            let parent = dir.parent().unwrap_or(Path::new("/"));
+            sync_dir(io, parent).inspect_err(|_| self.remove(io))?;
+        }
         Ok(())
     }
 
