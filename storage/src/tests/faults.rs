@@ -52,5 +52,7 @@ sweeps! {
     faults_in_a_compaction: Op::Compact,
     faults_in_a_snapshot: Op::Snapshot,
     faults_in_an_open_with_recovery: Op::Open,
+    faults_in_an_open_cutting_a_torn_wal_tail: Op::OpenTornTail,
+    faults_in_an_open_after_an_interrupted_flush: Op::OpenInterruptedFlush,
     faults_in_a_rewrite_with_properties: Op::Rewrite,
 }

@@ -55,5 +55,7 @@ sweeps! {
     power_loss_in_a_compaction: Op::Compact,
     power_loss_in_a_snapshot: Op::Snapshot,
     power_loss_in_an_open_with_recovery: Op::Open,
+    power_loss_in_an_open_cutting_a_torn_wal_tail: Op::OpenTornTail,
+    power_loss_in_an_open_after_an_interrupted_flush: Op::OpenInterruptedFlush,
     power_loss_in_a_rewrite_with_properties: Op::Rewrite,
 }

@@ -17,6 +17,10 @@ pub(super) const DB: &str = "/db";
 pub(super) const SNAPSHOT: &str = "/snapshots/one";
 /// Property a rewrite sets (with its coarse vectors).
 const PROJECTION: &str = "projection";
+/// The call of a flush (of [`setup`]'s database) before which
+/// [`Op::OpenInterruptedFlush`] cuts the power: its segment files are written, its manifest
+/// is not.
+const FLUSH_CUT: u64 = 26;
 /// Inserted after a failed operation, to see whether the handle still acknowledges writes.
 const LATE_ID: u64 = 900;
 
@@ -48,6 +52,10 @@ pub(super) enum Op {
     Snapshot,
     /// Of a database whose WAL holds inserts and deletes.
     Open,
+    /// Of a database whose WAL ends in a torn record (cut off by the open).
+    OpenTornTail,
+    /// Of a database whose flush the power cut half-way: two WALs, orphan segment files.
+    OpenInterruptedFlush,
     /// The storage half of a projection refit: coarse vectors recomputed with a property.
     Rewrite,
 }
@@ -79,15 +87,42 @@ pub(super) fn setup(io: &Arc<FaultyDir>) -> Store {
 }
 
 impl Op {
-    /// The database the operation starts from: open, except for [`Op::Open`].
+    /// The database the operation starts from: open, except for the opens.
     pub(super) fn prepare(self, io: &Arc<FaultyDir>) -> (Option<Store>, State) {
         let store = setup(io);
         let before = state(&store);
-        if self == Op::Open {
-            drop(store);
-            return (None, before);
+        match self {
+            Op::Open => {}
+            Op::OpenTornTail => {
+                // The power cut during the insert's fsync keeps half of its record.
+                io.crash_at(1, CrashMode::KeepHalfUnsynced);
+                assert!(store.insert(rows(&schema(), [100])).is_err());
+            }
+            Op::OpenInterruptedFlush => {
+                // Past the new WAL and the segment files, before the manifest.
+                io.crash_at(FLUSH_CUT, CrashMode::KeepDirChanges);
+                assert!(store.flush().is_err());
+            }
+            _ => return (Some(store), before),
         }
-        (Some(store), before)
+        drop(store);
+        io.disarm();
+        io.restart();
+        if self == Op::OpenInterruptedFlush {
+            let names: Vec<String> = io
+                .list(Path::new(DB))
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| e.name.into_string().ok())
+                .collect();
+            let wals = names.iter().filter(|n| n.starts_with("wal-")).count();
+            let segments = names.iter().filter(|n| n.starts_with("seg-000003")).count();
+            assert!(
+                wals == 2 && segments > 0,
+                "not an interrupted flush: {names:?}"
+            );
+        }
+        (None, before)
     }
 
     /// Runs the operation; the handle it leaves (for `Open`, the one it opened).
@@ -120,7 +155,9 @@ impl Op {
                     .map(drop)
                     .map_err(Into::into)
             }
-            Op::Open => unreachable!("handled above"),
+            Op::Open | Op::OpenTornTail | Op::OpenInterruptedFlush => {
+                unreachable!("handled above")
+            }
         };
         (Some(store), result)
     }
