@@ -7,10 +7,11 @@
 //! [`Source`]s' [`VectorColumn`]s, skipping rows in [`Source::skip`].
 //!
 //! The folders are the layers, each using only those before it: `format/` (bytes: codec and
-//! footers, file names, manifest, WAL and segment encodings; no I/O), `io/` (files: the WAL
-//! writer and the one WAL replay, manifest install, durable file writes), `data/` (what
-//! readers hold: bitmaps, vector columns, segments, the memtable, sources and views) and
-//! `store/` (the [`Store`], one file per job: open and recovery, writes, flush, compaction,
+//! footers, file names, manifest, WAL and segment encodings; no I/O), `io/` (files: the
+//! [`io::Dir`] seam every file operation goes through, with [`io::FaultyDir`] to test
+//! failures and power loss; the WAL writer and the one WAL replay, manifest install,
+//! durable file writes), `data/` (what readers hold: bitmaps, vector columns, segments,
+//! the memtable, sources and views) and `store/` (the [`Store`], one file per job: open and recovery, writes, flush, compaction,
 //! snapshot, clean-up).
 //!
 //! A scan over one modality, the shape of the engine's coarse stage:

@@ -106,7 +106,7 @@ impl Segment {
         let mut files = Vec::new();
         let mut identities = Vec::new();
         let meta_path = dir.join(meta_file_name(info.id));
-        let (meta, id) = map_file(io.as_ref(), &meta_path, Access::Sequential)?;
+        let (meta, id) = map_file(io.as_ref(), &meta_path, Access::Scan)?;
         files.push(meta_path.clone());
         identities.push(id);
         let body = codec::check_footer(&meta, FileKind::Meta, &meta_path, true)?;
@@ -132,7 +132,7 @@ impl Segment {
                 // A query touches a few hundred scattered fine rows: read-around would map
                 // far more pages than it uses.
                 let access = match tier {
-                    Tier::Coarse => Access::Sequential,
+                    Tier::Coarse => Access::Scan,
                     Tier::Fine => Access::Random,
                 };
                 let (map, id) = map_file(io.as_ref(), &path, access)?;

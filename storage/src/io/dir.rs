@@ -23,7 +23,8 @@ pub type LockGuard = Box<dyn Debug + Send + Sync>;
 /// How a mapping will be read (a hint; [`FsDir`] passes it to `madvise`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    Sequential,
+    /// Read in order or whole: the kernel's default read-ahead.
+    Scan,
     /// Scattered reads of a few rows: read-around would load far more pages than used.
     Random,
 }

@@ -853,7 +853,7 @@ mod tests {
         let io = FaultyDir::new();
         let (map, _) = {
             write(&io, "/f", b"bytes", true);
-            io.map(Path::new("/f"), Access::Sequential).unwrap()
+            io.map(Path::new("/f"), Access::Scan).unwrap()
         };
         io.remove_file(Path::new("/f")).unwrap();
         assert_eq!(&map[..], b"bytes");
