@@ -177,13 +177,11 @@ impl Store {
                 Some(&n) => {
                     WalWriter::reopen(io.as_ref(), dir, n, replay.valid_len, replay.next_seq)?
                 }
-                None => {
-                    let wal =
-                        WalWriter::create(io.as_ref(), dir, manifest.log_number, replay.next_seq)?;
-                    sync_dir(io.as_ref(), dir)?;
-                    wal
-                }
+                None => WalWriter::create(io.as_ref(), dir, manifest.log_number, replay.next_seq)?,
             };
+            // Acknowledged writes go to this file, so its name must be durable: new here, or
+            // made by a flush that may have failed before it synced the directory.
+            sync_dir(io.as_ref(), dir)?;
             w.old_wals = replay
                 .numbers
                 .iter()
