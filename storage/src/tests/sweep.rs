@@ -23,6 +23,9 @@ const PROJECTION: &str = "projection";
 const FLUSH_CUT: u64 = 26;
 /// Inserted after a failed operation, to see whether the handle still acknowledges writes.
 const LATE_ID: u64 = 900;
+/// Inserted on the handle reopened after the failure, before the power cut: a reopen must
+/// leave the database fit to take durable writes.
+const REOPENED_ID: u64 = 901;
 
 pub(super) fn schema() -> Schema {
     super::schema(ElemType::F16, ElemType::I8)
@@ -65,6 +68,10 @@ pub(super) type State = (Dump, Option<Vec<u8>>);
 
 fn state(store: &Store) -> State {
     (dump(&store.view()), store.property(PROJECTION))
+}
+
+fn rows_of(ids: impl IntoIterator<Item = u64>) -> Vec<Row> {
+    rows(&schema(), ids)
 }
 
 fn halve_fine(_: Modality, fine: &[f32], coarse: &mut [f32]) {
@@ -194,7 +201,8 @@ pub(super) fn is_injected(e: &Error) -> bool {
 /// After an operation that returned `result` on `store`: tries one more write, then checks
 /// that the database, reopened after a restart and again after a power cut, holds one of the
 /// `reference` states — the second if the operation was acknowledged — plus the late write
-/// exactly if it was acknowledged. `what` names the run in failures.
+/// exactly if it was acknowledged, and a write acknowledged by the first reopen survives the
+/// power cut. `what` names the run in failures.
 pub(super) fn check_recovery(
     io: &Arc<FaultyDir>,
     op: Op,
@@ -218,6 +226,11 @@ pub(super) fn check_recovery(
             .unwrap_or_else(|e| panic!("{what}: reopen (power cut: {cut}) failed: {e}"));
         let (mut rows, property) = state(&store);
         let late_there = rows.remove(&LATE_ID).is_some();
+        let reopened_there = rows.remove(&REOPENED_ID).is_some();
+        assert_eq!(
+            reopened_there, cut,
+            "{what}: the write acknowledged after the reopen, present after the power cut: {reopened_there}"
+        );
         assert_eq!(
             late_there,
             late == Some(true),
@@ -240,6 +253,9 @@ pub(super) fn check_recovery(
             "{what}: verify after reopen: {:?}",
             report.problems
         );
+        if !cut {
+            store.insert(rows_of([REOPENED_ID])).unwrap();
+        }
         drop(store);
     }
     if op == Op::Snapshot {
