@@ -15,8 +15,10 @@
 //! with `assert!`), never panic, hang or read out of bounds.
 
 pub mod encoders;
+mod store_ops;
 
 pub use encoders::{bundle_manifest, image_decode};
+pub use store_ops::store_ops;
 
 use std::collections::BTreeMap;
 use std::fs;

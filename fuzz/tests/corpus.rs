@@ -7,10 +7,11 @@ use std::path::Path;
 
 type Harness = fn(&[u8]) -> bool;
 
-const TARGETS: [(&str, Harness); 5] = [
+const TARGETS: [(&str, Harness); 6] = [
     ("wal_decode", hivlp_fuzz::wal_decode),
     ("manifest_decode", hivlp_fuzz::manifest_decode),
     ("segment_open", hivlp_fuzz::segment_open),
+    ("store_ops", hivlp_fuzz::store_ops),
     ("image_decode", hivlp_fuzz::image_decode),
     ("bundle_manifest", hivlp_fuzz::bundle_manifest),
 ];

@@ -7,10 +7,11 @@
 //! [`Source`]s' [`VectorColumn`]s, skipping rows in [`Source::skip`].
 //!
 //! The folders are the layers, each using only those before it: `format/` (bytes: codec and
-//! footers, file names, manifest, WAL and segment encodings; no I/O), `io/` (files: the WAL
-//! writer and the one WAL replay, manifest install, durable file writes), `data/` (what
-//! readers hold: bitmaps, vector columns, segments, the memtable, sources and views) and
-//! `store/` (the [`Store`], one file per job: open and recovery, writes, flush, compaction,
+//! footers, file names, manifest, WAL and segment encodings; no I/O), `io/` (files: the
+//! [`io::Dir`] seam every file operation goes through, with [`io::FaultyDir`] to test
+//! failures and power loss; the WAL writer and the one WAL replay, manifest install,
+//! durable file writes), `data/` (what readers hold: bitmaps, vector columns, segments,
+//! the memtable, sources and views) and `store/` (the [`Store`], one file per job: open and recovery, writes, flush, compaction,
 //! snapshot, clean-up).
 //!
 //! A scan over one modality, the shape of the engine's coarse stage:
@@ -59,7 +60,7 @@ compile_error!(
 mod data;
 mod error;
 mod format;
-mod io;
+pub mod io;
 mod schema;
 mod store;
 mod verify;
@@ -114,7 +115,7 @@ pub use store::{
     MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
 };
 pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats, TieredMergePolicy};
-pub use verify::{VerifyReport, verify};
+pub use verify::{VerifyReport, verify, verify_in};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Integrity check of a database directory, offline or beside a writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::data::segment::{Segment, read_tombstones};
 use crate::error::{CorruptionError, OpenError, StorageError};
@@ -8,6 +9,7 @@ use crate::format::codec::VerifyLevel;
 use crate::format::manifest::{Manifest, manifest_file_name};
 use crate::format::segment::{meta_file_name, tombstone_file_name};
 use crate::format::wal::{DroppedWalTail, wal_file_name};
+use crate::io::dir::{Dir, FsDir};
 use crate::io::manifest::read_current;
 use crate::io::wal::{Replay, replay_logs};
 
@@ -63,7 +65,16 @@ fn as_problem(e: StorageError, file: &Path) -> CorruptionError {
 /// replaced them meanwhile), and a segment or tombstone file that a newer manifest has
 /// superseded and deleted since is not a problem.
 pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError> {
-    let (number, manifest, wal) = read_state(path)?;
+    verify_in(&FsDir::shared(), path, level)
+}
+
+/// [`verify`] through `io` (e.g. a [`FaultyDir`](crate::io::FaultyDir) after a simulated crash).
+pub fn verify_in(
+    io: &Arc<dyn Dir>,
+    path: &Path,
+    level: VerifyLevel,
+) -> Result<VerifyReport, OpenError> {
+    let (number, manifest, wal) = read_state(io.as_ref(), path)?;
     let mut report = VerifyReport {
         files_checked: vec![path.join("CURRENT"), path.join(manifest_file_name(number))],
         ..VerifyReport::default()
@@ -83,17 +94,19 @@ pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError
     let schema = &manifest.schema;
     let mut check = |file: PathBuf, result: Result<Vec<PathBuf>, StorageError>| match result {
         Ok(files) => report.files_checked.extend(files),
-        Err(_) if superseded(path, number, &file) => {}
+        Err(_) if superseded(io.as_ref(), path, number, &file) => {}
         Err(e) => report.problems.push(as_problem(e, &file)),
     };
     for info in &manifest.segments {
         // A segment's files are deleted metadata first, so a missing file of a superseded
         // segment shows as a missing metadata file.
-        let opened = Segment::open(path, info, schema, level).map(|seg| seg.files().to_vec());
+        let opened =
+            Segment::open_in(io, path, info, schema, level).map(|seg| seg.files().to_vec());
         check(path.join(meta_file_name(info.id)), opened);
         if info.del_gen != 0 {
             let file = path.join(tombstone_file_name(info.id, info.del_gen));
-            let read = read_tombstones(&file, info.rows as usize).map(|_| vec![file.clone()]);
+            let read =
+                read_tombstones(io.as_ref(), &file, info.rows as usize).map(|_| vec![file.clone()]);
             check(file, read);
         }
     }
@@ -105,13 +118,17 @@ pub fn verify(path: &Path, level: VerifyLevel) -> Result<VerifyReport, OpenError
 /// The manifest `CURRENT` names (with its number) and the replay of the WAL that continues
 /// it, read as one state: a flush installs a new manifest, then deletes the WAL files and
 /// the manifest it replaced, so a replay that fails while `CURRENT` changed is retried.
-fn read_state(path: &Path) -> Result<(u64, Manifest, Result<Replay, StorageError>), OpenError> {
-    let current = || std::fs::read(path.join("CURRENT")).ok();
+fn read_state(
+    io: &dyn Dir,
+    path: &Path,
+) -> Result<(u64, Manifest, Result<Replay, StorageError>), OpenError> {
+    let current = || io.read(&path.join("CURRENT")).ok();
     let mut attempt = 1;
     loop {
         let before = current();
-        let state = read_current(path).map(|(number, manifest)| {
+        let state = read_current(io, path).map(|(number, manifest)| {
             let replay = replay_logs(
+                io,
                 path,
                 &manifest.schema,
                 manifest.log_number,
@@ -137,6 +154,6 @@ fn read_state(path: &Path) -> Result<(u64, Manifest, Result<Replay, StorageError
 /// Whether `file`, of manifest `number`, is missing because a writer installed a newer
 /// manifest and deleted it. Checked in this order: a file missing while `number` is still
 /// current was never deleted by a writer, which deletes only after installing.
-fn superseded(path: &Path, number: u64, file: &Path) -> bool {
-    !file.exists() && read_current(path).map(|(n, _)| n).ok() != Some(number)
+fn superseded(io: &dyn Dir, path: &Path, number: u64, file: &Path) -> bool {
+    io.stat(file).is_err() && read_current(io, path).map(|(n, _)| n).ok() != Some(number)
 }

@@ -4,11 +4,9 @@
 //! [`Segment::open`] is the entry point used by the segment-open fuzz target: it must return
 //! an error, never panic, whatever the files hold.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use memmap2::{Advice, Mmap};
 
 use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
@@ -18,6 +16,7 @@ use crate::format::codec::{self, Decoder, FileKind, VerifyLevel};
 use crate::format::segment::{
     ArchivedSegmentMeta, DESCRIPTOR_LEN, SegmentInfo, decode_elem, meta_file_name, vector_file_name,
 };
+use crate::io::dir::{Access, Dir, FileId, FsDir, MappedBytes};
 use crate::schema::{ElemType, Modality, Schema, Tier};
 
 /// Caption, URI and user metadata of one row, borrowed from the source.
@@ -31,7 +30,7 @@ pub struct RowMeta<'a> {
 /// One mapped vector file, validated.
 #[derive(Debug)]
 struct VectorFile {
-    map: Mmap,
+    map: Box<dyn MappedBytes>,
     elem: ElemType,
     dim: usize,
     stride: usize,
@@ -55,7 +54,9 @@ impl VectorFile {
 #[derive(Debug)]
 pub struct Segment {
     info: SegmentInfo,
-    meta: Mmap,
+    /// Where the files are, and how they are deleted once obsolete.
+    io: Arc<dyn Dir>,
+    meta: Box<dyn MappedBytes>,
     meta_len: usize,
     /// Indexed by modality (image, text), then tier (coarse, fine).
     vectors: [Option<[VectorFile; 2]>; 2],
@@ -63,30 +64,22 @@ pub struct Segment {
     files: Vec<PathBuf>,
     /// `(device, inode)` of each of `files` as opened, to tell them from a file that
     /// later took the same name.
-    identities: Vec<(u64, u64)>,
+    identities: Vec<FileId>,
     obsolete: AtomicBool,
 }
 
-/// `(device, inode)` of a file's metadata.
-pub(crate) fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
-#[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<(Mmap, (u64, u64)), StorageError> {
-    let file = File::open(path).map_err(|e| IoError::at(path, "open", e))?;
-    let meta = file.metadata().map_err(|e| IoError::at(path, "stat", e))?;
-    let len = meta.len();
-    if len == 0 {
+fn map_file(
+    io: &dyn Dir,
+    path: &Path,
+    access: Access,
+) -> Result<(Box<dyn MappedBytes>, FileId), StorageError> {
+    let (map, id) = io
+        .map(path, access)
+        .map_err(|e| IoError::at(path, "map", e))?;
+    if map.is_empty() {
         return Err(CorruptionError::new(path, 0, "empty file").into());
     }
-    // SAFETY: segment files are immutable once written: hivlp never modifies or truncates a
-    // file it has referenced from a manifest (it only deletes them, which keeps the mapping
-    // valid on unix). Modification by another program is outside the contract documented in
-    // FORMAT.md.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| IoError::at(path, "mmap", e))?;
-    Ok((map, identity(&meta)))
+    Ok((map, id))
 }
 
 impl Segment {
@@ -99,10 +92,21 @@ impl Segment {
         schema: &Schema,
         level: VerifyLevel,
     ) -> Result<Segment, StorageError> {
+        Self::open_in(&FsDir::shared(), dir, info, schema, level)
+    }
+
+    /// [`open`](Self::open) through `io`.
+    pub(crate) fn open_in(
+        io: &Arc<dyn Dir>,
+        dir: &Path,
+        info: &SegmentInfo,
+        schema: &Schema,
+        level: VerifyLevel,
+    ) -> Result<Segment, StorageError> {
         let mut files = Vec::new();
         let mut identities = Vec::new();
         let meta_path = dir.join(meta_file_name(info.id));
-        let (meta, id) = map_file(&meta_path)?;
+        let (meta, id) = map_file(io.as_ref(), &meta_path, Access::Scan)?;
         files.push(meta_path.clone());
         identities.push(id);
         let body = codec::check_footer(&meta, FileKind::Meta, &meta_path, true)?;
@@ -125,13 +129,14 @@ impl Segment {
             let mut open_tier = |tier: Tier| -> Result<VectorFile, StorageError> {
                 let path = dir.join(vector_file_name(info.id, m, tier));
                 let (elem, dim) = schema.tier(tier);
-                let (map, id) = map_file(&path)?;
+                // A query touches a few hundred scattered fine rows: read-around would map
+                // far more pages than it uses.
+                let access = match tier {
+                    Tier::Coarse => Access::Scan,
+                    Tier::Fine => Access::Random,
+                };
+                let (map, id) = map_file(io.as_ref(), &path, access)?;
                 check_vector_file(&map, &path, elem, dim, info.rows as usize, level)?;
-                if tier == Tier::Fine {
-                    // A query touches a few hundred scattered fine rows: read-around would map
-                    // far more pages than it uses. Advice is a hint; ignoring a refusal is safe.
-                    let _ = map.advise(Advice::Random);
-                }
                 files.push(path);
                 identities.push(id);
                 Ok(VectorFile {
@@ -148,6 +153,7 @@ impl Segment {
         }
         Ok(Segment {
             info: info.clone(),
+            io: io.clone(),
             meta,
             meta_len,
             vectors,
@@ -180,7 +186,7 @@ impl Segment {
 
     /// Each of [`files`](Self::files) with its `(device, inode)` and its bytes as mapped
     /// (footer included): what this handle reads, even after the file was deleted.
-    pub(crate) fn mapped_files(&self) -> impl Iterator<Item = (&Path, (u64, u64), &[u8])> {
+    pub(crate) fn mapped_files(&self) -> impl Iterator<Item = (&Path, FileId, &[u8])> {
         let vectors = self
             .vectors
             .iter()
@@ -249,7 +255,7 @@ impl Drop for Segment {
         if self.obsolete.load(Ordering::SeqCst) {
             for f in &self.files {
                 // Best effort: a file left behind is removed as an orphan at the next open.
-                let _ = std::fs::remove_file(f);
+                let _ = self.io.remove_file(f);
             }
         }
     }
@@ -348,8 +354,12 @@ fn check_vector_file(
 }
 
 /// Reads and fully checks a tombstone file for a segment of `rows` rows.
-pub(crate) fn read_tombstones(path: &Path, rows: usize) -> Result<Bitmap, StorageError> {
-    let bytes = std::fs::read(path).map_err(|e| IoError::at(path, "read", e))?;
+pub(crate) fn read_tombstones(
+    io: &dyn Dir,
+    path: &Path,
+    rows: usize,
+) -> Result<Bitmap, StorageError> {
+    let bytes = io.read(path).map_err(|e| IoError::at(path, "read", e))?;
     let body = codec::check_footer(&bytes, FileKind::Tombstones, path, true)?;
     let mut d = Decoder::new(body, 0, path);
     let n = d.u64("row count")?;

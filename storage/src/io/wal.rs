@@ -1,8 +1,6 @@
 //! The WAL on disk: the writer a store appends to, and the one replay shared by open and
 //! verify (the record format is in [`crate::format::wal`]).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,14 +9,14 @@ use crate::format::file_name::FileName;
 use crate::format::wal::{
     DroppedWalTail, HEADER_LEN, PAYLOAD_PREFIX, WalRecord, crc_extend, decode_log, wal_file_name,
 };
+use crate::io::dir::{Dir, DirFile};
 use crate::schema::Schema;
 
 /// Numbers of the `wal-<n>.log` files in `dir`, ascending.
-fn log_numbers(dir: &Path) -> Result<Vec<u64>, IoError> {
+fn log_numbers(io: &dyn Dir, dir: &Path) -> Result<Vec<u64>, IoError> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
-        let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
-        if let Some(FileName::Wal(n)) = entry.file_name().to_str().and_then(FileName::parse) {
+    for entry in io.list(dir).map_err(|e| IoError::at(dir, "list", e))? {
+        if let Some(FileName::Wal(n)) = entry.name.to_str().and_then(FileName::parse) {
             out.push(n);
         }
     }
@@ -47,13 +45,14 @@ pub(crate) struct Replay {
 /// the last file may end in a dropped tail: a writer fsyncs a file whole before it creates
 /// the next one.
 pub(crate) fn replay_logs(
+    io: &dyn Dir,
     dir: &Path,
     schema: &Schema,
     log_number: u64,
     next_seq: u64,
     mut apply: impl FnMut(&Path, WalRecord<'_>) -> Result<(), CorruptionError>,
 ) -> Result<Replay, StorageError> {
-    let mut numbers = log_numbers(dir)?;
+    let mut numbers = log_numbers(io, dir)?;
     numbers.retain(|&n| n >= log_number);
     // The manifest's own WAL is deleted only after a newer manifest is installed: when a
     // later WAL exists without it, reading it fails (missing) rather than replaying the
@@ -71,7 +70,7 @@ pub(crate) fn replay_logs(
     };
     for (i, &n) in numbers.iter().enumerate() {
         let path = dir.join(wal_file_name(n));
-        let bytes = std::fs::read(&path).map_err(|e| IoError::at(&path, "read", e))?;
+        let bytes = io.read(&path).map_err(|e| IoError::at(&path, "read", e))?;
         let log = decode_log(&bytes, schema, &path, Some(replay.next_seq))?;
         if let Some(tail) = &log.dropped
             && i + 1 < numbers.len()
@@ -98,7 +97,7 @@ pub(crate) fn replay_logs(
 /// The open WAL file a writer appends to.
 #[derive(Debug)]
 pub(crate) struct WalWriter {
-    file: File,
+    file: Box<dyn DirFile>,
     path: PathBuf,
     number: u64,
     len: u64,
@@ -111,12 +110,10 @@ pub(crate) struct WalWriter {
 
 impl WalWriter {
     /// Creates a new, empty log (the caller fsyncs the directory).
-    pub fn create(dir: &Path, number: u64, next_seq: u64) -> Result<Self, IoError> {
+    pub fn create(io: &dyn Dir, dir: &Path, number: u64, next_seq: u64) -> Result<Self, IoError> {
         let path = dir.join(wal_file_name(number));
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = io
+            .create_new(&path)
             .map_err(|e| IoError::at(&path, "create", e))?;
         Ok(Self::from_parts(file, path, number, 0, next_seq))
     }
@@ -124,32 +121,35 @@ impl WalWriter {
     /// Reopens an existing log for appending after its first `valid_len` bytes: a dropped
     /// tail past them is cut off, and the rest fsynced (after a killed process it may exist
     /// only in the page cache, and the records appended next claim it durable).
-    pub fn reopen(dir: &Path, number: u64, valid_len: u64, next_seq: u64) -> Result<Self, IoError> {
+    pub fn reopen(
+        io: &dyn Dir,
+        dir: &Path,
+        number: u64,
+        valid_len: u64,
+        next_seq: u64,
+    ) -> Result<Self, IoError> {
         let path = dir.join(wal_file_name(number));
-        let file = File::options()
-            .write(true)
-            .open(&path)
+        let mut file = io
+            .open_append(&path)
             .map_err(|e| IoError::at(&path, "open", e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| IoError::at(&path, "stat", e))?
-            .len();
+        let len = file.size().map_err(|e| IoError::at(&path, "stat", e))?;
         if len != valid_len {
             file.set_len(valid_len)
                 .map_err(|e| IoError::at(&path, "truncate the dropped tail of", e))?;
         }
         file.sync_all()
             .map_err(|e| IoError::at(&path, "fsync", e))?;
-        use std::io::Seek;
-        let mut w = Self::from_parts(file, path, number, valid_len, next_seq);
-        w.file
-            .seek(std::io::SeekFrom::Start(valid_len))
-            .map_err(|e| IoError::at(&w.path, "seek", e))?;
-        Ok(w)
+        Ok(Self::from_parts(file, path, number, valid_len, next_seq))
     }
 
     /// A writer at the end of a file whose `len` bytes are durable.
-    fn from_parts(file: File, path: PathBuf, number: u64, len: u64, next_seq: u64) -> Self {
+    fn from_parts(
+        file: Box<dyn DirFile>,
+        path: PathBuf,
+        number: u64,
+        len: u64,
+        next_seq: u64,
+    ) -> Self {
         Self {
             file,
             path,
@@ -187,7 +187,7 @@ impl WalWriter {
         let crc = crc_extend(crc_extend(0, &frame[..4]), &frame[HEADER_LEN..]);
         frame[4..8].copy_from_slice(&crc.to_le_bytes());
         self.file
-            .write_all(&frame)
+            .append(&frame)
             .map_err(|e| IoError::at(&self.path, "append to", e))?;
         self.len += frame.len() as u64;
         self.next_seq += 1;

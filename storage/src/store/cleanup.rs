@@ -5,6 +5,7 @@ use std::path::Path;
 use super::Writer;
 use crate::error::IoError;
 use crate::format::file_name::FileName;
+use crate::io::dir::{Dir, FsDir};
 use crate::io::manifest::sync_dir;
 
 /// What a directory holds, for callers that open a database or create it if absent.
@@ -21,14 +22,15 @@ pub enum Occupancy {
 /// Tells what `dir` holds (a missing or unreadable directory is [`Occupancy::Empty`]; creating
 /// there reports the actual problem).
 pub fn occupancy(dir: &Path) -> Occupancy {
-    if dir.join(FileName::Current.to_string()).exists() {
+    let io = FsDir;
+    if io.stat(&dir.join(FileName::Current.to_string())).is_ok() {
         return Occupancy::Database;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = io.list(dir) else {
         return Occupancy::Empty;
     };
     let ours = |name: &std::ffi::OsStr| name.to_str().and_then(FileName::parse).is_some();
-    if entries.flatten().all(|e| ours(&e.file_name())) {
+    if entries.iter().all(|e| ours(&e.name)) {
         Occupancy::Empty
     } else {
         Occupancy::Other
@@ -37,10 +39,10 @@ pub fn occupancy(dir: &Path) -> Occupancy {
 
 /// Removes files of ours that the current manifest does not reference: leftovers of an
 /// interrupted flush, compaction or create. Only exact hivlp file names are touched.
-pub(super) fn remove_orphans(dir: &Path, w: &Writer) -> Result<(), IoError> {
+pub(super) fn remove_orphans(io: &dyn Dir, dir: &Path, w: &Writer) -> Result<(), IoError> {
     let manifest = &w.manifest;
     let wanted = |id: u64| manifest.segments.iter().find(|s| s.id == id);
-    remove_files(dir, |name| match name {
+    remove_files(io, dir, |name| match name {
         FileName::Current | FileName::Lock => false,
         FileName::CurrentTmp => true,
         FileName::Manifest(n) => n != w.manifest_number,
@@ -54,23 +56,26 @@ pub(super) fn remove_orphans(dir: &Path, w: &Writer) -> Result<(), IoError> {
 
 /// Removes the regular files of `dir` whose name is one of hivlp's and that `doomed` picks,
 /// then makes the removals durable. Anything else (other names, directories) is left alone.
-pub(super) fn remove_files(dir: &Path, doomed: impl Fn(FileName) -> bool) -> Result<(), IoError> {
+pub(super) fn remove_files(
+    io: &dyn Dir,
+    dir: &Path,
+    doomed: impl Fn(FileName) -> bool,
+) -> Result<(), IoError> {
     let mut removed = false;
-    for entry in std::fs::read_dir(dir).map_err(|e| IoError::at(dir, "list", e))? {
-        let entry = entry.map_err(|e| IoError::at(dir, "list", e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str().and_then(FileName::parse) else {
+    for entry in io.list(dir).map_err(|e| IoError::at(dir, "list", e))? {
+        let Some(name) = entry.name.to_str().and_then(FileName::parse) else {
             continue;
         };
-        if !doomed(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+        if !doomed(name) || !entry.is_file {
             continue;
         }
-        let path = entry.path();
-        std::fs::remove_file(&path).map_err(|e| IoError::at(&path, "remove", e))?;
+        let path = dir.join(&entry.name);
+        io.remove_file(&path)
+            .map_err(|e| IoError::at(&path, "remove", e))?;
         removed = true;
     }
     if removed {
-        sync_dir(dir)?;
+        sync_dir(io, dir)?;
     }
     Ok(())
 }

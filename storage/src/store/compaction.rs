@@ -16,6 +16,7 @@ use crate::error::{CommitError, CompactionError};
 use crate::format::codec::VerifyLevel;
 use crate::format::manifest::manifest_file_name;
 use crate::format::segment::{SegmentInfo, tombstone_file_name};
+use crate::io::dir::Dir;
 use crate::io::manifest::sync_dir;
 use crate::schema::{Modality, Tier};
 
@@ -53,7 +54,7 @@ impl Store {
                     id: s.seg.id(),
                     rows: s.seg.rows(),
                     deleted: s.source.deleted().count_ones(),
-                    bytes: file_bytes(s.seg.files()),
+                    bytes: file_bytes(self.io(), s.seg.files()),
                 })
                 .collect();
             let mut taken = std::collections::HashSet::new();
@@ -91,7 +92,7 @@ impl Store {
             &mut report,
             &mut outputs,
         );
-        if let Err(e) = merged.and_then(|()| Ok(sync_dir(&self.dir)?)) {
+        if let Err(e) = merged.and_then(|()| Ok(sync_dir(self.io(), &self.dir)?)) {
             discard(&outputs);
             return Err(e);
         }
@@ -123,7 +124,7 @@ impl Store {
             report.segments_merged += group.len();
             for (seg, s) in group {
                 report.rows_dropped += s.deleted().count_ones();
-                report.bytes_before += file_bytes(seg.files());
+                report.bytes_before += file_bytes(self.io(), seg.files());
             }
             if rows.is_empty() {
                 outputs.push(None);
@@ -131,23 +132,30 @@ impl Store {
             }
             let id = first_id + i as u64;
             let info = write_segment(
+                self.io(),
                 &self.dir,
                 id,
                 &self.schema,
                 &rows,
                 compaction_rewrite(rewrite),
             )?;
-            let seg = Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap);
+            let seg = Segment::open_in(
+                &self.options.io,
+                &self.dir,
+                &info,
+                &self.schema,
+                VerifyLevel::Cheap,
+            );
             let seg = match seg {
                 Ok(seg) => Arc::new(seg),
                 Err(e) => {
-                    remove_segment_files(&self.dir, &info);
+                    remove_segment_files(self.io(), &self.dir, &info);
                     return Err(e.into());
                 }
             };
             report.rows_written += rows.len();
             report.segments_written += 1;
-            report.bytes_after += file_bytes(seg.files());
+            report.bytes_after += file_bytes(self.io(), seg.files());
             outputs.push(Some(seg));
         }
         Ok(())
@@ -166,7 +174,7 @@ impl Store {
         let mut slots: Vec<Option<SegSlot>> = w.segments.iter().cloned().map(Some).collect();
         let mut retired = Vec::new();
         let mut superseded = Vec::new();
-        let mut new_tombstones = Vec::new();
+        let mut new_tombstones: Vec<PathBuf> = Vec::new();
         let mut placed = Vec::new();
         for (group, output) in groups.iter().zip(&outputs) {
             let mut carried = output.as_ref().map(|s| Bitmap::new(s.rows()));
@@ -199,9 +207,9 @@ impl Store {
             };
             let mut del_gen = 0;
             if carried.count_ones() > 0 {
-                if let Err(e) = write_tombstones(&self.dir, seg.id(), 1, &carried) {
+                if let Err(e) = write_tombstones(self.io(), &self.dir, seg.id(), 1, &carried) {
                     for f in &new_tombstones {
-                        let _ = std::fs::remove_file(f);
+                        let _ = self.io().remove_file(f);
                     }
                     discard(&outputs);
                     return Err(e.into());
@@ -229,7 +237,7 @@ impl Store {
         manifest.properties = (*w.properties).clone();
         manifest.properties.extend(properties.iter().cloned());
         let number = w.manifest_number + 1;
-        if let Err(e) = manifest.install(&self.dir, number) {
+        if let Err(e) = manifest.install(self.io(), &self.dir, number) {
             // CURRENT may already name the new manifest: only a reopen can tell, so the
             // handle refuses further writes and every file stays where it is.
             return Err(CompactionError::Commit(poison(w, e)));
@@ -243,7 +251,7 @@ impl Store {
             seg.mark_obsolete();
         }
         for f in superseded {
-            let _ = std::fs::remove_file(f);
+            let _ = self.io().remove_file(&f);
         }
         Ok(())
     }
@@ -258,21 +266,20 @@ fn discard(outputs: &[Option<Arc<Segment>>]) {
 }
 
 /// Removes the files of a segment that was written but never opened.
-fn remove_segment_files(dir: &Path, info: &SegmentInfo) {
-    let _ = std::fs::remove_file(dir.join(crate::format::segment::meta_file_name(info.id)));
+fn remove_segment_files(io: &dyn Dir, dir: &Path, info: &SegmentInfo) {
+    let _ = io.remove_file(&dir.join(crate::format::segment::meta_file_name(info.id)));
     for m in Modality::ALL.into_iter().filter(|m| info.has_modality(*m)) {
         for tier in Tier::ALL {
-            let _ = std::fs::remove_file(
-                dir.join(crate::format::segment::vector_file_name(info.id, m, tier)),
-            );
+            let _ = io
+                .remove_file(&dir.join(crate::format::segment::vector_file_name(info.id, m, tier)));
         }
     }
 }
 
-fn file_bytes(files: &[PathBuf]) -> u64 {
+fn file_bytes(io: &dyn Dir, files: &[PathBuf]) -> u64 {
     files
         .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
+        .filter_map(|f| io.stat(f).ok())
+        .map(|s| s.len)
         .sum()
 }

@@ -100,9 +100,9 @@ impl Store {
         }
         wal.sync()?;
         let (old, next_seq) = (wal.number(), wal.next_seq());
-        let new_wal = WalWriter::create(&self.dir, old + 1, next_seq)?;
+        let new_wal = WalWriter::create(self.io(), &self.dir, old + 1, next_seq)?;
         // Acknowledged writes will live in the new file: its name must be durable first.
-        sync_dir(&self.dir)?;
+        sync_dir(self.io(), &self.dir)?;
         w.wal = Some(new_wal);
         w.old_wals.push(old);
         w.imm = std::mem::take(&mut w.mem);
@@ -126,15 +126,27 @@ impl Store {
     /// Phase 2 of a flush, without the lock: write the frozen rows and tombstones.
     fn write_frozen(&self, frozen: &Frozen) -> Result<Option<Arc<Segment>>, StorageError> {
         for (seg, deleted, gen_) in &frozen.tombstones {
-            write_tombstones(&self.dir, seg.id(), *gen_, deleted)?;
+            write_tombstones(self.io(), &self.dir, seg.id(), *gen_, deleted)?;
         }
         let rows = live_rows(&frozen.imm);
         if rows.is_empty() {
             return Ok(None);
         }
-        let info =
-            write_segment::<IoError>(&self.dir, frozen.segment_id, &self.schema, &rows, None)?;
-        let seg = Segment::open(&self.dir, &info, &self.schema, VerifyLevel::Cheap)?;
+        let info = write_segment::<IoError>(
+            self.io(),
+            &self.dir,
+            frozen.segment_id,
+            &self.schema,
+            &rows,
+            None,
+        )?;
+        let seg = Segment::open_in(
+            &self.options.io,
+            &self.dir,
+            &info,
+            &self.schema,
+            VerifyLevel::Cheap,
+        )?;
         Ok(Some(Arc::new(seg)))
     }
 
@@ -190,7 +202,7 @@ impl Store {
         manifest.next_seq = frozen.next_seq;
         manifest.properties = (*w.properties).clone();
         let number = w.manifest_number + 1;
-        manifest.install(dir, number)?;
+        manifest.install(self.io(), dir, number)?;
         // The new state is durable; now retire what it replaced.
         superseded.push(dir.join(manifest_file_name(w.manifest_number)));
         superseded.extend(w.old_wals.drain(..).map(|n| dir.join(wal_file_name(n))));
@@ -215,7 +227,7 @@ impl Store {
         w.manifest = manifest;
         w.manifest_number = number;
         for f in superseded {
-            let _ = std::fs::remove_file(f);
+            let _ = self.io().remove_file(&f);
         }
         Ok(())
     }

@@ -5,7 +5,6 @@
 //! `compaction` (with the policies in `merge_policy`) and `snapshot` write segments through
 //! `segment_writer`, `cleanup` removes orphans, and `state` is the writer's in-memory state.
 
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use crate::error::{CommitError, ForkedError};
 use crate::format::codec::VerifyLevel;
 use crate::format::manifest::Manifest;
 use crate::format::wal::DroppedWalTail;
+use crate::io::dir::{Dir, FsDir, LockGuard};
 use crate::io::wal::WalWriter;
 use crate::schema::{Properties, Schema};
 
@@ -86,6 +86,10 @@ pub struct StoreOptions {
     pub verify: VerifyLevel,
     /// See [`Durability::Buffered`].
     pub buffered_sync_interval: Duration,
+    /// The file system every file operation of the store goes through: [`FsDir`] for real
+    /// use; tests pass a [`FaultyDir`](crate::io::FaultyDir) to fail or cut short any of them.
+    /// Snapshots are written through it too.
+    pub io: Arc<dyn Dir>,
 }
 
 impl Default for StoreOptions {
@@ -96,6 +100,7 @@ impl Default for StoreOptions {
             memtable_rows: 50_000,
             verify: VerifyLevel::Cheap,
             buffered_sync_interval: Duration::from_millis(100),
+            io: FsDir::shared(),
         }
     }
 }
@@ -202,8 +207,8 @@ pub struct Store {
     dir: PathBuf,
     schema: Arc<Schema>,
     options: StoreOptions,
-    /// Holds the advisory lock while the store is open (writers only).
-    lock: Option<File>,
+    /// Holds the advisory lock while the store is open (writers only); dropping it unlocks.
+    _lock: Option<LockGuard>,
     published: RwLock<View>,
     writer: Mutex<Writer>,
     next_id: AtomicU64,
@@ -232,6 +237,11 @@ impl Store {
     /// The options this handle was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    /// The file system this handle works through.
+    fn io(&self) -> &dyn Dir {
+        self.options.io.as_ref()
     }
 
     /// Fails in any process but the one that opened the store: a child of `fork()` inherits
@@ -318,7 +328,7 @@ impl Store {
             live_rows: view.len(),
             deleted_rows: 0,
             wal_bytes,
-            disk_bytes: dir_bytes(&self.dir),
+            disk_bytes: dir_bytes(self.io(), &self.dir),
             next_id: self.next_id(),
             dropped_wal_tail: self.dropped_wal_tail.clone(),
         };
@@ -346,12 +356,6 @@ impl Drop for Store {
             // Best effort; Buffered callers who need to know call `close`, `sync` or `flush`.
             let _ = wal.sync();
         }
-        // Released explicitly: the `flock` belongs to the open file, which a child process
-        // spawned by any thread shares until it execs, so closing our descriptor alone could
-        // leave the lock held and make a writer opened right after this drop get `Locked`.
-        if let Some(lock) = &self.lock {
-            let _ = lock.unlock();
-        }
     }
 }
 
@@ -361,13 +365,14 @@ fn poison(w: &mut Writer, e: impl Into<CommitError>) -> CommitError {
     e
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
+fn dir_bytes(io: &dyn Dir, dir: &Path) -> u64 {
+    io.list(dir)
         .map(|entries| {
             entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
+                .iter()
+                .filter(|e| e.is_file)
+                .filter_map(|e| io.stat(&dir.join(&e.name)).ok())
+                .map(|s| s.len)
                 .sum()
         })
         .unwrap_or(0)

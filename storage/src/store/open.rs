@@ -2,7 +2,6 @@
 //! into the memtable) and taking the writer lock.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -19,22 +18,27 @@ use crate::format::file_name::FileName;
 use crate::format::manifest::{self, Manifest};
 use crate::format::segment::tombstone_file_name;
 use crate::format::wal::WalRecord;
+use crate::io::dir::{Dir, LockGuard};
 use crate::io::manifest::{read_current, sync_dir};
 use crate::io::wal::{WalWriter, replay_logs};
 use crate::schema::Schema;
 
-fn take_lock(dir: &Path) -> Result<File, OpenError> {
+fn take_lock(io: &dyn Dir, dir: &Path) -> Result<LockGuard, OpenError> {
     let path = dir.join("LOCK");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| IoError::at(&path, "open", e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(IoError::at(&path, "lock", e).into()),
+    match io.try_lock(&path) {
+        Ok(Some(guard)) => Ok(guard),
+        Ok(None) => Err(OpenError::Locked { path }),
+        Err(e) => Err(IoError::at(&path, "lock", e).into()),
+    }
+}
+
+/// Whether `path` exists. Only "not found" is an answer: a database whose `CURRENT` cannot
+/// be read now is not missing (create would clear its directory).
+fn exists(io: &dyn Dir, path: &Path) -> Result<bool, IoError> {
+    match io.stat(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(IoError::at(path, "stat", e)),
     }
 }
 
@@ -59,14 +63,16 @@ impl Store {
                 "cannot create a database read-only".into(),
             ));
         }
-        if dir.join("CURRENT").exists() {
+        let io = options.io.as_ref();
+        if exists(io, &dir.join("CURRENT"))? {
             return Err(OpenError::AlreadyExists {
                 path: dir.to_path_buf(),
             });
         }
-        std::fs::create_dir_all(dir).map_err(|e| IoError::at(dir, "create directory", e))?;
-        let lock = take_lock(dir)?;
-        if dir.join("CURRENT").exists() {
+        io.create_dir_all(dir)
+            .map_err(|e| IoError::at(dir, "create directory", e))?;
+        let lock = take_lock(io, dir)?;
+        if exists(io, &dir.join("CURRENT"))? {
             return Err(OpenError::AlreadyExists {
                 path: dir.to_path_buf(),
             });
@@ -80,10 +86,10 @@ impl Store {
             segments: Vec::new(),
             properties: BTreeMap::new(),
         };
-        remove_files(dir, |name| !matches!(name, FileName::Lock))?;
-        manifest.install(dir, 1)?;
+        remove_files(io, dir, |name| !matches!(name, FileName::Lock))?;
+        manifest.install(io, dir, 1)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_dir(io, parent)?;
         }
         Self::load(dir, options, Some(lock))
     }
@@ -96,7 +102,8 @@ impl Store {
         if dir.as_os_str().is_empty() {
             return Err(OpenError::EmptyPath);
         }
-        if !dir.join("CURRENT").exists() {
+        let io = options.io.clone();
+        if !exists(io.as_ref(), &dir.join("CURRENT"))? {
             return Err(OpenError::NotFound {
                 path: dir.to_path_buf(),
             });
@@ -104,7 +111,7 @@ impl Store {
         if options.read_only {
             // A concurrent writer may install a new manifest and delete the files of the old
             // one between our reads. That shows as a changed CURRENT: then retry.
-            let current = || std::fs::read(dir.join("CURRENT")).ok();
+            let current = || io.read(&dir.join("CURRENT")).ok();
             let mut attempt = 0;
             loop {
                 let before = current();
@@ -118,21 +125,27 @@ impl Store {
                 }
             }
         }
-        let lock = take_lock(dir)?;
+        let lock = take_lock(io.as_ref(), dir)?;
         Self::load(dir, options, Some(lock))
     }
 
-    fn load(dir: &Path, options: StoreOptions, lock: Option<File>) -> Result<Store, OpenError> {
+    fn load(
+        dir: &Path,
+        options: StoreOptions,
+        lock: Option<LockGuard>,
+    ) -> Result<Store, OpenError> {
         let writable = lock.is_some();
-        let (manifest_number, manifest) = read_current(dir)?;
+        let io = &options.io;
+        let (manifest_number, manifest) = read_current(io.as_ref(), dir)?;
         let schema = Arc::new(manifest.schema.clone());
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for info in &manifest.segments {
-            let seg = Segment::open(dir, info, &schema, options.verify)?;
+            let seg = Segment::open_in(io, dir, info, &schema, options.verify)?;
             let deleted = if info.del_gen == 0 {
                 Bitmap::new(seg.rows())
             } else {
                 read_tombstones(
+                    io.as_ref(),
                     &dir.join(tombstone_file_name(info.id, info.del_gen)),
                     seg.rows(),
                 )?
@@ -152,6 +165,7 @@ impl Store {
         };
         let mut next_id = manifest.next_id;
         let replay = replay_logs(
+            io.as_ref(),
             dir,
             &schema,
             manifest.log_number,
@@ -160,13 +174,14 @@ impl Store {
         )?;
         if writable {
             let wal = match replay.numbers.last() {
-                Some(&n) => WalWriter::reopen(dir, n, replay.valid_len, replay.next_seq)?,
-                None => {
-                    let wal = WalWriter::create(dir, manifest.log_number, replay.next_seq)?;
-                    sync_dir(dir)?;
-                    wal
+                Some(&n) => {
+                    WalWriter::reopen(io.as_ref(), dir, n, replay.valid_len, replay.next_seq)?
                 }
+                None => WalWriter::create(io.as_ref(), dir, manifest.log_number, replay.next_seq)?,
             };
+            // Acknowledged writes go to this file, so its name must be durable: new here, or
+            // made by a flush that may have failed before it synced the directory.
+            sync_dir(io.as_ref(), dir)?;
             w.old_wals = replay
                 .numbers
                 .iter()
@@ -174,14 +189,14 @@ impl Store {
                 .filter(|&n| n != wal.number())
                 .collect();
             w.wal = Some(wal);
-            remove_orphans(dir, &w)?;
+            remove_orphans(io.as_ref(), dir, &w)?;
         }
         let view = w.view(&schema);
         Ok(Store {
             dir: dir.to_path_buf(),
             schema,
             options,
-            lock,
+            _lock: lock,
             published: RwLock::new(view),
             writer: Mutex::new(w),
             next_id: AtomicU64::new(next_id),

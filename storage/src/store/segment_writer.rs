@@ -12,6 +12,7 @@ use crate::format::segment::{
     DESCRIPTOR_LEN, SegmentInfo, SegmentMeta, encode_elem, meta_file_name, modality_bit,
     tombstone_file_name, vector_file_name,
 };
+use crate::io::dir::Dir;
 use crate::io::file_writer::FileWriter;
 use crate::schema::{ElemType, Modality, Schema, Tier};
 
@@ -51,6 +52,7 @@ pub(crate) fn compaction_rewrite(
 /// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory).
 /// On error the files written so far are removed.
 pub(crate) fn write_segment<E: From<IoError>>(
+    io: &dyn Dir,
     dir: &Path,
     id: u64,
     schema: &Schema,
@@ -58,16 +60,17 @@ pub(crate) fn write_segment<E: From<IoError>>(
     rewrite: Option<RewriteWith<'_, E>>,
 ) -> Result<SegmentInfo, E> {
     let mut written = Vec::new();
-    let result = write_segment_files(dir, id, schema, rows, rewrite, &mut written);
+    let result = write_segment_files(io, dir, id, schema, rows, rewrite, &mut written);
     if result.is_err() {
         for f in written {
-            let _ = std::fs::remove_file(f);
+            let _ = io.remove_file(&f);
         }
     }
     result
 }
 
 fn write_segment_files<E: From<IoError>>(
+    io: &dyn Dir,
     dir: &Path,
     id: u64,
     schema: &Schema,
@@ -98,7 +101,7 @@ fn write_segment_files<E: From<IoError>>(
             let stride = stride(elem, dim);
             let path = dir.join(vector_file_name(id, m, tier));
             written.push(path.clone());
-            let mut w = FileWriter::create(path)?;
+            let mut w = FileWriter::create(io, path)?;
             let mut row_buf = vec![0u8; stride];
             let mut scales = Vec::with_capacity(if elem == ElemType::I8 { n } else { 0 });
             for (i, r) in rows.iter().enumerate() {
@@ -176,7 +179,7 @@ fn write_segment_files<E: From<IoError>>(
         .map_err(|e| IoError::new("serialising segment metadata", std::io::Error::other(e)))?;
     let path = dir.join(meta_file_name(id));
     written.push(path.clone());
-    let mut w = FileWriter::create(path)?;
+    let mut w = FileWriter::create(io, path)?;
     w.write(&archive)?;
     w.finish(FileKind::Meta)?;
     Ok(SegmentInfo {
@@ -189,12 +192,13 @@ fn write_segment_files<E: From<IoError>>(
 
 /// Writes tombstone generation `generation` of segment `id`: `[rows u64][words u64…]`.
 pub(crate) fn write_tombstones(
+    io: &dyn Dir,
     dir: &Path,
     id: u64,
     generation: u64,
     deleted: &Bitmap,
 ) -> Result<PathBuf, IoError> {
-    let mut w = FileWriter::create(dir.join(tombstone_file_name(id, generation)))?;
+    let mut w = FileWriter::create(io, dir.join(tombstone_file_name(id, generation)))?;
     w.write(&(deleted.len() as u64).to_le_bytes())?;
     w.write(bytemuck::cast_slice(deleted.words()))?;
     w.finish(FileKind::Tombstones)

@@ -1,8 +1,6 @@
 //! Snapshot: a consistent copy of the database into a new directory, linked or copied from
 //! what the handle maps.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::Store;
@@ -10,6 +8,7 @@ use super::segment_writer::{live_rows, write_segment, write_tombstones};
 use crate::data::source::View;
 use crate::error::{CommitError, IoError, SnapshotError};
 use crate::format::manifest::Manifest;
+use crate::io::dir::{Dir, FileId};
 use crate::io::manifest::sync_dir;
 
 impl Store {
@@ -23,7 +22,8 @@ impl Store {
     /// state is captured.
     pub fn snapshot(&self, dest: &Path) -> Result<(), SnapshotError> {
         self.check_process().map_err(CommitError::from)?;
-        let target = SnapshotTarget::resolve(&self.dir, dest)?;
+        let io = self.io();
+        let target = SnapshotTarget::resolve(io, &self.dir, dest)?;
         let (view, mut manifest) = {
             let w = self.writer.lock();
             if let Some(why) = &w.poisoned {
@@ -34,10 +34,10 @@ impl Store {
             m.properties = (*w.properties).clone();
             (w.view(&self.schema), m)
         };
-        target.create()?;
+        target.create(io)?;
         let result = self.write_snapshot(&target.path, &view, &mut manifest);
         if result.is_err() {
-            target.remove();
+            target.remove(io);
         }
         result
     }
@@ -48,6 +48,7 @@ impl Store {
         view: &View,
         manifest: &mut Manifest,
     ) -> Result<(), SnapshotError> {
+        let io = self.io();
         let mut segments = Vec::new();
         let mut mem_rows = Vec::new();
         for s in view.sources() {
@@ -59,12 +60,12 @@ impl Store {
                 let Some(name) = path.file_name() else {
                     continue;
                 };
-                link_or_copy(path, identity, bytes, &dest.join(name))?;
+                link_or_copy(io, path, identity, bytes, &dest.join(name))?;
             }
             let mut info = seg.info().clone();
             info.del_gen = 0;
             if s.deleted().count_ones() > 0 {
-                write_tombstones(dest, info.id, 1, s.deleted())?;
+                write_tombstones(io, dest, info.id, 1, s.deleted())?;
                 info.del_gen = 1;
             }
             segments.push(info);
@@ -72,13 +73,13 @@ impl Store {
         if !mem_rows.is_empty() {
             let id = manifest.next_segment_id;
             manifest.next_segment_id += 1;
-            let info = write_segment::<IoError>(dest, id, &self.schema, &mem_rows, None)?;
+            let info = write_segment::<IoError>(io, dest, id, &self.schema, &mem_rows, None)?;
             segments.push(info);
         }
         manifest.segments = segments;
         manifest.log_number = 1;
         manifest.next_seq = 1;
-        manifest.install(dest, 1)?;
+        manifest.install(io, dest, 1)?;
         Ok(())
     }
 }
@@ -86,21 +87,26 @@ impl Store {
 /// Puts the segment file this handle maps as `bytes` at `to`, in a directory the snapshot
 /// created: a hard link when `from` is still that very file, else a fresh copy of the bytes.
 /// Never writes through an existing name, so it cannot truncate a live file.
-fn link_or_copy(from: &Path, identity: (u64, u64), bytes: &[u8], to: &Path) -> Result<(), IoError> {
-    if std::fs::hard_link(from, to).is_ok() {
-        let linked = std::fs::symlink_metadata(to).map_err(|e| IoError::at(to, "stat", e))?;
-        if crate::data::segment::identity(&linked) == identity {
+fn link_or_copy(
+    io: &dyn Dir,
+    from: &Path,
+    identity: FileId,
+    bytes: &[u8],
+    to: &Path,
+) -> Result<(), IoError> {
+    if io.hard_link(from, to).is_ok() {
+        let linked = io.stat(to).map_err(|e| IoError::at(to, "stat", e))?;
+        if linked.id == identity {
             return Ok(());
         }
         // `from` names another file now: the link is not ours to keep.
-        std::fs::remove_file(to).map_err(|e| IoError::at(to, "remove", e))?;
+        io.remove_file(to)
+            .map_err(|e| IoError::at(to, "remove", e))?;
     }
-    let mut file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(to)
+    let mut file = io
+        .create_new(to)
         .map_err(|e| IoError::at(to, "create", e))?;
-    file.write_all(bytes)
+    file.append(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| IoError::at(to, "copy to", e))
 }
@@ -116,7 +122,7 @@ struct SnapshotTarget {
 impl SnapshotTarget {
     /// Refuses an empty destination, one inside (or equal to) the database directory, and one
     /// whose not-yet-existing part climbs with `..` (it could lead anywhere).
-    fn resolve(db_dir: &Path, dest: &Path) -> Result<SnapshotTarget, SnapshotError> {
+    fn resolve(io: &dyn Dir, db_dir: &Path, dest: &Path) -> Result<SnapshotTarget, SnapshotError> {
         let invalid = |reason: &str| SnapshotError::InvalidDestination {
             path: dest.to_path_buf(),
             reason: reason.to_owned(),
@@ -124,14 +130,27 @@ impl SnapshotTarget {
         if dest.as_os_str().is_empty() {
             return Err(invalid("the path is empty"));
         }
-        let db = std::fs::canonicalize(db_dir).map_err(|e| IoError::at(db_dir, "resolve", e))?;
+        let db = io
+            .canonicalize(db_dir)
+            .map_err(|e| IoError::at(db_dir, "resolve", e))?;
         // The deepest ancestor that exists, canonicalised, then the missing names as given
         // (they name nothing yet, so no link can redirect them).
         let mut existing = dest;
         let mut missing = Vec::new();
         let mut path = loop {
-            if let Ok(base) = std::fs::canonicalize(existing) {
-                break base;
+            // Only a missing name is part of what to create: any other failure to resolve
+            // is an I/O error, not a reason to create more (or to call the path invalid).
+            match io.canonicalize(existing) {
+                Ok(base) => break base,
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Err(IoError::at(existing, "resolve", e).into());
+                }
+                Err(_) => {}
             }
             let Some(name) = existing.file_name() else {
                 return Err(invalid("'..' after a folder that does not exist yet"));
@@ -163,12 +182,12 @@ impl SnapshotTarget {
 
     /// Creates the missing parents, then the destination itself exclusively: of two
     /// snapshots racing for one destination, one gets `DestinationExists`.
-    fn create(&self) -> Result<(), SnapshotError> {
+    fn create(&self, io: &dyn Dir) -> Result<(), SnapshotError> {
         let mut created = Vec::new();
         let result = self
             .missing_parents
             .iter()
-            .try_for_each(|p| match std::fs::create_dir(p) {
+            .try_for_each(|p| match io.create_dir(p) {
                 Ok(()) => {
                     created.push(p);
                     Ok(())
@@ -176,7 +195,7 @@ impl SnapshotTarget {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
                 Err(e) => Err(IoError::at(p, "create directory", e).into()),
             })
-            .and_then(|()| match std::fs::create_dir(&self.path) {
+            .and_then(|()| match io.create_dir(&self.path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     Err(SnapshotError::DestinationExists {
@@ -187,20 +206,24 @@ impl SnapshotTarget {
             });
         if result.is_err() {
             for p in created.iter().rev() {
-                let _ = std::fs::remove_dir(p);
+                let _ = io.remove_dir(p);
             }
             return result;
         }
-        let parent = self.path.parent().unwrap_or(Path::new("/"));
-        sync_dir(parent).inspect_err(|_| self.remove())?;
+        // Each directory made here is durable only once the one holding it is synced: the
+        // missing parents' too, or a power cut can drop the acknowledged snapshot with them.
+        for dir in self.missing_parents.iter().chain([&self.path]) {
+            let parent = dir.parent().unwrap_or(Path::new("/"));
+            sync_dir(io, parent).inspect_err(|_| self.remove(io))?;
+        }
         Ok(())
     }
 
     /// Removes what [`create`](Self::create) made (after a failed snapshot).
-    fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+    fn remove(&self, io: &dyn Dir) {
+        let _ = io.remove_dir_all(&self.path);
         for p in self.missing_parents.iter().rev() {
-            if std::fs::remove_dir(p).is_err() {
+            if io.remove_dir(p).is_err() {
                 break;
             }
         }

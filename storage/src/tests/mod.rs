@@ -2,10 +2,14 @@
 
 mod compaction;
 mod create;
+mod fault_regressions;
+mod faults;
 mod lock;
+mod power_loss;
 mod recovery;
 mod roundtrip;
 mod snapshot;
+mod sweep;
 mod validation;
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 
 use super::frame::*;
 use super::*;
+use crate::io::dir::FsDir;
 use crate::io::wal::WalWriter;
 use crate::schema::Metric;
 
@@ -25,7 +26,7 @@ fn schema() -> Schema {
 /// `synced(i)`; the bytes and where each record ends.
 fn log_with(n: u64, synced: impl Fn(u64) -> bool) -> (tempfile::TempDir, Vec<u8>, Vec<usize>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut w = WalWriter::create(dir.path(), 1, 1).unwrap();
+    let mut w = WalWriter::create(&FsDir, dir.path(), 1, 1).unwrap();
     let mut ends = Vec::new();
     for i in 0..n {
         w.append(&encode_delete(&[i, i + 100])).unwrap();
@@ -195,7 +196,7 @@ fn reopen_truncates_torn_tail() {
     let (d, bytes, ends) = log_with(3, |_| true);
     let path = d.path().join(wal_file_name(1));
     std::fs::write(&path, &bytes[..ends[2] - 3]).unwrap();
-    let mut w = WalWriter::reopen(d.path(), 1, ends[1] as u64, 3).unwrap();
+    let mut w = WalWriter::reopen(&FsDir, d.path(), 1, ends[1] as u64, 3).unwrap();
     w.append(&encode_delete(&[7])).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let log = decode(&bytes).unwrap();
