@@ -8,15 +8,18 @@
 //!   while read-only handles may open alongside.
 //! - `verify` beside a writer that flushes and deletes in a loop reports no problem.
 
+mod child;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use child::{child, child_says};
 use hivlp_storage::{
     ElemType, MergeAll, Modality, OpenError, Rewrite, Row, Schema, Store, StoreOptions,
     VerifyLevel, verify,
@@ -344,22 +347,6 @@ fn snapshot_taken_mid_writes_equals_a_prefix_of_the_writes() {
         snap.insert(random_rows(&schema, SEED, 1 << 40..(1 << 40) + 1))
             .unwrap();
     }
-}
-
-fn child(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_storage-child"));
-    c.args(args);
-    c
-}
-
-fn child_says(args: &[&str]) -> String {
-    let out = child(args).output().expect("run storage-child");
-    assert!(
-        out.status.success(),
-        "storage-child {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[test]

@@ -6,15 +6,18 @@
 //!   see a committed state: every row exactly as written, every acknowledged insert there,
 //!   every acknowledged delete gone.
 
+mod child;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use child::{child, child_says};
 use hivlp_storage::{ElemType, OpenError, Store, StoreOptions};
 use hivlp_tests::{expected_row, random_row, random_rows, read_view, small_schema};
 
@@ -27,22 +30,6 @@ const READ_FOR: Duration = Duration::from_millis(2_500);
 /// (the speed itself is not asserted).
 const AT_ONCE: Duration = Duration::from_secs(10);
 
-fn child(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_storage-child"));
-    c.args(args);
-    c
-}
-
-fn run_child(args: &[&str]) -> String {
-    let out = child(args).output().expect("run storage-child");
-    assert!(
-        out.status.success(),
-        "storage-child {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 #[test]
 fn a_second_writer_process_is_refused_at_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -52,7 +39,7 @@ fn a_second_writer_process_is_refused_at_once() {
     writer.insert(random_rows(&schema, SEED, 0..3)).unwrap();
     for attempt in 0..3 {
         let started = Instant::now();
-        assert_eq!(run_child(&["try-open", dir.to_str().unwrap()]), "locked");
+        assert_eq!(child_says(&["try-open", dir.to_str().unwrap()]), "locked");
         let took = started.elapsed();
         println!(
             "second writer process {attempt}: Locked after {:.1} ms (process start included)",
@@ -146,7 +133,7 @@ fn a_writer_killed_with_sigkill_leaves_no_lock_behind() {
         assert!(took < AT_ONCE);
         drop(store);
     }
-    assert_eq!(run_child(&["try-open", dir.to_str().unwrap()]), "opened");
+    assert_eq!(child_says(&["try-open", dir.to_str().unwrap()]), "opened");
 }
 
 /// What the parent learnt from the writer's output so far, in acknowledgement order.

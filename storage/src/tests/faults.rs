@@ -35,15 +35,6 @@ fn sweep(op: Op) {
     eprintln!("fault sweep of {op:?}: {swept:?}");
 }
 
-macro_rules! sweeps {
-    ($($name:ident: $op:expr,)*) => {$(
-        #[test]
-        fn $name() {
-            sweep($op);
-        }
-    )*};
-}
-
 sweeps! {
     faults_in_a_sync_insert: Op::InsertOne,
     faults_in_a_batch_insert: Op::InsertBatch,

@@ -1,5 +1,16 @@
 //! Store-level tests, split by concern. Helpers build small deterministic rows.
 
+/// One test per swept operation, each calling the `sweep` function in scope (the fault and the
+/// power-loss sweeps name the same operations).
+macro_rules! sweeps {
+    ($($name:ident: $op:expr,)*) => {$(
+        #[test]
+        fn $name() {
+            sweep($op);
+        }
+    )*};
+}
+
 mod compaction;
 mod create;
 mod fault_regressions;

@@ -38,15 +38,6 @@ fn sweep(op: Op) {
     );
 }
 
-macro_rules! sweeps {
-    ($($name:ident: $op:expr,)*) => {$(
-        #[test]
-        fn $name() {
-            sweep($op);
-        }
-    )*};
-}
-
 sweeps! {
     power_loss_in_a_sync_insert: Op::InsertOne,
     power_loss_in_a_batch_insert: Op::InsertBatch,
