@@ -14,17 +14,24 @@ def readme_blocks(tag):
     return re.findall(r"^```" + re.escape(tag) + r"\n(.*?)^```", text, flags=re.S | re.M)
 
 
-@requires_model
-def test_readme_python_example_runs(tmp_path):
-    blocks = readme_blocks("python example")
-    assert len(blocks) == 1, "the README has one Python example"
+def run_block(block, tmp_path):
+    """Runs a README block as a script in `tmp_path` (beside a link to the demo data); it must
+    succeed."""
     (tmp_path / "data").symlink_to(REPO / "data")
-    script = tmp_path / "example.py"
-    script.write_text(blocks[0], encoding="utf-8")
+    script = tmp_path / "block.py"
+    script.write_text(block, encoding="utf-8")
     run = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    return run
+
+
+@requires_model
+def test_readme_python_example_runs(tmp_path):
+    blocks = readme_blocks("python example")
+    assert len(blocks) == 1, "the README has one Python example"
+    run = run_block(blocks[0], tmp_path)
     lines = run.stdout.splitlines()
     assert len(lines) == 4, run.stdout  # three hits and the verify report
     assert os.path.isdir(tmp_path / "example.hivlp")
@@ -35,12 +42,6 @@ def test_readme_python_quickstart_runs(tmp_path):
     blocks = readme_blocks("python quickstart")
     assert len(blocks) == 1, "the README has one Python quick start"
     assert len(blocks[0].strip().splitlines()) == 4, "the quick start is four lines"
-    (tmp_path / "data").symlink_to(REPO / "data")
-    script = tmp_path / "quickstart.py"
-    script.write_text(blocks[0], encoding="utf-8")
-    run = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = run_block(blocks[0], tmp_path)
     assert run.stdout.startswith("[Hit(id=0, "), run.stdout
     assert "caption='a boy plays soccer'" in run.stdout, run.stdout
