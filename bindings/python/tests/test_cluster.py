@@ -4,6 +4,7 @@ the same rows, acknowledged rows survive a killed actor, snapshots, partial resu
 import os
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -169,10 +170,23 @@ def test_acknowledged_rows_survive_a_killed_actor(tmp_path):
     reference.close()
 
 
+def _wait_until_dead(actor, timeout_s: float = 30.0) -> None:
+    """`ray.kill` is asynchronous: a task sent right after it may still run on the actor."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.length.remote(0), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_unreachable_shard_fails_loudly_or_flags_partial(tmp_path):
     collection = cluster.open(tmp_path / "c", 4, actors=2, max_restarts=0, **VECTORS_ONLY)
     ids = collection.insert_vectors(**vector_rows(100, seed=3))
     ray.kill(collection._actor_of[2], no_restart=True)  # the actor of shards 0 and 2
+    _wait_until_dead(collection._actor_of[2])
     query = unit_rows(1, FINE, seed=5)
     with pytest.raises(cluster.ShardUnavailableError, match="shard 0"):
         collection.search(vector=query[0])
