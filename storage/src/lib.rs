@@ -103,6 +103,8 @@ pub use error::{
     OpenError, SnapshotError, StorageError,
 };
 pub use format::codec::{FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, VerifyLevel};
+pub use format::field::{FieldType, FieldTypes, FieldValue, Tags, parse_timestamp};
+pub use format::field_column::FieldColumn;
 pub use format::file_name::FileName;
 pub use format::wal::DroppedWalTail;
 pub use schema::{

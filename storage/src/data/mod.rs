@@ -4,6 +4,7 @@
 
 pub(crate) mod bitmap;
 pub(crate) mod column;
+pub(crate) mod fields;
 pub(crate) mod segment;
 pub(crate) mod source;
 pub(crate) mod vectors;

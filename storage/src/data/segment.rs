@@ -5,14 +5,16 @@
 //! an error, never panic, whatever the files hold.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
+use crate::data::fields::OwnedFields;
 use crate::data::vectors::stride;
 use crate::error::{CorruptionError, IoError, StorageError};
 use crate::format::codec::{self, Decoder, FileKind, VerifyLevel};
+use crate::format::field_column::FieldColumn;
 use crate::format::segment::{
     ArchivedSegmentMeta, DESCRIPTOR_LEN, SegmentInfo, decode_elem, meta_file_name, vector_file_name,
 };
@@ -65,6 +67,8 @@ pub struct Segment {
     /// `(device, inode)` of each of `files` as opened, to tell them from a file that
     /// later took the same name.
     identities: Vec<FileId>,
+    /// Fields derived from the metadata archive on first use (segments without column files).
+    derived_fields: OnceLock<OwnedFields>,
     obsolete: AtomicBool,
 }
 
@@ -160,6 +164,7 @@ impl Segment {
             has,
             files,
             identities,
+            derived_fields: OnceLock::new(),
             obsolete: AtomicBool::new(false),
         })
     }
@@ -233,6 +238,21 @@ impl Segment {
             uri: a.uris[row].as_ref().map(|s| s.as_str()),
             metadata: a.metadata[row].as_slice(),
         }
+    }
+
+    fn derived_fields(&self) -> &OwnedFields {
+        self.derived_fields.get_or_init(|| {
+            let a = self.archive();
+            OwnedFields::derive(self.rows(), a.metadata.iter().map(|m| m.as_slice()))
+        })
+    }
+
+    pub(crate) fn field(&self, name: &str) -> Result<Option<FieldColumn<'_>>, CorruptionError> {
+        Ok(self.derived_fields().column(name))
+    }
+
+    pub(crate) fn field_names(&self) -> Vec<&str> {
+        self.derived_fields().names().collect()
     }
 
     /// Row of `id` (deleted or not), by binary search over the sorted order.

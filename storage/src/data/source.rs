@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
+use crate::data::fields::OwnedFields;
 use crate::data::segment::{RowMeta, Segment};
 use crate::data::vectors::{OwnedColumn, stride};
+use crate::error::CorruptionError;
+use crate::format::field_column::FieldColumn;
 use crate::schema::{ElemType, Modality, Properties, Row, Schema, Tier};
 
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub(crate) struct MemBatch {
     has: [Bitmap; 2],
     /// Per modality: `[coarse, fine]`, `None` when no row of the batch has that modality.
     columns: [Option<[OwnedColumn; 2]>; 2],
+    /// The metadata fields of the rows, extracted once when the batch is built.
+    fields: OwnedFields,
 }
 
 impl MemBatch {
@@ -69,12 +74,14 @@ impl MemBatch {
     ) -> MemBatch {
         let mut order: Vec<u32> = (0..ids.len() as u32).collect();
         order.sort_unstable_by_key(|&r| ids[r as usize]);
+        let fields = OwnedFields::derive(ids.len(), metas.iter().map(|m| &m.metadata[..]));
         MemBatch {
             ids,
             order,
             metas,
             has,
             columns,
+            fields,
         }
     }
 
@@ -310,6 +317,27 @@ impl Source {
                     metadata: &m.metadata,
                 }
             }
+        }
+    }
+
+    /// The named top-level metadata field over this source's rows (see
+    /// [`FieldType`](crate::FieldType) for the extraction rule); `None` when no row of it has
+    /// the field. A segment reads only that field's column file, mapped and checked on first
+    /// use: a damaged one is a [`CorruptionError`] naming it. Deleted rows keep their values;
+    /// callers combine the column with [`skip`](Self::skip).
+    pub fn field(&self, name: &str) -> Result<Option<FieldColumn<'_>>, CorruptionError> {
+        match &self.backing {
+            Backing::Segment(s) => s.field(name),
+            Backing::Batch(b) => Ok(b.fields.column(name)),
+        }
+    }
+
+    /// Names of the fields some row of this source has (deleted rows included), sorted: what
+    /// an "unknown field" error can list.
+    pub fn field_names(&self) -> Vec<&str> {
+        match &self.backing {
+            Backing::Segment(s) => s.field_names(),
+            Backing::Batch(b) => b.fields.names().collect(),
         }
     }
 

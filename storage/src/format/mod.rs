@@ -3,6 +3,8 @@
 //! encoding and decoding, and segment descriptors.
 
 pub(crate) mod codec;
+pub(crate) mod field;
+pub(crate) mod field_column;
 pub(crate) mod file_name;
 pub(crate) mod manifest;
 pub(crate) mod segment;

@@ -15,6 +15,7 @@ mod compaction;
 mod create;
 mod fault_regressions;
 mod faults;
+mod fields;
 mod lock;
 mod power_loss;
 mod recovery;
@@ -60,10 +61,51 @@ pub(crate) fn row(s: &Schema, id: u64) -> Row {
         id,
         caption: id.is_multiple_of(3).then(|| format!("caption {id}")),
         uri: Some(format!("file:///{id}.png")),
-        metadata: id.to_le_bytes().to_vec(),
+        metadata: row_metadata(id),
         image: Some(tv(10)),
         text: id.is_multiple_of(2).then(|| tv(20)),
     }
+}
+
+/// JSON metadata with a field of every type (and one whose type depends on the id) for
+/// most rows; raw bytes, which have no fields, for ids divisible by 5.
+pub(crate) fn row_metadata(id: u64) -> Vec<u8> {
+    if id.is_multiple_of(5) {
+        return id.to_le_bytes().to_vec();
+    }
+    let mixed = match id % 3 {
+        0 => format!("{id}"),
+        1 => format!("\"m{id}\""),
+        _ => "null".into(),
+    };
+    format!(
+        r#"{{"n": {id}, "half": {}, "x": {}.5, "name": "item {}", "at": "2024-01-{:02}", "tags": ["t{}", "all"], "mixed": {mixed}, "nested": {{"a": 1}}}}"#,
+        id % 2 == 0,
+        id,
+        id % 7,
+        id % 28 + 1,
+        id % 4,
+    )
+    .into_bytes()
+}
+
+/// Every field value of `row`, rendered, in name order; checked against the extraction rule
+/// applied to the row's metadata (so every dump also checks the columns it reads).
+pub(crate) fn row_fields(s: &Source, row: usize) -> Vec<(String, String)> {
+    let got: Vec<(String, String)> = s
+        .field_names()
+        .into_iter()
+        .filter_map(|name| {
+            let column = s.field(name).unwrap().expect("a listed field has a column");
+            column.get(row).map(|v| (name.to_owned(), format!("{v:?}")))
+        })
+        .collect();
+    let want: Vec<(String, String)> = crate::format::field::extract_fields(s.meta(row).metadata)
+        .into_iter()
+        .map(|(name, v)| (name, format!("{v:?}")))
+        .collect();
+    assert_eq!(got, want, "fields of id {}", s.id(row));
+    got
 }
 
 pub(crate) fn rows(s: &Schema, ids: impl IntoIterator<Item = u64>) -> Vec<Row> {
@@ -86,6 +128,7 @@ pub(crate) type Dump = std::collections::BTreeMap<
         Option<String>,
         Vec<u8>,
         Vec<Option<(Vec<u8>, f32, Vec<u8>, f32)>>,
+        Vec<(String, String)>,
     ),
 >;
 
@@ -118,6 +161,7 @@ pub(crate) fn dump(view: &View) -> Dump {
                     m.uri.map(str::to_owned),
                     m.metadata.to_vec(),
                     vecs,
+                    row_fields(s, r),
                 ),
             );
             assert!(prev.is_none(), "id {} live twice", s.id(r));
