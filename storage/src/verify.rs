@@ -100,8 +100,10 @@ pub fn verify_in(
     for info in &manifest.segments {
         // A segment's files are deleted metadata first, so a missing file of a superseded
         // segment shows as a missing metadata file.
-        let opened =
-            Segment::open_in(io, path, info, schema, level).map(|seg| seg.files().to_vec());
+        let opened = Segment::open_in(io, path, info, schema, level).and_then(|seg| {
+            seg.check_field_columns()?;
+            Ok(seg.files().to_vec())
+        });
         check(path.join(meta_file_name(info.id)), opened);
         if info.del_gen != 0 {
             let file = path.join(tombstone_file_name(info.id, info.del_gen));

@@ -13,10 +13,11 @@ use crate::data::column::VectorColumn;
 use crate::data::fields::OwnedFields;
 use crate::data::vectors::stride;
 use crate::error::{CorruptionError, IoError, StorageError};
-use crate::format::codec::{self, Decoder, FileKind, VerifyLevel};
+use crate::format::codec::{self, Decoder, FOOTER_LEN, FileKind, VerifyLevel};
 use crate::format::field_column::FieldColumn;
 use crate::format::segment::{
-    ArchivedSegmentMeta, DESCRIPTOR_LEN, SegmentInfo, decode_elem, meta_file_name, vector_file_name,
+    ArchivedSegmentMeta, DESCRIPTOR_LEN, FieldDirectory, SegmentInfo, decode_elem,
+    field_column_file_name, field_directory_file_name, meta_file_name, vector_file_name,
 };
 use crate::io::dir::{Access, Dir, FileId, FsDir, MappedBytes};
 use crate::schema::{ElemType, Modality, Schema, Tier};
@@ -50,6 +51,15 @@ impl VectorFile {
     }
 }
 
+/// A segment's field columns: the directory read at open, each column file mapped and
+/// checked (crc32, values) on first use.
+#[derive(Debug)]
+struct FieldFiles {
+    directory: FieldDirectory,
+    /// Column `i` of the directory: its path, and its mapping once checked.
+    columns: Vec<(PathBuf, OnceLock<Box<dyn MappedBytes>>)>,
+}
+
 /// An open, immutable segment. Its files are deleted when the last reference is dropped after
 /// compaction replaced it, so a [`View`](crate::View) that still
 /// holds it keeps reading valid mappings.
@@ -63,10 +73,14 @@ pub struct Segment {
     /// Indexed by modality (image, text), then tier (coarse, fine).
     vectors: [Option<[VectorFile; 2]>; 2],
     has: [Bitmap; 2],
+    /// Metadata and vector files (what [`mapped_files`](Self::mapped_files) lists), then the
+    /// field directory and column files.
     files: Vec<PathBuf>,
-    /// `(device, inode)` of each of `files` as opened, to tell them from a file that
-    /// later took the same name.
+    /// `(device, inode)` of each mapped file (the first `identities.len()` of `files`) as
+    /// opened, to tell them from a file that later took the same name.
     identities: Vec<FileId>,
+    /// `None` for a segment written before field columns existed.
+    field_files: Option<FieldFiles>,
     /// Fields derived from the metadata archive on first use (segments without column files).
     derived_fields: OnceLock<OwnedFields>,
     obsolete: AtomicBool,
@@ -155,6 +169,14 @@ impl Segment {
             let fine = open_tier(Tier::Fine)?;
             vectors[m.index()] = Some([coarse, fine]);
         }
+        let field_files = if info.has_field_columns() {
+            let field_files = open_field_directory(io.as_ref(), dir, info)?;
+            files.push(dir.join(field_directory_file_name(info.id)));
+            files.extend(field_files.columns.iter().map(|(p, _)| p.clone()));
+            Some(field_files)
+        } else {
+            None
+        };
         Ok(Segment {
             info: info.clone(),
             io: io.clone(),
@@ -164,6 +186,7 @@ impl Segment {
             has,
             files,
             identities,
+            field_files,
             derived_fields: OnceLock::new(),
             obsolete: AtomicBool::new(false),
         })
@@ -184,7 +207,8 @@ impl Segment {
         self.info.rows as usize
     }
 
-    /// Files of this segment (vectors and metadata; tombstones are tracked by the store).
+    /// Files of this segment (metadata, vectors, field directory and columns; tombstones are
+    /// tracked by the store).
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
@@ -198,7 +222,7 @@ impl Segment {
             .flatten()
             .flat_map(|tiers| tiers.iter().map(|t| &t.map[..]));
         let maps = std::iter::once(&self.meta[..]).chain(vectors);
-        self.files
+        self.files[..self.identities.len()]
             .iter()
             .zip(&self.identities)
             .zip(maps)
@@ -248,11 +272,51 @@ impl Segment {
     }
 
     pub(crate) fn field(&self, name: &str) -> Result<Option<FieldColumn<'_>>, CorruptionError> {
-        Ok(self.derived_fields().column(name))
+        let Some(files) = &self.field_files else {
+            return Ok(self.derived_fields().column(name));
+        };
+        match files.directory.position(name) {
+            Some(column) => self.field_column(files, column).map(Some),
+            None if files.directory.overflow => Ok(self.derived_fields().column(name)),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn field_names(&self) -> Vec<&str> {
-        self.derived_fields().names().collect()
+        match &self.field_files {
+            Some(files) if !files.directory.overflow => {
+                files.directory.names.iter().map(String::as_str).collect()
+            }
+            _ => self.derived_fields().names().collect(),
+        }
+    }
+
+    /// Maps and checks every field column file (what `verify` reads).
+    pub(crate) fn check_field_columns(&self) -> Result<(), CorruptionError> {
+        let Some(files) = &self.field_files else {
+            return Ok(());
+        };
+        (0..files.columns.len()).try_for_each(|c| self.field_column(files, c).map(drop))
+    }
+
+    /// Column `column` of the directory, mapped and fully checked the first time.
+    fn field_column<'s>(
+        &'s self,
+        files: &'s FieldFiles,
+        column: usize,
+    ) -> Result<FieldColumn<'s>, CorruptionError> {
+        let (path, slot) = &files.columns[column];
+        let map = match slot.get() {
+            Some(map) => map,
+            None => {
+                let map = map_field_column(self.io.as_ref(), path, self.rows())?;
+                // A concurrent first use may have won: either mapping holds the same bytes.
+                let _ = slot.set(map);
+                slot.get()
+                    .ok_or_else(|| CorruptionError::new(path, 0, "column not mapped"))?
+            }
+        };
+        FieldColumn::parse(&map[..map.len() - FOOTER_LEN], path)
     }
 
     /// Row of `id` (deleted or not), by binary search over the sorted order.
@@ -279,6 +343,65 @@ impl Drop for Segment {
             }
         }
     }
+}
+
+/// Reads and checks `seg-<id>.fields` (small: names only; the columns are mapped on use).
+fn open_field_directory(
+    io: &dyn Dir,
+    dir: &Path,
+    info: &SegmentInfo,
+) -> Result<FieldFiles, StorageError> {
+    let path = dir.join(field_directory_file_name(info.id));
+    let bytes = io.read(&path).map_err(|e| IoError::at(&path, "read", e))?;
+    let body = codec::check_footer(&bytes, FileKind::FieldDirectory, &path, true)?;
+    let directory = FieldDirectory::decode(body, &path)?;
+    if directory.rows != info.rows {
+        return Err(CorruptionError::new(
+            &path,
+            0,
+            format!(
+                "field directory for {} rows, the segment has {}",
+                directory.rows, info.rows
+            ),
+        )
+        .into());
+    }
+    let columns = (0..directory.names.len())
+        .map(|c| {
+            (
+                dir.join(field_column_file_name(info.id, c)),
+                OnceLock::new(),
+            )
+        })
+        .collect();
+    Ok(FieldFiles { directory, columns })
+}
+
+/// Maps one field column file and checks its footer, crc32, row count and values. A file
+/// that cannot be mapped (missing, unreadable) is reported as damage of that file: the
+/// segment's directory names it.
+fn map_field_column(
+    io: &dyn Dir,
+    path: &Path,
+    rows: usize,
+) -> Result<Box<dyn MappedBytes>, CorruptionError> {
+    let (map, _) = io
+        .map(path, Access::Scan)
+        .map_err(|e| CorruptionError::new(path, 0, format!("cannot map field column: {e}")))?;
+    let body = codec::check_footer(&map, FileKind::FieldColumn, path, true)?;
+    let column = FieldColumn::parse(body, path)?;
+    if column.rows() != rows {
+        return Err(CorruptionError::new(
+            path,
+            0,
+            format!(
+                "field column of {} rows, the segment has {rows}",
+                column.rows()
+            ),
+        ));
+    }
+    column.validate(path)?;
+    Ok(map)
 }
 
 fn validate_meta(

@@ -32,6 +32,10 @@ pub(crate) enum FileKind {
     Meta,
     Tombstones,
     Manifest,
+    /// A segment's list of field columns, `seg-<id>.fields`.
+    FieldDirectory,
+    /// One field column, `seg-<id>.field-<n>`.
+    FieldColumn,
 }
 
 impl FileKind {
@@ -41,6 +45,8 @@ impl FileKind {
             FileKind::Meta => *b"META",
             FileKind::Tombstones => *b"TOMB",
             FileKind::Manifest => *b"MANI",
+            FileKind::FieldDirectory => *b"FDIR",
+            FileKind::FieldColumn => *b"FCOL",
         }
     }
 }

@@ -444,7 +444,9 @@ mod tests {
                 match FieldColumn::parse(&bad, p) {
                     Ok(col) => {
                         caught += usize::from(col.validate(p).is_err());
-                        (0..6).for_each(|r| drop(col.get(r)));
+                        (0..6).for_each(|r| {
+                            let _ = col.get(r);
+                        });
                     }
                     Err(_) => caught += 1,
                 }
@@ -454,7 +456,9 @@ mod tests {
         for n in 0..body.len() {
             if let Ok(col) = FieldColumn::parse(&body[..n], p) {
                 let _ = col.validate(p);
-                (0..6).for_each(|r| drop(col.get(r)));
+                (0..6).for_each(|r| {
+                    let _ = col.get(r);
+                });
             }
         }
     }

@@ -28,6 +28,10 @@ pub enum FileName {
     },
     /// `seg-<id>.del-<generation>`.
     Tombstones { id: u64, generation: u64 },
+    /// `seg-<id>.fields`: the names of the segment's field columns.
+    FieldDirectory(u64),
+    /// `seg-<id>.field-<column>`: column `column` of the segment's field directory.
+    FieldColumn { id: u64, column: u64 },
 }
 
 impl FileName {
@@ -52,6 +56,12 @@ impl FileName {
         let id = number(id)?;
         if kind == "meta" {
             return Some(FileName::SegmentMeta(id));
+        }
+        if kind == "fields" {
+            return Some(FileName::FieldDirectory(id));
+        }
+        if let Some(column) = kind.strip_prefix("field-") {
+            return number(column).map(|column| FileName::FieldColumn { id, column });
         }
         if let Some(generation) = kind.strip_prefix("del-") {
             return number(generation).map(|generation| FileName::Tombstones { id, generation });
@@ -86,6 +96,8 @@ impl fmt::Display for FileName {
             FileName::Tombstones { id, generation } => {
                 write!(f, "seg-{id:06}.del-{generation:06}")
             }
+            FileName::FieldDirectory(id) => write!(f, "seg-{id:06}.fields"),
+            FileName::FieldColumn { id, column } => write!(f, "seg-{id:06}.field-{column:06}"),
         }
     }
 }
@@ -117,6 +129,12 @@ mod tests {
                 id: 4,
                 generation: 12,
             },
+            FileName::FieldDirectory(5),
+            FileName::FieldColumn { id: 5, column: 0 },
+            FileName::FieldColumn {
+                id: 5,
+                column: 1_000_000,
+            },
         ];
         for name in names {
             assert_eq!(FileName::parse(&name.to_string()), Some(name), "{name}");
@@ -127,6 +145,9 @@ mod tests {
             "seg-+1.meta",
             "seg-1.image.fine.bak",
             "seg-1.del-",
+            "seg-1.field-",
+            "seg-1.field-x",
+            "seg-1.fields~",
             "wal-.log",
             "wal-1.log~",
             "MANIFEST-",

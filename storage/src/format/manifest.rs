@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::CorruptionError;
 use crate::format::codec::{self, Decoder, Encoder, FileKind};
 use crate::format::file_name::FileName;
-use crate::format::segment::{SegmentInfo, decode_elem, encode_elem};
+use crate::format::segment::{ALL_SEGMENT_FLAGS, SegmentInfo, decode_elem, encode_elem};
 use crate::schema::{MAX_DIM, Metric, Schema};
 const MAX_SEGMENTS: usize = 1 << 20;
 const MAX_PROPERTIES: usize = 1 << 16;
@@ -129,7 +129,10 @@ impl Manifest {
             if seg.id >= next_segment_id || segments.iter().any(|s| s.id == seg.id) {
                 return Err(d.error(format!("segment id {} repeated or not allocated", seg.id)));
             }
-            if seg.rows == 0 || seg.rows > u32::MAX as u64 || seg.modalities & !3 != 0 {
+            if seg.rows == 0
+                || seg.rows > u32::MAX as u64
+                || seg.modalities & !ALL_SEGMENT_FLAGS != 0
+            {
                 return Err(d.error(format!("segment {} has an impossible shape", seg.id)));
             }
             segments.push(seg);

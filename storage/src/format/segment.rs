@@ -2,6 +2,10 @@
 //! element-type codes, the descriptor that ends a vector file, the layout of the metadata
 //! archive, and segment file names.
 
+use std::path::Path;
+
+use crate::error::CorruptionError;
+use crate::format::codec::{Decoder, Encoder};
 use crate::format::file_name::FileName;
 use crate::schema::{ElemType, Modality, Tier};
 
@@ -13,7 +17,10 @@ pub(crate) const DESCRIPTOR_LEN: usize = 32;
 pub struct SegmentInfo {
     pub id: u64,
     pub rows: u64,
-    /// Bit 0: some row has image vectors (the `image.*` files exist); bit 1: text.
+    /// Bit 0: some row has image vectors (the `image.*` files exist); bit 1: text; bit 2
+    /// ([`FIELD_COLUMNS`]): the segment was written with field columns (`seg-<id>.fields`
+    /// exists). Segments written before field columns existed lack bit 2 and derive their
+    /// fields from the metadata archive.
     pub modalities: u8,
     /// Tombstone file generation; 0 means no tombstone file (no deleted rows).
     pub del_gen: u64,
@@ -23,6 +30,88 @@ impl SegmentInfo {
     pub fn has_modality(&self, m: Modality) -> bool {
         self.modalities & modality_bit(m) != 0
     }
+
+    /// Whether the segment has a field directory and column files.
+    pub fn has_field_columns(&self) -> bool {
+        self.modalities & FIELD_COLUMNS != 0
+    }
+}
+
+/// [`SegmentInfo::modalities`] bit: the segment has field column files.
+pub const FIELD_COLUMNS: u8 = 4;
+/// Every bit [`SegmentInfo::modalities`] may hold.
+pub(crate) const ALL_SEGMENT_FLAGS: u8 = 1 | 2 | FIELD_COLUMNS;
+
+/// Most field columns one segment gets: the most frequent fields (ties by name) up to this
+/// many, so that metadata with thousands of distinct keys cannot explode into as many files.
+/// Fields past it are answered from the metadata archive, like a segment without columns.
+pub(crate) const MAX_FIELD_COLUMNS: usize = 256;
+
+/// The body of `seg-<id>.fields`: `rows u64`, `overflow u8` (1: some fields have no column,
+/// see [`MAX_FIELD_COLUMNS`]), `count u32`, then the field names (u32 length + UTF-8) in
+/// strictly ascending order; name `i` is stored in `seg-<id>.field-<i>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldDirectory {
+    pub(crate) rows: u64,
+    pub(crate) overflow: bool,
+    pub(crate) names: Vec<String>,
+}
+
+impl FieldDirectory {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u64(self.rows);
+        e.u8(u8::from(self.overflow));
+        e.u32(self.names.len() as u32);
+        for n in &self.names {
+            e.bytes(n.as_bytes());
+        }
+        e.buf
+    }
+
+    pub(crate) fn decode(body: &[u8], file: &Path) -> Result<FieldDirectory, CorruptionError> {
+        let mut d = Decoder::new(body, 0, file);
+        let rows = d.u64("row count")?;
+        let overflow = match d.u8("overflow flag")? {
+            0 => false,
+            1 => true,
+            b => return Err(d.error(format!("overflow flag {b}"))),
+        };
+        let count = d.len(MAX_FIELD_COLUMNS, "field count")?;
+        let mut names: Vec<String> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = d.string("field name")?;
+            if names.last().is_some_and(|prev| prev.as_str() >= name) {
+                return Err(d.error("field names are not in strictly ascending order"));
+            }
+            names.push(name.to_owned());
+        }
+        d.finish("field directory")?;
+        Ok(FieldDirectory {
+            rows,
+            overflow,
+            names,
+        })
+    }
+
+    /// Column index of field `name`.
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
+    }
+}
+
+/// `seg-<id>.fields`.
+pub fn field_directory_file_name(id: u64) -> String {
+    FileName::FieldDirectory(id).to_string()
+}
+
+/// `seg-<id>.field-<column>`.
+pub fn field_column_file_name(id: u64, column: usize) -> String {
+    FileName::FieldColumn {
+        id,
+        column: column as u64,
+    }
+    .to_string()
 }
 
 pub(crate) fn modality_bit(m: Modality) -> u8 {

@@ -47,7 +47,10 @@ pub(super) fn remove_orphans(io: &dyn Dir, dir: &Path, w: &Writer) -> Result<(),
         FileName::CurrentTmp => true,
         FileName::Manifest(n) => n != w.manifest_number,
         FileName::Wal(n) => n < manifest.log_number,
-        FileName::SegmentMeta(id) | FileName::SegmentVectors { id, .. } => wanted(id).is_none(),
+        FileName::SegmentMeta(id)
+        | FileName::SegmentVectors { id, .. }
+        | FileName::FieldDirectory(id)
+        | FileName::FieldColumn { id, .. } => wanted(id).is_none(),
         FileName::Tombstones { id, generation } => {
             wanted(id).is_none_or(|info| info.del_gen != generation)
         }

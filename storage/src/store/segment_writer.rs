@@ -4,12 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::bitmap::Bitmap;
+use crate::data::fields::field_values;
 use crate::data::source::Source;
 use crate::data::vectors::{encode_row, stride};
 use crate::error::{CompactionError, IoError};
 use crate::format::codec::FileKind;
+use crate::format::field_column::encode_column;
 use crate::format::segment::{
-    DESCRIPTOR_LEN, SegmentInfo, SegmentMeta, encode_elem, meta_file_name, modality_bit,
+    DESCRIPTOR_LEN, FIELD_COLUMNS, FieldDirectory, MAX_FIELD_COLUMNS, SegmentInfo, SegmentMeta,
+    encode_elem, field_column_file_name, field_directory_file_name, meta_file_name, modality_bit,
     tombstone_file_name, vector_file_name,
 };
 use crate::io::dir::Dir;
@@ -182,12 +185,52 @@ fn write_segment_files<E: From<IoError>>(
     let mut w = FileWriter::create(io, path)?;
     w.write(&archive)?;
     w.finish(FileKind::Meta)?;
+    let metadata = meta.metadata.iter().map(Vec::as_slice);
+    write_field_files(io, dir, id, n, metadata, written)?;
     Ok(SegmentInfo {
         id,
         rows: n as u64,
-        modalities,
+        modalities: modalities | FIELD_COLUMNS,
         del_gen: 0,
     })
+}
+
+/// Writes the field columns of segment `id` from its rows' metadata (in row order): one
+/// column file per field (the [`MAX_FIELD_COLUMNS`] most frequent), then the directory
+/// naming them. Every path is pushed to `written` before its file is created.
+pub(crate) fn write_field_files<'m>(
+    io: &dyn Dir,
+    dir: &Path,
+    id: u64,
+    rows: usize,
+    metadata: impl Iterator<Item = &'m [u8]>,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), IoError> {
+    let mut fields: Vec<_> = field_values(metadata).into_iter().collect();
+    let overflow = fields.len() > MAX_FIELD_COLUMNS;
+    if overflow {
+        fields.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+        fields.truncate(MAX_FIELD_COLUMNS);
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    for (column, (_, values)) in fields.iter().enumerate() {
+        let path = dir.join(field_column_file_name(id, column));
+        written.push(path.clone());
+        let mut w = FileWriter::create(io, path)?;
+        w.write(&encode_column(rows, values))?;
+        w.finish(FileKind::FieldColumn)?;
+    }
+    let directory = FieldDirectory {
+        rows: rows as u64,
+        overflow,
+        names: fields.into_iter().map(|(name, _)| name).collect(),
+    };
+    let path = dir.join(field_directory_file_name(id));
+    written.push(path.clone());
+    let mut w = FileWriter::create(io, path)?;
+    w.write(&directory.encode())?;
+    w.finish(FileKind::FieldDirectory)?;
+    Ok(())
 }
 
 /// Writes tombstone generation `generation` of segment `id`: `[rows u64][words u64…]`.

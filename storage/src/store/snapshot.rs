@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::Store;
-use super::segment_writer::{live_rows, write_segment, write_tombstones};
+use super::segment_writer::{live_rows, write_field_files, write_segment, write_tombstones};
 use crate::data::source::View;
 use crate::error::{CommitError, IoError, SnapshotError};
 use crate::format::manifest::Manifest;
+use crate::format::segment::FIELD_COLUMNS;
 use crate::io::dir::{Dir, FileId};
 use crate::io::manifest::sync_dir;
 
@@ -17,7 +18,8 @@ impl Store {
     /// the database directory. The copy is built from what this handle holds open: segment
     /// files are hard-linked when the link is to the very file this handle maps (copied from
     /// the mapping otherwise, e.g. after a writer compacted it away or across file systems),
-    /// tombstones are written from memory, and the memtable becomes a segment of the copy.
+    /// field columns and tombstones are written from memory, and the memtable becomes a
+    /// segment of the copy.
     /// Nothing is left behind on failure. Readers are never blocked; writers only while the
     /// state is captured.
     pub fn snapshot(&self, dest: &Path) -> Result<(), SnapshotError> {
@@ -62,7 +64,13 @@ impl Store {
                 };
                 link_or_copy(io, path, identity, bytes, &dest.join(name))?;
             }
+            // Field columns are written anew from the metadata this handle maps (they are
+            // a function of it), so a segment whose column files were never mapped, or that
+            // predates them, needs nothing from files that may have been deleted since.
+            let metadata = (0..s.rows()).map(|r| s.meta(r).metadata);
+            write_field_files(io, dest, seg.id(), s.rows(), metadata, &mut Vec::new())?;
             let mut info = seg.info().clone();
+            info.modalities |= FIELD_COLUMNS;
             info.del_gen = 0;
             if s.deleted().count_ones() > 0 {
                 write_tombstones(io, dest, info.id, 1, s.deleted())?;

@@ -92,3 +92,142 @@ fn a_source_without_fields_has_none() {
         assert!(src.field("n").unwrap().is_none());
     }
 }
+
+fn field_files(dir: &Path) -> Vec<String> {
+    files(dir)
+        .into_iter()
+        .filter(|f| f.contains(".field"))
+        .collect()
+}
+
+#[test]
+fn a_damaged_column_file_fails_only_the_field_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::I8);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 1..30)).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    // Names in order: at, half, mixed, n, name, tags, x.
+    let expected: Vec<String> = std::iter::once("seg-000001.fields".to_owned())
+        .chain((0..7).map(|c| format!("seg-000001.field-{c:06}")))
+        .collect();
+    let mut listed = field_files(dir.path());
+    listed.sort_by_key(|f| !f.ends_with(".fields"));
+    assert_eq!(listed, expected);
+    let damaged = dir.path().join("seg-000001.field-000003");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&damaged, &bytes).unwrap();
+    // Opening reads no column file, even with full verification.
+    let full = StoreOptions {
+        verify: VerifyLevel::Full,
+        ..opts()
+    };
+    let store = Store::open(dir.path(), full).unwrap();
+    let view = store.view();
+    let src = &view.sources()[0];
+    assert!(src.field("x").unwrap().is_some());
+    let e = src.field("n").unwrap_err();
+    assert_eq!(e.file, damaged, "{e}");
+    assert!(e.what.contains("crc32"), "{e}");
+    assert_eq!(
+        field_of(&view, 4, "name").as_deref(),
+        Some("Str(\"item 4\")")
+    );
+    let report = verify(dir.path(), VerifyLevel::Cheap).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].file, damaged);
+    // Compaction rewrites the columns from the metadata: the damage is gone with the segment.
+    store.insert(rows(&s, 30..31)).unwrap();
+    store.flush().unwrap();
+    store.compact(&MergeAll, None).unwrap();
+    dump(&store.view());
+    drop(view);
+    drop(store);
+    assert!(verify(dir.path(), VerifyLevel::Full).unwrap().is_ok());
+    // A missing column file is damage of that file too.
+    let missing = dir.path().join(&field_files(dir.path())[0]);
+    std::fs::remove_file(&missing).unwrap();
+    let report = verify(dir.path(), VerifyLevel::Cheap).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].file, missing);
+}
+
+/// A database whose segment predates field columns: no column files, and the manifest's
+/// segment entry without the field-columns bit.
+fn strip_field_columns(dir: &Path) {
+    for f in field_files(dir) {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let io = crate::io::FsDir::shared();
+    let (number, mut manifest) = crate::io::manifest::read_current(io.as_ref(), dir).unwrap();
+    for info in &mut manifest.segments {
+        info.modalities &= !crate::format::segment::FIELD_COLUMNS;
+    }
+    manifest.install(io.as_ref(), dir, number + 1).unwrap();
+}
+
+#[test]
+fn segments_without_column_files_open_and_answer_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F16, ElemType::F16);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 1..25)).unwrap();
+    store.flush().unwrap();
+    store.delete(&[2]).unwrap();
+    let before = dump(&store.view());
+    drop(store);
+    strip_field_columns(dir.path());
+    assert!(field_files(dir.path()).is_empty());
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), before);
+    assert_eq!(field_of(&store.view(), 7, "n").as_deref(), Some("Int(7)"));
+    assert!(verify(dir.path(), VerifyLevel::Full).unwrap().is_ok());
+    // A snapshot writes the columns the source lacked.
+    let snap_dir = tempfile::tempdir().unwrap();
+    let snap = snap_dir.path().join("snap");
+    store.snapshot(&snap).unwrap();
+    assert!(!field_files(&snap).is_empty());
+    assert_eq!(dump(&Store::open(&snap, opts()).unwrap().view()), before);
+    assert!(verify(&snap, VerifyLevel::Full).unwrap().is_ok());
+    // Compaction writes them for its output.
+    store.insert(rows(&s, 30..32)).unwrap();
+    store.flush().unwrap();
+    store.compact(&MergeAll, None).unwrap();
+    assert!(!field_files(dir.path()).is_empty());
+    let after = dump(&store.view());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), after);
+}
+
+#[test]
+fn a_segment_with_more_fields_than_columns_answers_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    let many = crate::format::segment::MAX_FIELD_COLUMNS + 10;
+    let rows: Vec<Row> = (0..many as u64)
+        .map(|id| Row {
+            metadata: format!(r#"{{"k{id}": {id}, "common": "c"}}"#).into_bytes(),
+            ..row(&s, id + 1)
+        })
+        .collect();
+    store.insert(rows).unwrap();
+    store.flush().unwrap();
+    let view = store.view();
+    let src = &view.sources()[0];
+    assert_eq!(src.field_names().len(), many + 1);
+    assert_eq!(
+        field_files(dir.path()).len(),
+        crate::format::segment::MAX_FIELD_COLUMNS + 1
+    );
+    assert_eq!(field_of(&view, 1, "common").as_deref(), Some("Str(\"c\")"));
+    assert_eq!(
+        field_of(&view, (many - 1) as u64 + 1, &format!("k{}", many - 1)).as_deref(),
+        Some(format!("Int({})", many - 1).as_str())
+    );
+    dump(&view);
+}

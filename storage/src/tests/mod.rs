@@ -80,7 +80,7 @@ pub(crate) fn row_metadata(id: u64) -> Vec<u8> {
     };
     format!(
         r#"{{"n": {id}, "half": {}, "x": {}.5, "name": "item {}", "at": "2024-01-{:02}", "tags": ["t{}", "all"], "mixed": {mixed}, "nested": {{"a": 1}}}}"#,
-        id % 2 == 0,
+        id.is_multiple_of(2),
         id,
         id % 7,
         id % 28 + 1,

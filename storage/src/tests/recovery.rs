@@ -140,6 +140,10 @@ fn every_damaged_segment_file_is_reported_never_a_panic() {
         mutations.extend([0, 1, n / 2, n - 1].iter().map(|&k| original[..k].to_vec()));
         for bad in mutations {
             std::fs::write(&path, &bad).unwrap();
+            if name.contains(".field-") {
+                check_damaged_column(dir.path(), name);
+                continue;
+            }
             let report = verify(dir.path(), VerifyLevel::Full);
             let opened = Store::open(
                 dir.path(),
@@ -172,6 +176,23 @@ fn every_damaged_segment_file_is_reported_never_a_panic() {
         std::fs::write(&path, &original).unwrap();
     }
     assert!(verify(dir.path(), VerifyLevel::Full).unwrap().is_ok());
+}
+
+/// A damaged field column file: the database opens (columns are read on use), the field it
+/// holds is a corruption error naming it, and verify reports it.
+fn check_damaged_column(dir: &Path, name: &str) {
+    let report = verify(dir, VerifyLevel::Cheap).unwrap();
+    assert_eq!(report.problems.len(), 1, "{name}: {:?}", report.problems);
+    assert!(report.problems[0].file.ends_with(name), "{name}");
+    let store = Store::open(dir, opts()).unwrap();
+    let view = store.view();
+    let errors: Vec<CorruptionError> = view
+        .sources()
+        .iter()
+        .flat_map(|s| s.field_names().into_iter().filter_map(|f| s.field(f).err()))
+        .collect();
+    assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+    assert!(errors[0].file.ends_with(name), "{name}");
 }
 
 /// A crash after a flush froze the memtable and started a new WAL, but before it installed
