@@ -276,7 +276,12 @@ impl Segment {
             return Ok(self.derived_fields().column(name));
         };
         match files.directory.position(name) {
-            Some(column) => self.field_column(files, column).map(Some),
+            Some(column) => match self.field_column(files, column)? {
+                Some(col) => Ok(Some(col)),
+                // Gone: a writer in another process compacted this segment away after this
+                // handle opened it. The column is a function of the mapped metadata.
+                None => Ok(self.derived_fields().column(name)),
+            },
             None if files.directory.overflow => Ok(self.derived_fields().column(name)),
             None => Ok(None),
         }
@@ -296,27 +301,39 @@ impl Segment {
         let Some(files) = &self.field_files else {
             return Ok(());
         };
-        (0..files.columns.len()).try_for_each(|c| self.field_column(files, c).map(drop))
+        for (column, (path, _)) in files.columns.iter().enumerate() {
+            if self.field_column(files, column)?.is_none() {
+                return Err(CorruptionError::new(
+                    path,
+                    0,
+                    "field column file is missing",
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// Column `column` of the directory, mapped and fully checked the first time.
+    /// Column `column` of the directory, mapped and fully checked the first time; `None`
+    /// when its file does not exist.
     fn field_column<'s>(
         &'s self,
         files: &'s FieldFiles,
         column: usize,
-    ) -> Result<FieldColumn<'s>, CorruptionError> {
+    ) -> Result<Option<FieldColumn<'s>>, CorruptionError> {
         let (path, slot) = &files.columns[column];
         let map = match slot.get() {
             Some(map) => map,
             None => {
-                let map = map_field_column(self.io.as_ref(), path, self.rows())?;
+                let Some(map) = map_field_column(self.io.as_ref(), path, self.rows())? else {
+                    return Ok(None);
+                };
                 // A concurrent first use may have won: either mapping holds the same bytes.
                 let _ = slot.set(map);
                 slot.get()
                     .ok_or_else(|| CorruptionError::new(path, 0, "column not mapped"))?
             }
         };
-        FieldColumn::parse(&map[..map.len() - FOOTER_LEN], path)
+        FieldColumn::parse(&map[..map.len() - FOOTER_LEN], path).map(Some)
     }
 
     /// Row of `id` (deleted or not), by binary search over the sorted order.
@@ -377,17 +394,22 @@ fn open_field_directory(
     Ok(FieldFiles { directory, columns })
 }
 
-/// Maps one field column file and checks its footer, crc32, row count and values. A file
-/// that cannot be mapped (missing, unreadable) is reported as damage of that file: the
-/// segment's directory names it.
+/// Maps one field column file and checks its footer, crc32, row count and values; `None`
+/// when it does not exist. A file that cannot be mapped otherwise is reported as damage of
+/// that file (the segment's directory names it).
 fn map_field_column(
     io: &dyn Dir,
     path: &Path,
     rows: usize,
-) -> Result<Box<dyn MappedBytes>, CorruptionError> {
-    let (map, _) = io
-        .map(path, Access::Scan)
-        .map_err(|e| CorruptionError::new(path, 0, format!("cannot map field column: {e}")))?;
+) -> Result<Option<Box<dyn MappedBytes>>, CorruptionError> {
+    let map = match io.map(path, Access::Scan) {
+        Ok((map, _)) => map,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            let what = format!("cannot map field column: {e}");
+            return Err(CorruptionError::new(path, 0, what));
+        }
+    };
     let body = codec::check_footer(&map, FileKind::FieldColumn, path, true)?;
     let column = FieldColumn::parse(body, path)?;
     if column.rows() != rows {
@@ -401,7 +423,7 @@ fn map_field_column(
         ));
     }
     column.validate(path)?;
-    Ok(map)
+    Ok(Some(map))
 }
 
 fn validate_meta(
