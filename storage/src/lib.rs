@@ -114,7 +114,8 @@ pub use schema::{
 pub use store::{CoarseRewrite, Rewrite};
 pub use store::{
     CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
-    MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, Occupancy, Store, StoreOptions, StoreStats, occupancy,
+    MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, MetadataUpdate, Occupancy, Store, StoreOptions,
+    StoreStats, occupancy,
 };
 pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats, TieredMergePolicy};
 pub use verify::{VerifyReport, verify, verify_in};

@@ -19,6 +19,16 @@ struct OwnedMeta {
     metadata: Vec<u8>,
 }
 
+impl OwnedMeta {
+    fn of(m: RowMeta<'_>) -> OwnedMeta {
+        OwnedMeta {
+            caption: m.caption.map(str::to_owned),
+            uri: m.uri.map(str::to_owned),
+            metadata: m.metadata.to_vec(),
+        }
+    }
+}
+
 /// Rows inserted by one `insert` call (or several, merged), encoded exactly as a segment
 /// stores them. Immutable once built: readers share it through an `Arc`.
 #[derive(Debug)]
@@ -130,18 +140,33 @@ impl MemBatch {
                     .map(move |r| (*s, r))
             })
             .collect();
-        let n = live.len();
+        let metas = live
+            .iter()
+            .map(|(s, r)| OwnedMeta::of(s.meta(*r)))
+            .collect();
+        Self::copy_rows(schema, &live, metas)
+    }
+
+    /// One row: `row` of `source` with its vectors as stored and `meta` instead of its own
+    /// (a metadata update).
+    pub fn replacing(schema: &Schema, source: &Source, row: usize, meta: RowMeta<'_>) -> MemBatch {
+        Self::copy_rows(schema, &[(source, row)], vec![OwnedMeta::of(meta)])
+    }
+
+    /// A batch of the given rows' ids and vectors (bytes as stored), with `metas`.
+    fn copy_rows(schema: &Schema, rows: &[(&Source, usize)], metas: Vec<OwnedMeta>) -> MemBatch {
+        let n = rows.len();
         let mut has = [Bitmap::new(n), Bitmap::new(n)];
         let mut columns: [Option<[OwnedColumn; 2]>; 2] = [None, None];
         for m in Modality::ALL {
-            if !live.iter().any(|(s, r)| s.has(m).get(*r)) {
+            if !rows.iter().any(|(s, r)| s.has(m).get(*r)) {
                 continue;
             }
             let mut cols = [
                 OwnedColumn::zeroed(schema.coarse_type, schema.coarse_dim, n),
                 OwnedColumn::zeroed(schema.fine_type, schema.fine_dim, n),
             ];
-            for (i, (s, r)) in live.iter().enumerate() {
+            for (i, (s, r)) in rows.iter().enumerate() {
                 if !s.has(m).get(*r) {
                     continue;
                 }
@@ -153,19 +178,8 @@ impl MemBatch {
             }
             columns[m.index()] = Some(cols);
         }
-        let metas = live
-            .iter()
-            .map(|(s, r)| {
-                let m = s.meta(*r);
-                OwnedMeta {
-                    caption: m.caption.map(str::to_owned),
-                    uri: m.uri.map(str::to_owned),
-                    metadata: m.metadata.to_vec(),
-                }
-            })
-            .collect();
         Self::assemble(
-            live.iter().map(|(s, r)| s.id(*r)).collect(),
+            rows.iter().map(|(s, r)| s.id(*r)).collect(),
             metas,
             has,
             columns,

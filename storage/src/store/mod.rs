@@ -57,6 +57,17 @@ const WAL_FLUSH_BYTES: u64 = 256 << 20;
 /// holds O(log n) memtable sources while each row is copied O(log n) times.
 const BATCH_MERGE_FAN_IN: usize = 8;
 
+/// What [`Store::update`] changes in a row; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataUpdate {
+    /// `Some(Some(c))` sets the caption, `Some(None)` removes it.
+    pub caption: Option<Option<String>>,
+    /// `Some(Some(u))` sets the URI, `Some(None)` removes it.
+    pub uri: Option<Option<String>>,
+    /// `Some(m)` replaces the metadata bytes (its fields follow from them).
+    pub metadata: Option<Vec<u8>>,
+}
+
 /// When a write is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {

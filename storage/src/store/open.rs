@@ -243,6 +243,34 @@ impl Writer {
             WalRecord::Delete(ids) => {
                 self.apply_delete(schema, &ids);
             }
+            WalRecord::Update(rows) => {
+                // The old version may be gone already: a compaction after the update dropped
+                // it from the segments without moving the WAL on. The record holds the whole
+                // new row, so replay tombstones whatever version is live and inserts it.
+                let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+                let mut seen = std::collections::HashSet::with_capacity(rows.len());
+                if let Some(id) = ids.iter().find(|&&id| id == u64::MAX || !seen.insert(id)) {
+                    return Err(CorruptionError::new(
+                        file,
+                        0,
+                        format!("WAL updates id {id} twice in one record, or a reserved id"),
+                    ));
+                }
+                self.apply_delete(schema, &ids);
+                for &id in &ids {
+                    *next_id = (*next_id).max(id.saturating_add(1));
+                }
+                let batch = MemBatch::from_encoded(schema, &rows);
+                let n = batch.rows();
+                self.push_mem(
+                    schema,
+                    Source::new(
+                        Backing::Batch(Arc::new(batch)),
+                        schema.clone(),
+                        Arc::new(Bitmap::new(n)),
+                    ),
+                );
+            }
             WalRecord::SetProperty { key, value } => {
                 self.set_properties(vec![(key.to_owned(), value.to_vec())]);
             }

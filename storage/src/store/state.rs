@@ -52,6 +52,15 @@ impl Writer {
         View::new(schema.clone(), sources, self.properties.clone())
     }
 
+    /// The source in `slot`.
+    pub(super) fn source(&self, slot: Slot) -> &Source {
+        match slot {
+            Slot::Segment(i) => &self.segments[i].source,
+            Slot::Imm(i) => &self.imm[i],
+            Slot::Mem(i) => &self.mem[i],
+        }
+    }
+
     pub(super) fn find_live(&self, id: u64) -> Option<(Slot, usize)> {
         let newest_first = |list: &[Source], slot: fn(usize) -> Slot| {
             list.iter()

@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 
 use super::{
     Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES, MAX_PROPERTY_KEY_BYTES,
-    MAX_URI_BYTES, Store, Writer, poison,
+    MAX_URI_BYTES, MetadataUpdate, Store, Writer, poison,
 };
 use crate::data::bitmap::Bitmap;
+use crate::data::segment::RowMeta;
 use crate::data::source::{Backing, MemBatch, Source};
 use crate::error::{CommitError, InvalidInput, Tier};
 use crate::format::codec::Encoder;
-use crate::format::wal::{self, KIND_INSERT};
+use crate::format::wal::{self, KIND_INSERT, KIND_UPDATE};
 use crate::io::wal::WalWriter;
 use crate::schema::{ElemType, Modality, Row, Schema};
 
@@ -53,7 +54,7 @@ impl Store {
             self.schema.clone(),
             Arc::new(Bitmap::new(n)),
         );
-        records.push(encode_insert(&source));
+        records.push(encode_rows(KIND_INSERT, &source));
         wal::check_body_len(records.last().map_or(0, Vec::len))?;
         let max_id = rows.iter().map(|r| r.id).max().unwrap_or(0);
         drop(rows);
@@ -99,6 +100,83 @@ impl Store {
         self.publish(&w);
         self.maybe_flush(w);
         Ok(n)
+    }
+
+    /// Replaces the caption, URI and/or metadata of the live row `id`, keeping its id and
+    /// vectors (copied as stored, not re-encoded). Returns `false`, writing nothing, when no
+    /// live row has `id` (never inserted, or deleted). Sizes are checked as for an insert.
+    /// One WAL record, durable per [`Durability`] like an insert; the change is visible to
+    /// views taken afterwards (the row moves to the memtable: the old version is tombstoned,
+    /// and compaction drops it like any deleted row).
+    pub fn update(&self, id: u64, update: MetadataUpdate) -> Result<bool, CommitError> {
+        if self.options.read_only {
+            return Err(CommitError::ReadOnly);
+        }
+        let sizes = [
+            (
+                "caption",
+                update
+                    .caption
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map_or(0, String::len),
+                MAX_CAPTION_BYTES,
+            ),
+            (
+                "uri",
+                update
+                    .uri
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map_or(0, String::len),
+                MAX_URI_BYTES,
+            ),
+            (
+                "metadata",
+                update.metadata.as_ref().map_or(0, Vec::len),
+                MAX_METADATA_BYTES,
+            ),
+        ];
+        for (field, len, max) in sizes {
+            if len > max {
+                return Err(InvalidInput::TooLarge {
+                    row: 0,
+                    id,
+                    field,
+                    len,
+                    max,
+                }
+                .into());
+            }
+        }
+        let mut w = self.writer()?;
+        let Some((slot, row)) = w.find_live(id) else {
+            return Ok(false);
+        };
+        let old = w.source(slot);
+        let meta = old.meta(row);
+        let replaced = RowMeta {
+            caption: update
+                .caption
+                .as_ref()
+                .map_or(meta.caption, Option::as_deref),
+            uri: update.uri.as_ref().map_or(meta.uri, Option::as_deref),
+            metadata: update.metadata.as_deref().unwrap_or(meta.metadata),
+        };
+        let batch = MemBatch::replacing(&self.schema, old, row, replaced);
+        let source = Source::new(
+            Backing::Batch(Arc::new(batch)),
+            self.schema.clone(),
+            Arc::new(Bitmap::new(1)),
+        );
+        let record = encode_rows(KIND_UPDATE, &source);
+        wal::check_body_len(record.len())?;
+        self.append(&mut w, &[record], self.options.durability)?;
+        w.apply_delete(&self.schema, &[id]);
+        w.push_mem(&self.schema, source);
+        self.publish(&w);
+        self.maybe_flush(w);
+        Ok(true)
     }
 
     /// The value of an engine property, as last set.
@@ -168,10 +246,11 @@ fn property_record(key: &str, value: &[u8]) -> Result<Vec<u8>, InvalidInput> {
     Ok(record)
 }
 
-/// Payload body (after sequence number and kind) of an insert of all rows of `batch`.
-pub(crate) fn encode_insert(batch: &Source) -> Vec<u8> {
+/// Payload body (from the kind byte on) of an insert or update (`kind`) of all rows of
+/// `batch`.
+pub(crate) fn encode_rows(kind: u8, batch: &Source) -> Vec<u8> {
     let mut e = Encoder::default();
-    e.u8(KIND_INSERT);
+    e.u8(kind);
     e.u32(batch.rows() as u32);
     for r in 0..batch.rows() {
         e.u64(batch.id(r));

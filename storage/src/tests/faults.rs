@@ -46,4 +46,5 @@ sweeps! {
     faults_in_an_open_cutting_a_torn_wal_tail: Op::OpenTornTail,
     faults_in_an_open_after_an_interrupted_flush: Op::OpenInterruptedFlush,
     faults_in_a_rewrite_with_properties: Op::Rewrite,
+    faults_in_a_metadata_update: Op::Update,
 }

@@ -245,3 +245,113 @@ fn a_segment_with_more_fields_than_columns_answers_every_field() {
     );
     dump(&view);
 }
+
+/// Every byte of a row's vectors, as [`Dump`] holds them.
+fn vectors_of(view: &View, id: u64) -> impl PartialEq + std::fmt::Debug + use<> {
+    dump(view).remove(&id).unwrap().3
+}
+
+#[test]
+fn updates_replace_metadata_keep_vectors_and_survive_flush_compaction_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F16, ElemType::I8);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 1..20)).unwrap();
+    store.flush().unwrap();
+    store.insert(rows(&s, 20..30)).unwrap();
+    let vectors: Vec<_> = [3, 21].map(|id| vectors_of(&store.view(), id)).into();
+    // A segment row and a memtable row; caption removed, set, kept.
+    let set = |id: u64, caption: Option<Option<String>>, metadata: &str| {
+        let update = MetadataUpdate {
+            caption,
+            metadata: Some(metadata.as_bytes().to_vec()),
+            ..MetadataUpdate::default()
+        };
+        assert!(store.update(id, update).unwrap());
+    };
+    set(3, Some(None), r#"{"n": -3, "fresh": "yes"}"#);
+    set(21, Some(Some("new caption".into())), r#"{"n": -21}"#);
+    set(21, None, r#"{"n": -22}"#);
+    let check = |view: &View| {
+        assert_eq!(field_of(view, 3, "n").as_deref(), Some("Int(-3)"));
+        assert_eq!(field_of(view, 3, "fresh").as_deref(), Some("Str(\"yes\")"));
+        assert_eq!(field_of(view, 3, "tags"), None);
+        assert_eq!(field_of(view, 21, "n").as_deref(), Some("Int(-22)"));
+        let (src, r) = view.locate(3).unwrap();
+        assert_eq!(src.meta(r).caption, None);
+        assert_eq!(src.meta(r).uri, Some("file:///3.png"));
+        let (src, r) = view.locate(21).unwrap();
+        assert_eq!(src.meta(r).caption, Some("new caption"));
+        assert_eq!(vectors_of(view, 3), vectors[0]);
+        assert_eq!(vectors_of(view, 21), vectors[1]);
+        assert_eq!(view.len(), 29);
+    };
+    check(&store.view());
+    let before = dump(&store.view());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), before, "after WAL replay");
+    check(&store.view());
+    store.flush().unwrap();
+    check(&store.view());
+    store.compact(&MergeAll, None).unwrap();
+    check(&store.view());
+    assert_eq!(
+        store.stats().unwrap().deleted_rows,
+        0,
+        "old versions dropped"
+    );
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(dump(&store.view()), before, "after compaction and reopen");
+    assert!(verify(dir.path(), VerifyLevel::Full).unwrap().is_ok());
+}
+
+#[test]
+fn updating_a_missing_or_deleted_id_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = schema(ElemType::F32, ElemType::F32);
+    let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
+    store.insert(rows(&s, 1..5)).unwrap();
+    store.delete(&[2]).unwrap();
+    let wal = store.stats().unwrap().wal_bytes;
+    let update = || MetadataUpdate {
+        metadata: Some(b"{}".to_vec()),
+        ..MetadataUpdate::default()
+    };
+    assert!(!store.update(2, update()).unwrap());
+    assert!(!store.update(77, update()).unwrap());
+    assert_eq!(store.stats().unwrap().wal_bytes, wal);
+    let too_large = MetadataUpdate {
+        metadata: Some(vec![b' '; MAX_METADATA_BYTES + 1]),
+        ..MetadataUpdate::default()
+    };
+    assert!(matches!(
+        store.update(1, too_large),
+        Err(CommitError::InvalidInput(InvalidInput::TooLarge {
+            field: "metadata",
+            id: 1,
+            ..
+        }))
+    ));
+    // Deleting an updated row deletes it (the old version stays deleted).
+    assert!(store.update(3, update()).unwrap());
+    assert_eq!(store.delete(&[3]).unwrap(), 1);
+    assert!(store.view().locate(3).is_none());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert!(store.view().locate(3).is_none());
+    assert_eq!(store.view().len(), 2);
+    let reader = Store::open(
+        dir.path(),
+        StoreOptions {
+            read_only: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        reader.update(1, update()),
+        Err(CommitError::ReadOnly)
+    ));
+}

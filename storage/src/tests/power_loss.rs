@@ -49,4 +49,5 @@ sweeps! {
     power_loss_in_an_open_cutting_a_torn_wal_tail: Op::OpenTornTail,
     power_loss_in_an_open_after_an_interrupted_flush: Op::OpenInterruptedFlush,
     power_loss_in_a_rewrite_with_properties: Op::Rewrite,
+    power_loss_in_a_metadata_update: Op::Update,
 }

@@ -61,6 +61,8 @@ pub(super) enum Op {
     OpenInterruptedFlush,
     /// The storage half of a projection refit: coarse vectors recomputed with a property.
     Rewrite,
+    /// A metadata and caption update of a row in a segment.
+    Update,
 }
 
 /// A database state as readers see it.
@@ -80,7 +82,17 @@ fn halve_fine(_: Modality, fine: &[f32], coarse: &mut [f32]) {
     }
 }
 
-/// Two segments (with tombstones), a memtable with a deleted row, and a WAL holding it.
+/// New metadata for [`Store::update`]: other values, and a field the rows did not have.
+pub(super) fn updated_metadata(id: u64) -> Vec<u8> {
+    format!(
+        r#"{{"n": {}, "updated": true, "tags": ["new"]}}"#,
+        id + 1000
+    )
+    .into_bytes()
+}
+
+/// Two segments (with tombstones), a memtable with a deleted row and an updated one (and an
+/// updated segment row), and a WAL holding them.
 pub(super) fn setup(io: &Arc<FaultyDir>) -> Store {
     let s = schema();
     let store = Store::create(DB, s.clone(), options(io)).unwrap();
@@ -90,6 +102,13 @@ pub(super) fn setup(io: &Arc<FaultyDir>) -> Store {
     store.flush().unwrap();
     store.insert(rows(&s, 20..30)).unwrap();
     store.delete(&[3, 12, 25]).unwrap();
+    for id in [15, 22] {
+        let update = MetadataUpdate {
+            metadata: Some(updated_metadata(id)),
+            ..MetadataUpdate::default()
+        };
+        assert!(store.update(id, update).unwrap());
+    }
     store
 }
 
@@ -161,6 +180,14 @@ impl Op {
                     .compact(&MergeAll, Some(&rewrite))
                     .map(drop)
                     .map_err(Into::into)
+            }
+            Op::Update => {
+                let update = MetadataUpdate {
+                    caption: Some(Some("updated".into())),
+                    metadata: Some(updated_metadata(5)),
+                    ..MetadataUpdate::default()
+                };
+                store.update(5, update).map(drop).map_err(Into::into)
             }
             Op::Open | Op::OpenTornTail | Op::OpenInterruptedFlush => {
                 unreachable!("handled above")

@@ -42,6 +42,7 @@ const SEQ_WINDOW: u64 = 1 << 32;
 pub(crate) const KIND_INSERT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_SET_PROPERTY: u8 = 3;
+pub(crate) const KIND_UPDATE: u8 = 4;
 
 /// `wal-<n>.log`.
 pub fn wal_file_name(number: u64) -> String {
@@ -90,7 +91,13 @@ pub struct EncodedRow<'a> {
 pub enum WalRecord<'a> {
     Insert(Vec<EncodedRow<'a>>),
     Delete(Vec<u64>),
-    SetProperty { key: &'a str, value: &'a [u8] },
+    SetProperty {
+        key: &'a str,
+        value: &'a [u8],
+    },
+    /// Each row replaces the live row with its id (same encoding as an insert): the old row
+    /// is tombstoned and the new one inserted, in one record.
+    Update(Vec<EncodedRow<'a>>),
 }
 
 /// The end of a WAL file that replay drops because it lies past the last fsync: a torn final
@@ -213,57 +220,8 @@ fn decode_payload<'a>(
     d.u64("durable length")?;
     let kind = d.u8("record kind")?;
     let record = match kind {
-        KIND_INSERT => {
-            let n = d.len(d.remaining(), "row count")?;
-            // Each row takes at least 15 bytes; never trust the count for the allocation.
-            let mut rows = Vec::with_capacity(n.min(d.remaining() / 15));
-            for _ in 0..n {
-                let id = d.u64("id")?;
-                let caption = d.opt_string("caption")?;
-                let uri = d.opt_string("uri")?;
-                let metadata = d.bytes("metadata")?;
-                let mask = d.u8("modality mask")?;
-                if mask & !3 != 0 {
-                    return Err(d.error(format!("modality mask {mask:#x}")));
-                }
-                let mut vectors = [None, None];
-                for (i, v) in vectors.iter_mut().enumerate() {
-                    if mask & (1 << i) == 0 {
-                        continue;
-                    }
-                    let mut tier = |elem: ElemType, dim: usize| -> Result<_, CorruptionError> {
-                        let scale = if elem == ElemType::I8 {
-                            f32::from_bits(d.u32("scale")?)
-                        } else {
-                            0.0
-                        };
-                        Ok((d.take(vector_bytes(elem, dim), "vector")?, scale))
-                    };
-                    let (coarse, coarse_scale) = tier(schema.coarse_type, schema.coarse_dim)?;
-                    let (fine, fine_scale) = tier(schema.fine_type, schema.fine_dim)?;
-                    *v = Some(EncodedVectors {
-                        coarse,
-                        coarse_scale,
-                        fine,
-                        fine_scale,
-                    });
-                }
-                if mask == 0 {
-                    return Err(d.error(format!("row {id} has no vectors")));
-                }
-                rows.push(EncodedRow {
-                    id,
-                    caption,
-                    uri,
-                    metadata,
-                    vectors,
-                });
-            }
-            if rows.is_empty() {
-                return Err(d.error("empty insert record"));
-            }
-            WalRecord::Insert(rows)
-        }
+        KIND_INSERT => WalRecord::Insert(decode_rows(&mut d, schema)?),
+        KIND_UPDATE => WalRecord::Update(decode_rows(&mut d, schema)?),
         KIND_DELETE => {
             let n = d.len(d.remaining() / 8, "id count")?;
             WalRecord::Delete((0..n).map(|_| d.u64("id")).collect::<Result<_, _>>()?)
@@ -276,6 +234,62 @@ fn decode_payload<'a>(
     };
     d.finish("WAL record")?;
     Ok(record)
+}
+
+/// The rows of an insert or update record.
+fn decode_rows<'a>(
+    d: &mut Decoder<'a, '_>,
+    schema: &Schema,
+) -> Result<Vec<EncodedRow<'a>>, CorruptionError> {
+    let n = d.len(d.remaining(), "row count")?;
+    // Each row takes at least 15 bytes; never trust the count for the allocation.
+    let mut rows = Vec::with_capacity(n.min(d.remaining() / 15));
+    for _ in 0..n {
+        let id = d.u64("id")?;
+        let caption = d.opt_string("caption")?;
+        let uri = d.opt_string("uri")?;
+        let metadata = d.bytes("metadata")?;
+        let mask = d.u8("modality mask")?;
+        if mask & !3 != 0 {
+            return Err(d.error(format!("modality mask {mask:#x}")));
+        }
+        let mut vectors = [None, None];
+        for (i, v) in vectors.iter_mut().enumerate() {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            let mut tier = |elem: ElemType, dim: usize| -> Result<_, CorruptionError> {
+                let scale = if elem == ElemType::I8 {
+                    f32::from_bits(d.u32("scale")?)
+                } else {
+                    0.0
+                };
+                Ok((d.take(vector_bytes(elem, dim), "vector")?, scale))
+            };
+            let (coarse, coarse_scale) = tier(schema.coarse_type, schema.coarse_dim)?;
+            let (fine, fine_scale) = tier(schema.fine_type, schema.fine_dim)?;
+            *v = Some(EncodedVectors {
+                coarse,
+                coarse_scale,
+                fine,
+                fine_scale,
+            });
+        }
+        if mask == 0 {
+            return Err(d.error(format!("row {id} has no vectors")));
+        }
+        rows.push(EncodedRow {
+            id,
+            caption,
+            uri,
+            metadata,
+            vectors,
+        });
+    }
+    if rows.is_empty() {
+        return Err(d.error("empty insert record"));
+    }
+    Ok(rows)
 }
 
 pub(crate) fn encode_delete(ids: &[u64]) -> Vec<u8> {
