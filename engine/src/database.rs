@@ -863,12 +863,9 @@ impl Database {
         let view = self.store.view();
         let mode = self.coarse_mode(&view)?;
         let prepared = [self.prepare(query, params, &mode)?];
-        let (mut hits, [coarse, fine]) =
+        let (mut hits, timing) =
             self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?;
-        Ok((
-            hits.pop().unwrap_or_default(),
-            SearchTiming { coarse, fine },
-        ))
+        Ok((hits.pop().unwrap_or_default(), timing))
     }
 
     /// Many queries in one pass: each block of coarse vectors is read once for the whole

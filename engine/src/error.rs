@@ -177,6 +177,10 @@ pub enum InvalidInput {
     /// A target name other than "image" or "text" (see [`parse_target`](crate::parse_target)).
     #[error("unknown target {0:?}; expected \"image\" or \"text\"")]
     UnknownTarget(String),
+    /// A search predicate does not parse, names a field no row has, or compares a field with
+    /// a literal of a type it never holds; the message points at the offending part.
+    #[error(transparent)]
+    Predicate(#[from] crate::filter::PredicateError),
     /// `Options::threads` is `Some(0)`.
     #[error("thread count must be at least 1")]
     ZeroThreads,

@@ -27,6 +27,7 @@
 mod compactor;
 mod database;
 mod error;
+pub mod filter;
 mod params;
 mod projection;
 mod scan;
@@ -36,6 +37,7 @@ pub mod synthetic;
 pub use compactor::{CompactionState, CompactionStats};
 pub use database::{Database, Pair, Record, StatValue, Stats, verify};
 pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
+pub use filter::{Predicate, PredicateError};
 pub use hivlp_encoders::{
     Embedding, EncodeError, Encoder, EncoderError, EncoderOptions, ImageInput,
 };

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hivlp_storage::{Durability, ElemType, Metric, Modality as Target, TieredMergePolicy};
 
 use crate::error::InvalidInput;
+use crate::filter::Predicate;
 use crate::{Embedding, EncoderOptions};
 
 /// Candidates (M) kept by the coarse stage when [`SearchParams::candidates`] is `None`.
@@ -177,6 +178,9 @@ pub struct SearchParams {
     /// Flat scan of the fine vectors instead: exact, slower (the ground truth).
     pub exact: bool,
     pub filter: Option<Filter>,
+    /// Only rows this predicate matches (see [`filter`](crate::filter)); checked against the
+    /// database's fields when the search runs. Combines with `filter` (both must allow a row).
+    pub predicate: Option<Predicate>,
 }
 
 impl Default for SearchParams {
@@ -187,6 +191,7 @@ impl Default for SearchParams {
             candidates: None,
             exact: false,
             filter: None,
+            predicate: None,
         }
     }
 }
@@ -240,6 +245,8 @@ pub struct Hit {
 /// Where a search spent its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SearchTiming {
+    /// Evaluating [`SearchParams::predicate`] to a bitmap per source (zero without one).
+    pub filter: Duration,
     /// Scanning coarse vectors (for exact searches: the fine scan).
     pub coarse: Duration,
     /// Re-ranking the candidates with fine vectors and fetching hit metadata.

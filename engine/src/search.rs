@@ -2,13 +2,15 @@
 //! scores of those candidates and the top k. Exact mode is the same scan over the fine tier.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hivlp_storage::segment::vector_file_name;
 use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
 use rayon::prelude::*;
 
-use crate::params::{Filter, Hit, SearchParams};
+use crate::error::Error;
+use crate::filter::{self, Predicate};
+use crate::params::{Filter, Hit, SearchParams, SearchTiming};
 use crate::scan::{self, Candidate, Part, QueryVec};
 
 /// Candidates re-ranked per parallel task.
@@ -25,47 +27,73 @@ pub(crate) struct PreparedQuery {
 
 /// Hits per query, plus the time of each stage (for the whole batch). With `parallel`, on the
 /// current rayon pool, else on the calling thread.
+///
+/// A predicate is evaluated first, to one more skip bitmap per source. When the rows it
+/// matches are few (no more than are kept, or cheaper to re-rank than a coarse scan), they are
+/// the candidate list themselves: ranked by their fine vectors, exact. Otherwise the scan
+/// skips the rows it does not match, so the M candidates kept are all matching rows.
 pub(crate) fn search(
     view: &View,
     queries: &[PreparedQuery],
     params: &SearchParams,
     candidates: usize,
     parallel: bool,
-) -> Result<(Vec<Vec<Hit>>, [Duration; 2]), CorruptionError> {
+) -> Result<(Vec<Vec<Hit>>, SearchTiming), Error> {
     let started = Instant::now();
     let sources = view.sources();
     let target = params.target;
     // `k` and `candidates` are checked against `MAX_CANDIDATES`; no more rows than are live
     // can be kept, so buffers are never sized beyond the data.
     let keep = if params.exact { params.k } else { candidates }.min(view.len());
-    let shortlist = match &params.filter {
+    let predicate = params
+        .predicate
+        .as_ref()
+        .map(|p| predicate_skips(p, sources, target, parallel))
+        .transpose()?;
+    let filtered = started.elapsed();
+    let accept = |source: u32, row: usize| {
+        params
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.allows(sources[source as usize].id(row)))
+    };
+    let shortlist = match (&params.filter, &predicate) {
         // A short allow-list is its own candidate list: re-ranking all of it is exact, and no
         // slower than the scan it replaces while it reads no more bytes than that scan would.
-        Some(Filter::Allow(ids)) if ids.len() <= keep || rerank_reads_less(view, ids.len()) => {
-            let listed = allowed_rows(sources, target, ids.iter().copied());
+        (Some(Filter::Allow(ids)), _)
+            if ids.len() <= keep || rerank_reads_less(view, ids.len()) =>
+        {
+            let mut listed = allowed_rows(sources, target, ids.iter().copied());
+            if let Some((skips, _)) = &predicate {
+                listed.retain(|c| !is_set(&skips[c.source as usize], c.row as usize));
+            }
             vec![listed; queries.len()]
         }
-        filter => {
+        // So are the rows of a selective predicate.
+        (_, Some((skips, matching))) if *matching <= keep || rerank_reads_less(view, *matching) => {
+            let listed = unskipped_rows(sources, skips, &accept);
+            vec![listed; queries.len()]
+        }
+        _ => {
             let parts: Vec<Part<'_>> = sources
                 .iter()
-                .map(|s| Part {
+                .enumerate()
+                .map(|(i, s)| Part {
                     column: if params.exact {
                         s.fine(target)
                     } else {
                         s.coarse(target)
                     },
-                    skip: s.skip(target).words(),
+                    skip: match &predicate {
+                        Some((skips, _)) => &skips[i],
+                        None => s.skip(target).words(),
+                    },
                 })
                 .collect();
             let tier: Vec<&QueryVec> = queries
                 .iter()
                 .map(|q| if params.exact { &q.fine } else { &q.coarse })
                 .collect();
-            let accept = |source: u32, row: usize| {
-                filter
-                    .as_ref()
-                    .is_none_or(|f| f.allows(sources[source as usize].id(row)))
-            };
             // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
             // stay in cache while its rows stream through.
             tier.chunks(QUERY_TILE)
@@ -73,7 +101,7 @@ pub(crate) fn search(
                 .collect()
         }
     };
-    let coarse = started.elapsed();
+    let coarse = started.elapsed() - filtered;
     let rerank_one = |(query, shortlist): (&PreparedQuery, Vec<Candidate>)| {
         rerank(sources, target, &query.fine, shortlist, params.k, parallel)
     };
@@ -90,7 +118,72 @@ pub(crate) fn search(
             .map(rerank_one)
             .collect::<Result<_, _>>()?
     };
-    Ok((hits, [coarse, started.elapsed() - coarse]))
+    let timing = SearchTiming {
+        filter: filtered,
+        coarse,
+        fine: started.elapsed() - filtered - coarse,
+    };
+    Ok((hits, timing))
+}
+
+/// Per source, the rows a scan of `target` skips under the predicate (deleted, without a
+/// vector of `target`, or not matching), as bitmap words; and how many rows remain.
+fn predicate_skips(
+    predicate: &Predicate,
+    sources: &[Source],
+    target: Modality,
+    parallel: bool,
+) -> Result<(Vec<Vec<u64>>, usize), Error> {
+    let matches = filter::evaluate(predicate, sources, parallel)?;
+    let mut remaining = 0;
+    let skips = sources
+        .iter()
+        .zip(matches)
+        .map(|(source, matching)| {
+            let skip = source.skip(target).words();
+            matching
+                .iter()
+                .enumerate()
+                .map(|(i, &m)| {
+                    let live = m & !skip.get(i).copied().unwrap_or(0);
+                    remaining += live.count_ones() as usize;
+                    !live
+                })
+                .collect()
+        })
+        .collect();
+    Ok((skips, remaining))
+}
+
+fn is_set(words: &[u64], i: usize) -> bool {
+    words.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+}
+
+/// Every row whose bit is clear in its source's `skips` (and that `accept` allows), in file
+/// order.
+fn unskipped_rows(
+    sources: &[Source],
+    skips: &[Vec<u64>],
+    accept: &impl Fn(u32, usize) -> bool,
+) -> Vec<Candidate> {
+    let mut rows = Vec::new();
+    for (s, (source, skip)) in sources.iter().zip(skips).enumerate() {
+        for (w, &word) in skip.iter().enumerate() {
+            let mut bits = !word;
+            while bits != 0 {
+                let row = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if row < source.rows() && accept(s as u32, row) {
+                    rows.push(Candidate {
+                        score: 0.0,
+                        source: s as u32,
+                        row: row as u32,
+                    });
+                }
+            }
+        }
+    }
+    rows
 }
 
 /// Whether re-ranking `listed` rows by their fine vectors reads fewer bytes than a coarse scan
