@@ -3,7 +3,9 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use hivlp::{Database, ModelChoice, NewDatabase, Options, Query, SearchParams, StatValue, Target};
+use hivlp::{
+    Database, ModelChoice, NewDatabase, Options, Predicate, Query, SearchParams, StatValue, Target,
+};
 
 use crate::error::CliError;
 use crate::html::{self, QueryResults, ShownHit};
@@ -79,6 +81,12 @@ pub fn search(args: SearchArgs) -> CliResult {
         k: args.k,
         candidates: args.candidates,
         exact: args.exact,
+        predicate: args
+            .predicate
+            .as_deref()
+            .map(Predicate::parse)
+            .transpose()
+            .map_err(|e| CliError::invalid_input(format!("--where: {e}")))?,
         ..SearchParams::default()
     };
     let (label, query_image, query) = match (&args.text, &args.image) {
@@ -110,7 +118,11 @@ pub fn search(args: SearchArgs) -> CliResult {
             "query": shown.label,
             "target": target_name(params.target),
             "k": params.k,
-            "timing_ms": { "coarse": ms(timing.coarse), "fine": ms(timing.fine) },
+            "timing_ms": {
+                "filter": ms(timing.filter),
+                "coarse": ms(timing.coarse),
+                "fine": ms(timing.fine),
+            },
             "hits": hits.iter().enumerate().map(|(rank, h)| serde_json::json!({
                 "rank": rank + 1,
                 "id": h.id,

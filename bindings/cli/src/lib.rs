@@ -141,7 +141,10 @@ struct ImportArgs {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("query").required(true)))]
+#[command(
+    group(clap::ArgGroup::new("query").required(true)),
+    after_help = "Example: hivlp search photos.hivlp --text \"a dog\" --where \"year >= 2020 AND 'beach' IN tags\""
+)]
 struct SearchArgs {
     /// The database folder.
     db: PathBuf,
@@ -163,6 +166,11 @@ struct SearchArgs {
     /// Exact fine search over every row instead of coarse-to-fine.
     #[arg(long)]
     exact: bool,
+    /// Only items whose metadata matches this predicate, e.g. "year >= 2020 AND 'beach' IN
+    /// tags" (=, !=, <, <=, >, >=, IN (..), NOT IN (..), CONTAINS, IS [NOT] NULL, AND, OR,
+    /// NOT, id; strings in 'single quotes', timestamp '2021-07-01').
+    #[arg(long = "where", value_name = "PREDICATE")]
+    predicate: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,

@@ -345,3 +345,55 @@ fn corrupted_database_exits_3() {
     );
     assert!(stderr(&out).contains("hint:"));
 }
+
+#[test]
+fn search_where_filters_on_metadata_and_points_at_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db.hivlp");
+    let img = tmp.path().join("img");
+    fs::create_dir(&img).unwrap();
+    write_pair(&img, "a", [200, 20, 20], "a red square");
+    write_pair(&img, "b", [210, 30, 30], "a dark red square");
+    let jsonl = tmp.path().join("pairs.jsonl");
+    fs::write(
+        &jsonl,
+        "{\"image\": \"img/a.png\", \"caption\": \"a red square\", \"year\": 2019}\n\
+         {\"image\": \"img/b.png\", \"caption\": \"a dark red square\", \"year\": 2021}\n",
+    )
+    .unwrap();
+    ok(&["create", s(&db)]);
+    assert!(ok(&["import", s(&db), s(&jsonl)]).contains("imported 2 pairs"));
+    let found = json(&ok(&[
+        "search",
+        s(&db),
+        "--text",
+        "a red square",
+        "--where",
+        "year >= 2020",
+        "--json",
+    ]));
+    let hits = found["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{found}");
+    assert_eq!(hits[0]["metadata"]["year"], 2021);
+    assert!(found["timing_ms"]["filter"].is_f64());
+
+    let bad = hivlp(&["search", s(&db), "--text", "x", "--where", "year >= AND"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("syntax error at 8: expected a value after '>='"),
+        "{}",
+        stderr(&bad)
+    );
+    let unknown = hivlp(&["search", s(&db), "--text", "x", "--where", "yeer = 1"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("unknown field yeer at 0"),
+        "{}",
+        stderr(&unknown)
+    );
+    let help = ok(&["search", "--help"]);
+    assert!(
+        help.contains("--where \"year >= 2020 AND 'beach' IN tags\""),
+        "{help}"
+    );
+}

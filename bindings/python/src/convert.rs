@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use engine::{ElemType, Filter, ImageInput, Query, Target};
+use engine::{ElemType, Filter, ImageInput, Predicate, Query, Target};
 use numpy::{PyArray2, PyArrayMethods as _, PyReadonlyArray2, PyUntypedArrayMethods as _};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{InvalidInputError, ModelError, map_error};
 
@@ -35,6 +35,88 @@ pub fn filter(allow: Option<Vec<u64>>, deny: Option<Vec<u64>>) -> PyResult<Optio
             "give allow_ids= or deny_ids=, not both",
         )),
     }
+}
+
+/// The predicate of `where=`: the string language (`"year >= 2020 AND 'beach' IN tags"`) or a
+/// dict in the style of Chroma and Qdrant (`{"year": {"$gte": 2020}}`), one tree either way.
+pub fn predicate(where_: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Predicate>> {
+    let Some(where_) = where_ else {
+        return Ok(None);
+    };
+    let parsed = if let Ok(text) = where_.cast::<PyString>() {
+        Predicate::parse(&text.to_cow()?)
+    } else if where_.is_instance_of::<PyDict>() {
+        Predicate::from_json(&json_value(where_, "where")?)
+    } else {
+        return Err(InvalidInputError::new_err(format!(
+            "where= takes a string such as \"year >= 2020\" or a dict such as {{\"year\": {{\"$gte\": 2020}}}}, not {}",
+            where_.get_type().name()?
+        )));
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| InvalidInputError::new_err(format!("where=: {e}")))
+}
+
+/// A `where=` dict as JSON: dicts with string keys, lists and tuples, strings, bools, ints,
+/// floats, None, and `datetime`/`date` values (as their ISO 8601 text, which compares with
+/// timestamp fields).
+fn json_value(value: &Bound<'_, PyAny>, path: &str) -> PyResult<serde_json::Value> {
+    use serde_json::Value;
+    if value.is_none() {
+        return Ok(Value::Null);
+    }
+    // Before ints: a Python bool is an int.
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if value.is_instance_of::<PyInt>() {
+        return match value.extract::<i64>() {
+            Ok(i) => Ok(i.into()),
+            Err(_) => Err(InvalidInputError::new_err(format!(
+                "where= at {path}: {value} is outside the 64-bit integer range"
+            ))),
+        };
+    }
+    if let Ok(x) = value.cast::<PyFloat>() {
+        return serde_json::Number::from_f64(x.value())
+            .map(Value::Number)
+            .ok_or_else(|| {
+                InvalidInputError::new_err(format!("where= at {path}: {value} is not finite"))
+            });
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(Value::String(s.to_cow()?.into_owned()));
+    }
+    if let Ok(dict) = value.cast::<PyDict>() {
+        let mut map = serde_json::Map::new();
+        for (key, item) in dict.iter() {
+            let key: String = key.extract().map_err(|_| {
+                InvalidInputError::new_err(format!(
+                    "where= at {path}: keys are field names or operators (strings), not {key}"
+                ))
+            })?;
+            let item = json_value(&item, &format!("{path}.{key}"))?;
+            map.insert(key, item);
+        }
+        return Ok(Value::Object(map));
+    }
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        return value
+            .try_iter()?
+            .enumerate()
+            .map(|(i, item)| json_value(&item?, &format!("{path}[{i}]")))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array);
+    }
+    let datetime = value.py().import("datetime")?;
+    if value.is_instance(&datetime.getattr("date")?)? {
+        return Ok(Value::String(value.call_method0("isoformat")?.extract()?));
+    }
+    Err(InvalidInputError::new_err(format!(
+        "where= at {path}: {} values cannot be compared (use bool, int, float, str or datetime)",
+        value.get_type().name()?
+    )))
 }
 
 /// Raises if an optional per-item list does not have one entry per item.

@@ -438,7 +438,7 @@ impl PyDatabase {
     /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
     #[pyo3(signature = (
         text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
-        exact = false, coarse_vector = None, allow_ids = None, deny_ids = None
+        exact = false, coarse_vector = None, allow_ids = None, deny_ids = None, r#where = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn search(
@@ -454,6 +454,7 @@ impl PyDatabase {
         coarse_vector: Option<Bound<'_, PyAny>>,
         allow_ids: Option<Vec<u64>>,
         deny_ids: Option<Vec<u64>>,
+        r#where: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Vec<PyHit>> {
         let db = self.db()?;
         let params = SearchParams {
@@ -462,6 +463,7 @@ impl PyDatabase {
             candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
+            predicate: convert::predicate(r#where.as_ref())?,
         };
         let hits = match (text, image, vector) {
             (Some(text), None, None) => py.detach(|| db.search_text(&text, &params)),
@@ -489,7 +491,7 @@ impl PyDatabase {
     #[pyo3(signature = (
         vectors, target = "image", k = SearchCount(10), candidates = None, exact = false,
         coarse_vectors = None,
-        allow_ids = None, deny_ids = None
+        allow_ids = None, deny_ids = None, r#where = None
     ))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search_batch<'py>(
@@ -503,6 +505,7 @@ impl PyDatabase {
         coarse_vectors: Option<Bound<'py, PyAny>>,
         allow_ids: Option<Vec<u64>>,
         deny_ids: Option<Vec<u64>>,
+        r#where: Option<Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
         let db = self.db()?;
         let params = SearchParams {
@@ -511,6 +514,7 @@ impl PyDatabase {
             candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
+            predicate: convert::predicate(r#where.as_ref())?,
         };
         let fine = FloatRows::new("vectors", &vectors)?;
         let coarse = FloatRows::optional("coarse_vectors", coarse_vectors.as_ref())?;

@@ -42,6 +42,10 @@ Metadata = Union[dict[str, Any], list[Any], bytes, str, None]
 ArrayLike = npt.ArrayLike
 """Vectors: C-contiguous float32 arrays are read in place, anything else is converted once."""
 
+Where = Union[str, dict[str, Any]]
+"""A search predicate on metadata fields: ``"year >= 2020 AND 'beach' IN tags"`` or
+``{"year": {"$gte": 2020}, "tags": {"$contains": "beach"}}`` (see the README's "Filtering")."""
+
 class HivlpError(Exception):
     """Base class of every error raised by hivlp."""
 
@@ -196,6 +200,7 @@ class Database:
         coarse_vector: Optional[ArrayLike] = None,
         allow_ids: Optional[Sequence[int]] = None,
         deny_ids: Optional[Sequence[int]] = None,
+        where: Optional[Where] = None,
     ) -> list[Hit]:
         """Top ``k`` items for exactly one of ``text``, ``image`` or a fine ``vector``.
 
@@ -204,6 +209,13 @@ class Database:
         restricts the results to those ids, ``deny_ids`` leaves those out. ``k`` and
         ``candidates`` must be between 1 and 2**24 (``candidates`` at least ``k``), else
         ``InvalidInputError``; values beyond the number of items return every item.
+
+        ``where`` keeps only items whose metadata fields match, as a string
+        (``"year >= 2020 AND 'beach' IN tags"``) or a dict
+        (``{"year": {"$gte": 2020}, "tags": {"$contains": "beach"}}``); see the README's
+        "Filtering". A predicate that does not parse, names a field no item has, or compares
+        a field with a value of a type it never holds raises ``InvalidInputError`` naming the
+        offending part. ``k`` results come back whenever at least ``k`` items match.
         """
     def search_batch(
         self,
@@ -215,11 +227,12 @@ class Database:
         coarse_vectors: Optional[ArrayLike] = None,
         allow_ids: Optional[Sequence[int]] = None,
         deny_ids: Optional[Sequence[int]] = None,
+        where: Optional[Where] = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, min(k, len(db)))``.
 
-        Rows with fewer hits (e.g. through ``allow_ids``) are padded with ``NO_ID`` and ``-inf``.
-        ``k`` and ``candidates`` are limited as in ``search``.
+        Rows with fewer hits (e.g. through ``allow_ids`` or ``where``) are padded with ``NO_ID``
+        and ``-inf``. ``k``, ``candidates`` and ``where`` are as in ``search``.
         """
     def get(self, id: int) -> Optional[Hit]:
         """The item with this id (score 0.0), or None."""
