@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::compactor::{CompactionStats, Compactor};
 use crate::error::{Error, InvalidInput, ModelError};
+use crate::filter::MatchCache;
 use crate::params::{
     Hit, Item, ModelChoice, NewDatabase, Options, Query, SearchParams, SearchTiming,
 };
@@ -65,6 +66,8 @@ pub struct Database {
     writer: Mutex<()>,
     encoder: Option<Encoder>,
     projection_fit_rows: usize,
+    /// Segments' match bitmaps of recent search predicates.
+    matches: MatchCache,
 }
 
 impl std::fmt::Debug for Database {
@@ -524,6 +527,7 @@ impl Database {
             writer: Mutex::new(()),
             encoder,
             projection_fit_rows: opts.projection_fit_rows.max(1),
+            matches: MatchCache::default(),
         })
     }
 
@@ -863,8 +867,16 @@ impl Database {
         let view = self.store.view();
         let mode = self.coarse_mode(&view)?;
         let prepared = [self.prepare(query, params, &mode)?];
-        let (mut hits, timing) =
-            self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?;
+        let (mut hits, timing) = self.run(|parallel| {
+            search::search(
+                &view,
+                &prepared,
+                params,
+                candidates,
+                &self.matches,
+                parallel,
+            )
+        })?;
         Ok((hits.pop().unwrap_or_default(), timing))
     }
 
@@ -883,7 +895,16 @@ impl Database {
             return Ok(Vec::new());
         }
         Ok(self
-            .run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?
+            .run(|parallel| {
+                search::search(
+                    &view,
+                    &prepared,
+                    params,
+                    candidates,
+                    &self.matches,
+                    parallel,
+                )
+            })?
             .0)
     }
 

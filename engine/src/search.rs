@@ -9,7 +9,7 @@ use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::filter::{self, Predicate};
+use crate::filter::{self, MatchCache, Predicate};
 use crate::params::{Filter, Hit, SearchParams, SearchTiming};
 use crate::scan::{self, Candidate, Part, QueryVec};
 
@@ -31,12 +31,13 @@ pub(crate) struct PreparedQuery {
 /// A predicate is evaluated first, to one more skip bitmap per source. When the rows it
 /// matches are few (no more than are kept, or cheaper to re-rank than a coarse scan), they are
 /// the candidate list themselves: ranked by their fine vectors, exact. Otherwise the scan
-/// skips the rows it does not match, so the M candidates kept are all matching rows.
+/// skips the rows it does not match, so the candidates kept ([`widened`] M) all match.
 pub(crate) fn search(
     view: &View,
     queries: &[PreparedQuery],
     params: &SearchParams,
     candidates: usize,
+    matches: &MatchCache,
     parallel: bool,
 ) -> Result<(Vec<Vec<Hit>>, SearchTiming), Error> {
     let started = Instant::now();
@@ -48,7 +49,7 @@ pub(crate) fn search(
     let predicate = params
         .predicate
         .as_ref()
-        .map(|p| predicate_skips(p, sources, target, parallel))
+        .map(|p| predicate_skips(p, sources, target, matches, parallel))
         .transpose()?;
     let filtered = started.elapsed();
     let accept = |source: u32, row: usize| {
@@ -94,6 +95,10 @@ pub(crate) fn search(
                 .iter()
                 .map(|q| if params.exact { &q.fine } else { &q.coarse })
                 .collect();
+            let keep = match &predicate {
+                Some((_, matching)) if !params.exact => widened(keep, view.len(), *matching),
+                _ => keep,
+            };
             // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
             // stay in cache while its rows stream through.
             tier.chunks(QUERY_TILE)
@@ -126,15 +131,28 @@ pub(crate) fn search(
     Ok((hits, timing))
 }
 
+/// Most times M a predicate's scan keeps (see [`widened`]).
+const MAX_WIDENING: usize = 4;
+
+/// The candidates a scan restricted to `matching` of `live` rows keeps: M times `live /
+/// matching`, at most [`MAX_WIDENING`] times. Such a scan scores only the matching rows, so
+/// it can afford the longer shortlist, which keeps its recall at that of the unfiltered
+/// search (measured at 100k rows: with M alone, 0.91 against 0.94 unfiltered at 10%).
+fn widened(keep: usize, live: usize, matching: usize) -> usize {
+    let factor = (live / matching.max(1)).clamp(1, MAX_WIDENING);
+    keep.saturating_mul(factor).min(matching)
+}
+
 /// Per source, the rows a scan of `target` skips under the predicate (deleted, without a
 /// vector of `target`, or not matching), as bitmap words; and how many rows remain.
 fn predicate_skips(
     predicate: &Predicate,
     sources: &[Source],
     target: Modality,
+    cache: &MatchCache,
     parallel: bool,
 ) -> Result<(Vec<Vec<u64>>, usize), Error> {
-    let matches = filter::evaluate(predicate, sources, parallel)?;
+    let matches = filter::evaluate(predicate, sources, cache, parallel)?;
     let mut remaining = 0;
     let skips = sources
         .iter()

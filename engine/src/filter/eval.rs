@@ -2,11 +2,13 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use hivlp_storage::{CorruptionError, FieldType, FieldTypes, FieldValue, Source, parse_timestamp};
 use rayon::prelude::*;
 
 use super::ast::{CmpOp, Field, FieldRef, Literal, Predicate};
+use super::cache::MatchCache;
 use super::parse::PredicateError;
 use crate::error::{Error, InvalidInput};
 
@@ -16,18 +18,31 @@ const KNOWN_LISTED: usize = 20;
 /// The rows of each source that `predicate` matches (bit `i` of word `i / 64` set: row `i`
 /// matches; deleted rows are evaluated too, the caller skips them). Checks the predicate
 /// first: an unknown field or a literal that fits none of a field's types is
-/// [`InvalidInput::Predicate`]. With `parallel`, sources are evaluated on the current rayon
-/// pool.
+/// [`InvalidInput::Predicate`]. Segments' bitmaps come from and go to `cache`; memtable
+/// batches are evaluated each time. With `parallel`, sources are evaluated on the current
+/// rayon pool.
 pub(crate) fn evaluate(
     predicate: &Predicate,
     sources: &[Source],
+    cache: &MatchCache,
     parallel: bool,
-) -> Result<Vec<Vec<u64>>, Error> {
+) -> Result<Vec<Arc<Vec<u64>>>, Error> {
     if sources.iter().all(|s| s.rows() == 0) {
-        return Ok(sources.iter().map(|_| Vec::new()).collect());
+        return Ok(sources.iter().map(|_| Arc::default()).collect());
     }
     check(predicate, sources)?;
-    let one = |source: &Source| truth(predicate, source).map(|t| t.yes);
+    let key = predicate.to_string();
+    let one = |source: &Source| -> Result<Arc<Vec<u64>>, CorruptionError> {
+        let segment = source.segment().map(|s| s.id());
+        if let Some(hit) = segment.and_then(|id| cache.get(id, &key)) {
+            return Ok(hit);
+        }
+        let bitmap = Arc::new(truth(predicate, source)?.yes);
+        if let Some(id) = segment {
+            cache.insert(id, key.clone(), bitmap.clone());
+        }
+        Ok(bitmap)
+    };
     let matches = if parallel {
         sources.par_iter().map(one).collect::<Result<_, _>>()?
     } else {
@@ -272,15 +287,23 @@ fn leaf_truth(leaf: &Predicate, source: &Source) -> Result<Truth, CorruptionErro
     let rows = source.rows();
     let mut yes = vec![0u64; rows.div_ceil(64)];
     let mut no = vec![0u64; rows.div_ceil(64)];
-    let mut fill = |test: &dyn Fn(usize) -> Option<bool>| {
-        for row in 0..rows {
-            match test(row) {
-                Some(true) => yes[row / 64] |= 1 << (row % 64),
-                Some(false) => no[row / 64] |= 1 << (row % 64),
-                None => {}
+    // A macro rather than a closure taking `&dyn Fn`: each test is inlined into its loop.
+    macro_rules! fill {
+        ($test:expr) => {{
+            let test = $test;
+            for (w, (yes, no)) in yes.iter_mut().zip(no.iter_mut()).enumerate() {
+                let (mut y, mut n) = (0u64, 0u64);
+                for bit in 0..(rows - w * 64).min(64) {
+                    match test(w * 64 + bit) {
+                        Some(true) => y |= 1 << bit,
+                        Some(false) => n |= 1 << bit,
+                        None => {}
+                    }
+                }
+                (*yes, *no) = (y, n);
             }
-        }
-    };
+        }};
+    }
     let field = match leaf {
         Predicate::Compare { field, .. }
         | Predicate::In { field, .. }
@@ -295,7 +318,7 @@ fn leaf_truth(leaf: &Predicate, source: &Source) -> Result<Truth, CorruptionErro
             match leaf {
                 Predicate::Compare { op, value, .. } => {
                     let lit = Prepared::new(value);
-                    fill(&|row| order(id(row), &lit).map(|o| op.holds(o)));
+                    fill!(|row| order(id(row), &lit).map(|o| op.holds(o)));
                 }
                 Predicate::In { values, .. } => {
                     let mut ints: Vec<i64> = values
@@ -307,9 +330,9 @@ fn leaf_truth(leaf: &Predicate, source: &Source) -> Result<Truth, CorruptionErro
                         })
                         .collect();
                     ints.sort_unstable();
-                    fill(&|row| Some(ints.binary_search(&(source.id(row) as i64)).is_ok()));
+                    fill!(|row| Some(ints.binary_search(&(source.id(row) as i64)).is_ok()));
                 }
-                Predicate::IsNull(_) => fill(&|_| Some(false)),
+                Predicate::IsNull(_) => fill!(|_| Some(false)),
                 // `check` refuses CONTAINS on the id.
                 _ => {}
             }
@@ -318,7 +341,7 @@ fn leaf_truth(leaf: &Predicate, source: &Source) -> Result<Truth, CorruptionErro
             let Some(column) = source.field(name)? else {
                 // No row of this source has the field: every row is null.
                 if matches!(leaf, Predicate::IsNull(_)) {
-                    fill(&|_| Some(true));
+                    fill!(|_| Some(true));
                 }
                 return Ok(Truth { yes, no });
             };
@@ -326,17 +349,17 @@ fn leaf_truth(leaf: &Predicate, source: &Source) -> Result<Truth, CorruptionErro
                 Predicate::Compare { op, value, .. } => {
                     let lit = Prepared::new(value);
                     let op: CmpOp = *op;
-                    fill(&|row| order(column.get(row)?, &lit).map(|o| op.holds(o)));
+                    fill!(|row| order(column.get(row)?, &lit).map(|o| op.holds(o)));
                 }
                 Predicate::In { values, .. } => {
                     let list: Vec<Prepared<'_>> = values.iter().map(Prepared::new).collect();
-                    fill(&|row| is_in(column.get(row)?, &list));
+                    fill!(|row| is_in(column.get(row)?, &list));
                 }
-                Predicate::Contains { value, .. } => fill(&|row| match column.get(row)? {
+                Predicate::Contains { value, .. } => fill!(|row| match column.get(row)? {
                     FieldValue::Tags(tags) => Some(tags.contains(value)),
                     _ => None,
                 }),
-                Predicate::IsNull(_) => fill(&|row| Some(column.get(row).is_none())),
+                Predicate::IsNull(_) => fill!(|row| Some(column.get(row).is_none())),
                 _ => {}
             }
         }

@@ -35,6 +35,7 @@
 //! rows at all has no fields to check against: the search returns nothing.
 
 mod ast;
+mod cache;
 mod eval;
 mod json;
 mod parse;
@@ -42,4 +43,5 @@ mod parse;
 pub use ast::{Field, FieldRef, Literal, Predicate, field};
 pub use parse::PredicateError;
 
+pub(crate) use cache::MatchCache;
 pub(crate) use eval::evaluate;
