@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use hivlp_storage::MetadataUpdate;
 use hivlp_storage::{
     CompactionReport, MergeAll, MergePolicy, Metric, Modality, Properties, Rewrite, Row, Schema,
     SegmentStats, Store, StoreOptions, StoreStats, Tier, TierVectors, TieredMergePolicy,
@@ -690,6 +691,23 @@ impl Database {
         let deleted = self.store.delete(ids)?;
         self.wake_compactor();
         Ok(deleted)
+    }
+
+    /// Replaces the caption, URI and/or metadata of the live item `id` (fields of
+    /// [`MetadataUpdate`] left `None` are kept), without re-encoding anything: its id and
+    /// vectors stay as stored, so a new caption does not change the text vector it was
+    /// inserted with. Durable like an insert (one WAL record), and visible at once to
+    /// [`get`](Self::get), search hits and metadata filters. Returns `false`, changing
+    /// nothing, when no live item has `id` (never inserted, or deleted); sizes over the
+    /// limits are an [`InvalidInput`] error.
+    pub fn update(&self, id: u64, update: MetadataUpdate) -> Result<bool> {
+        self.check_process()?;
+        // A refit rewrites every stored coarse vector: the copy kept here must be of the
+        // projection in force, like an insert's.
+        let _writer = self.writer.lock();
+        let updated = self.store.update(id, update)?;
+        self.wake_compactor();
+        Ok(updated)
     }
 
     /// Makes every acknowledged write durable (for [`Durability::Buffered`](crate::Durability::Buffered)).

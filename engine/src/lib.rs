@@ -41,6 +41,8 @@ pub use filter::{Predicate, PredicateError};
 pub use hivlp_encoders::{
     Embedding, EncodeError, Encoder, EncoderError, EncoderOptions, ImageInput,
 };
+/// What [`Database::update`] changes in an item.
+pub use hivlp_storage::MetadataUpdate;
 pub use hivlp_storage::{
     CompactionReport, DroppedWalTail, Durability, ElemType, MAX_ID, Metric, Modality as Target,
     Occupancy, Schema, StoreStats, Tier, UnknownElemType, UnknownMetric, VerifyReport, occupancy,

@@ -10,7 +10,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use hivlp_storage::{ElemType, Metric, Modality, Row, Schema, Source, TierVectors, View};
+use hivlp_storage::{
+    ElemType, FieldValue, Metric, Modality, Row, Schema, Source, TierVectors, View,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -63,6 +65,57 @@ pub fn random_row(schema: &Schema, seed: u64, id: u64) -> Row {
         image,
         text,
     }
+}
+
+/// The caption and metadata an update with `tag` sets (crash tests): JSON whose field `tag`
+/// is the tag, so a recovered row's field column can be checked against it.
+pub fn updated_meta(tag: u32) -> (String, Vec<u8>) {
+    (
+        format!("updated {tag}"),
+        format!(r#"{{"tag": {tag}}}"#).into_bytes(),
+    )
+}
+
+/// The tag of metadata [`updated_meta`] made, `None` for any other metadata.
+pub fn updated_tag(metadata: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(metadata).ok()?;
+    text.strip_prefix(r#"{"tag": "#)?
+        .strip_suffix('}')?
+        .parse()
+        .ok()
+}
+
+/// Whether `got` is row `id` of data set `seed` as written: exactly, or with the caption and
+/// metadata of an update ([`updated_meta`]).
+pub fn is_written_row(schema: &Schema, seed: u64, id: u64, got: &StoredRow) -> bool {
+    let mut want = expected_row(schema, &random_row(schema, seed, id));
+    if let Some(tag) = updated_tag(&got.metadata) {
+        let (caption, metadata) = updated_meta(tag);
+        want.caption = Some(caption);
+        want.metadata = metadata;
+    }
+    *got == want
+}
+
+/// Every live row's `tag` field (read from its field column, or from the memtable) is the tag
+/// its metadata holds: none for rows never updated.
+pub fn check_tag_fields(view: &View) -> Result<(), String> {
+    for source in view.sources() {
+        let column = source
+            .field("tag")
+            .map_err(|e| format!("field column: {e}"))?;
+        for row in (0..source.rows()).filter(|&r| !source.is_deleted(r)) {
+            let want = updated_tag(source.meta(row).metadata).map(|t| FieldValue::Int(t.into()));
+            let got = column.as_ref().and_then(|c| c.get(row));
+            if got != want {
+                return Err(format!(
+                    "field tag of id {}: {got:?}, its metadata says {want:?}",
+                    source.id(row)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rows `ids` of data set `seed`.

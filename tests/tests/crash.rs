@@ -1,9 +1,11 @@
 //! Acknowledged writes survive `kill -9`: a child process (`storage-child crash-writer`) inserts,
-//! deletes, flushes and compacts in `Sync` mode, printing each operation before it starts and
+//! deletes, updates metadata, flushes and compacts in `Sync` mode, printing each operation before it starts and
 //! after it is acknowledged; the parent SIGKILLs it at random moments (some during recovery,
 //! most while writing) and then checks the reopened database against a model built from the
 //! acknowledgements: every acknowledged row is there with exact bytes, every acknowledged
-//! delete stays deleted, and the one operation in flight is either wholly applied or absent.
+//! delete stays deleted, every acknowledged update shows its metadata, caption and field
+//! (with the row's vectors unchanged), and the one operation in flight is either wholly
+//! applied or absent.
 //!
 //! Rounds: 50 by default, `HIVLP_CRASH_ROUNDS` for more; `HIVLP_CRASH_SEED` replays a run.
 
@@ -17,7 +19,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hivlp_storage::{ElemType, Schema, Store, StoreOptions, VerifyLevel, verify};
-use hivlp_tests::{StoreImage, diff_images, expected_row, random_row, read_view, small_schema};
+use hivlp_tests::{
+    StoreImage, check_tag_fields, diff_images, expected_row, random_row, read_view, small_schema,
+    updated_meta,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -25,6 +30,7 @@ use rand::{Rng, SeedableRng};
 enum Op {
     Insert { first: u64, count: u64 },
     Delete(Vec<u64>),
+    Update { id: u64, tag: u32 },
     Flush,
     Compact,
 }
@@ -40,6 +46,10 @@ fn parse_op(words: &[&str]) -> Op {
             count: num(count),
         },
         ["delete", ids @ ..] => Op::Delete(ids.iter().map(|w| num(w)).collect()),
+        ["update", id, tag] => Op::Update {
+            id: num(id),
+            tag: num(tag) as u32,
+        },
         ["flush"] => Op::Flush,
         ["compact"] => Op::Compact,
         _ => panic!("unknown operation {words:?}"),
@@ -61,6 +71,14 @@ fn apply(model: &mut StoreImage, op: &Op, schema: &Schema, seed: u64) {
             for id in ids {
                 model.remove(id);
             }
+        }
+        Op::Update { id, tag } => {
+            let row = model
+                .get_mut(id)
+                .unwrap_or_else(|| panic!("update of id {id}, which is not live"));
+            let (caption, metadata) = updated_meta(*tag);
+            row.caption = Some(caption);
+            row.metadata = metadata;
         }
         Op::Flush | Op::Compact => {}
     }
@@ -212,8 +230,12 @@ fn check_recovery(
     };
     let store = Store::open(db, options).unwrap_or_else(|e| panic!("{what}: open: {e}"));
     let image = read_view(&store.view()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    check_tag_fields(&store.view()).unwrap_or_else(|e| panic!("{what}: {e}"));
     if diff_images(model, &image).is_none() {
-        if matches!(log.in_flight, Some(Op::Insert { .. } | Op::Delete(_))) {
+        if matches!(
+            log.in_flight,
+            Some(Op::Insert { .. } | Op::Delete(_) | Op::Update { .. })
+        ) {
             in_flight.dropped += 1;
         }
     } else {
@@ -254,6 +276,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut model = StoreImage::new();
     let started = Instant::now();
     let (mut acked_ops, mut acked_rows, mut kills_in_open) = (0usize, 0u64, 0usize);
+    let mut acked_updates = 0usize;
     let mut in_flight = InFlight::default();
     let mut acked_maintenance = 0usize;
     for round in 0..rounds {
@@ -273,6 +296,7 @@ fn acknowledged_writes_survive_sigkill() {
             match op {
                 Op::Insert { count, .. } => acked_rows += count,
                 Op::Flush | Op::Compact => acked_maintenance += 1,
+                Op::Update { .. } => acked_updates += 1,
                 Op::Delete(_) => {}
             }
         }
@@ -298,8 +322,8 @@ fn acknowledged_writes_survive_sigkill() {
     let report = verify(&db, VerifyLevel::Full).expect("full verify after the last kill");
     println!(
         "crash test: {rounds} rounds in {:.1} s ({kills_in_open} killed during open); \
-         {acked_ops} acknowledged operations ({acked_rows} rows inserted, {acked_maintenance} \
-         flushes/compactions); in-flight writes recovered {}, dropped {}; final {} live rows \
+         {acked_ops} acknowledged operations ({acked_rows} rows inserted, {acked_updates} \
+         updates, {acked_maintenance} flushes/compactions); in-flight writes recovered {}, dropped {}; final {} live rows \
          in {} segments; full verify: {} files ok",
         started.elapsed().as_secs_f64(),
         in_flight.applied,
@@ -314,6 +338,7 @@ fn acknowledged_writes_survive_sigkill() {
         report.problems
     );
     assert!(acked_rows > 0, "the child never got to write");
+    assert!(acked_updates > 0, "the child never got to update");
 }
 
 /// Writes that fail with an I/O error (here: a file size limit, `ulimit -f`, so a WAL append, a
@@ -390,6 +415,7 @@ fn failed_writes_lose_nothing_acknowledged() {
                 None => "open",
                 Some(Op::Insert { .. }) => "insert",
                 Some(Op::Delete(_)) => "delete",
+                Some(Op::Update { .. }) => "update",
                 Some(Op::Flush) => "flush",
                 Some(Op::Compact) => "compact",
             };

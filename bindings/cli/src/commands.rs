@@ -275,6 +275,42 @@ pub fn delete(db: &Path, ids: &[u64]) -> CliResult {
     Ok(())
 }
 
+pub fn update(
+    db: &Path,
+    id: u64,
+    metadata: Option<String>,
+    caption: Option<String>,
+    no_caption: bool,
+) -> CliResult {
+    if metadata.is_none() && caption.is_none() && !no_caption {
+        return Err(CliError::usage(
+            "nothing to update: give --metadata, --caption or --no-caption",
+        ));
+    }
+    if let Some(text) = &metadata
+        && let Err(e) = serde_json::from_str::<serde_json::Value>(text)
+    {
+        return Err(CliError::invalid_input(format!(
+            "--metadata is not valid JSON: {e}"
+        )));
+    }
+    let update = hivlp::MetadataUpdate {
+        caption: if no_caption {
+            Some(None)
+        } else {
+            caption.map(Some)
+        },
+        metadata: metadata.map(String::into_bytes),
+        ..hivlp::MetadataUpdate::default()
+    };
+    let db = open(db, ModelChoice::None)?;
+    if !db.update(id, update)? {
+        return Err(CliError::invalid_input(format!("no live item has id {id}")));
+    }
+    out!("updated {id}");
+    Ok(())
+}
+
 pub fn compact(db: &Path) -> CliResult {
     let db = open(db, ModelChoice::None)?;
     db.flush()?;

@@ -59,6 +59,24 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<u64>,
     },
+    /// Replace an item's metadata and/or caption, keeping its vectors (nothing is re-encoded).
+    ///
+    /// Example: hivlp update photos.hivlp 42 --metadata '{"year": 2021, "tags": ["beach"]}'
+    Update {
+        /// The database folder.
+        db: PathBuf,
+        /// The item's id.
+        id: u64,
+        /// New metadata: a JSON value (an object's top-level keys become filterable fields).
+        #[arg(long, value_name = "JSON")]
+        metadata: Option<String>,
+        /// New caption.
+        #[arg(long, conflicts_with = "no_caption")]
+        caption: Option<String>,
+        /// Remove the caption.
+        #[arg(long)]
+        no_caption: bool,
+    },
     /// Merge segments and drop deleted rows.
     Compact {
         /// The database folder.
@@ -238,6 +256,13 @@ where
         Command::Import(args) => import::run(args),
         Command::Search(args) => commands::search(args),
         Command::Delete { db, ids } => commands::delete(&db, &ids),
+        Command::Update {
+            db,
+            id,
+            metadata,
+            caption,
+            no_caption,
+        } => commands::update(&db, id, metadata, caption, no_caption),
         Command::Compact { db } => commands::compact(&db),
         Command::Snapshot { db, dest } => commands::snapshot(&db, &dest),
         Command::Stats { db, json } => commands::stats(&db, json),

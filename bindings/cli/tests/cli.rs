@@ -396,4 +396,68 @@ fn search_where_filters_on_metadata_and_points_at_errors() {
         help.contains("--where \"year >= 2020 AND 'beach' IN tags\""),
         "{help}"
     );
+
+fn update_replaces_metadata_and_caption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db.hivlp");
+    ok(&[
+        "create",
+        s(&db),
+        "--model",
+        "none",
+        "--fine-dim",
+        "8",
+        "--coarse-dim",
+        "4",
+    ]);
+    let options = || hivlp::Options {
+        model: hivlp::ModelChoice::None,
+        ..hivlp::Options::default()
+    };
+    let writer = hivlp::Database::open(&db, options()).unwrap();
+    let item = hivlp::Item {
+        id: Some(7),
+        caption: Some("old".into()),
+        image: Some(hivlp::Embedding {
+            fine: vec![1.0; 8],
+            coarse: None,
+        }),
+        ..hivlp::Item::default()
+    };
+    writer.insert(vec![item]).unwrap();
+    writer.close().unwrap();
+    let out = ok(&[
+        "update",
+        s(&db),
+        "7",
+        "--metadata",
+        r#"{"year": 2021}"#,
+        "--caption",
+        "new",
+    ]);
+    assert!(out.contains("updated 7"), "{out}");
+    let record = hivlp::Database::open(&db, options())
+        .unwrap()
+        .get(7)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.caption.as_deref(), Some("new"));
+    assert_eq!(record.metadata, br#"{"year": 2021}"#);
+    ok(&["update", s(&db), "7", "--no-caption"]);
+    let record = hivlp::Database::open(&db, options())
+        .unwrap()
+        .get(7)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.caption, None);
+    assert_eq!(record.metadata, br#"{"year": 2021}"#, "kept");
+    // Bad JSON, a missing id and nothing to do are input errors (exit 2).
+    for args in [
+        vec!["update", s(&db), "7", "--metadata", "{year"],
+        vec!["update", s(&db), "8", "--caption", "x"],
+        vec!["update", s(&db), "7"],
+    ] {
+        let out = hivlp(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
 }

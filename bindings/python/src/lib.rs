@@ -570,6 +570,41 @@ impl PyDatabase {
         py.detach(|| db.delete(&ids)).map_err(map_error)
     }
 
+    /// Replaces the metadata, caption and/or URI of item `id`, keeping its vectors (nothing is
+    /// re-encoded); a keyword not given is kept, `None` removes the value. Durable like an
+    /// insert and visible to `get`, search hits and filters at once. Returns False when no
+    /// live item has `id`.
+    #[pyo3(signature = (id, **changes), text_signature = "(self, id, *, metadata=None, caption=None, uri=None)")]
+    fn update(
+        &self,
+        py: Python<'_>,
+        id: u64,
+        changes: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<bool> {
+        let db = self.db()?;
+        let mut update = engine::MetadataUpdate::default();
+        for (key, value) in changes.into_iter().flat_map(|c| c.iter()) {
+            let text = |what: &str| {
+                value.extract::<Option<String>>().map_err(|_| {
+                    pyo3::exceptions::PyTypeError::new_err(format!(
+                        "update(): {what} must be a str or None"
+                    ))
+                })
+            };
+            match key.extract::<String>()?.as_str() {
+                "metadata" => update.metadata = Some(metadata_bytes(py, Some(&value))?),
+                "caption" => update.caption = Some(text("caption")?),
+                "uri" => update.uri = Some(text("uri")?),
+                other => {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "update() got an unexpected keyword argument '{other}'"
+                    )));
+                }
+            }
+        }
+        py.detach(|| db.update(id, update)).map_err(map_error)
+    }
+
     /// Makes buffered writes durable and moves the in-memory rows into a segment on disk.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let db = self.db()?;

@@ -13,17 +13,22 @@
 //!
 //! `crash-writer` protocol, one line per step: `opened`, then for each operation
 //! `begin <op>` before the call and `ack <op>` after it returned `Ok`, where `<op>` is
-//! `insert <first id> <count>`, `delete <id>…`, `flush` or `compact`; a flush or compaction
-//! that fails prints `fail <op>` and the writer goes on. Rows are
-//! [`hivlp_tests::random_row`]`(schema, seed, id)`.
+//! `insert <first id> <count>`, `delete <id>…`, `update <id> <tag>`, `flush` or `compact`; a
+//! flush or compaction that fails prints `fail <op>` and the writer goes on. Rows are
+//! [`hivlp_tests::random_row`]`(schema, seed, id)`; an update sets the metadata and caption
+//! [`hivlp_tests::updated_meta`]`(tag)`.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use hivlp_storage::{Durability, ElemType, MergeAll, OpenError, Store, StoreOptions};
-use hivlp_tests::{expected_row, random_row, random_rows, read_view, small_schema};
+use hivlp_storage::{
+    Durability, ElemType, MergeAll, MetadataUpdate, OpenError, Store, StoreOptions,
+};
+use hivlp_tests::{
+    check_tag_fields, is_written_row, random_rows, read_view, small_schema, updated_meta,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -63,7 +68,7 @@ fn crash_writer(dir: &Path, seed: u64) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed ^ store.next_id());
     loop {
         let roll = rng.random_range(0..100u32);
-        if roll < 80 {
+        if roll < 70 {
             let first = store.next_id();
             let count = rng.random_range(1..=6u64);
             say(&format!("begin insert {first} {count}"));
@@ -73,12 +78,30 @@ fn crash_writer(dir: &Path, seed: u64) -> Result<(), String> {
             say(&format!("ack insert {first} {count}"));
         } else if roll < 90 {
             let view = store.view();
+            let delete = roll < 80;
             let live: Vec<u64> = view
                 .sources()
                 .iter()
                 .flat_map(|s| (0..s.rows()).filter(|&r| !s.is_deleted(r)).map(|r| s.id(r)))
                 .collect();
             if live.is_empty() {
+                continue;
+            }
+            if !delete {
+                let id = live[rng.random_range(0..live.len())];
+                let tag: u32 = rng.random();
+                let (caption, metadata) = updated_meta(tag);
+                let update = MetadataUpdate {
+                    caption: Some(Some(caption)),
+                    metadata: Some(metadata),
+                    ..MetadataUpdate::default()
+                };
+                say(&format!("begin update {id} {tag}"));
+                match store.update(id, update) {
+                    Ok(true) => say(&format!("ack update {id} {tag}")),
+                    Ok(false) => return Err(format!("update: live id {id} not found")),
+                    Err(e) => return Err(format!("update: {e}")),
+                }
                 continue;
             }
             let ids: Vec<u64> = (0..rng.random_range(1..=3))
@@ -124,8 +147,10 @@ fn hold_lock(dir: &Path) -> Result<(), String> {
 }
 
 /// A reader beside a writer (of [`crash_writer`] rows): each read-only open must succeed and
-/// show rows that are exactly [`random_row`]`(schema, seed, id)`, whatever the writer
-/// flushes, compacts and deletes meanwhile.
+/// show rows that are exactly [`hivlp_tests::random_row`]`(schema, seed, id)` (with an update's caption and
+/// metadata, [`is_written_row`]) and fields that match them, whatever the writer flushes,
+/// compacts, updates and deletes meanwhile (its compactions delete the field column files of
+/// segments this reader maps).
 fn read_loop(dir: &Path, seed: u64, run_for: Duration) -> Result<(), String> {
     let options = StoreOptions {
         read_only: true,
@@ -136,8 +161,9 @@ fn read_loop(dir: &Path, seed: u64, run_for: Duration) -> Result<(), String> {
         let store = Store::open(dir, options.clone())
             .map_err(|e| format!("read-only open {}: {e}", opens + 1))?;
         let image = read_view(&store.view()).map_err(|e| format!("open {}: {e}", opens + 1))?;
+        check_tag_fields(&store.view()).map_err(|e| format!("open {}: {e}", opens + 1))?;
         for (&id, got) in &image {
-            if *got != expected_row(store.schema(), &random_row(store.schema(), seed, id)) {
+            if !is_written_row(store.schema(), seed, id, got) {
                 return Err(format!(
                     "open {}: row {id} is not the row written",
                     opens + 1

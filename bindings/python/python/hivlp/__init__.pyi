@@ -238,6 +238,22 @@ class Database:
         """The item with this id (score 0.0), or None."""
     def delete(self, ids: Sequence[int]) -> int:
         """Deletes items; returns how many existed."""
+    def update(
+        self,
+        id: int,
+        *,
+        metadata: Metadata = ...,
+        caption: Optional[str] = ...,
+        uri: Optional[str] = ...,
+    ) -> bool:
+        """Replaces the metadata, caption and/or URI of item ``id``, keeping its vectors.
+
+        Nothing is re-encoded: a new caption does not change the text vector the item was
+        inserted with. A keyword not given is kept; ``None`` removes the value. Durable like
+        an insert, and visible to ``get``, search hits and ``where=`` filters at once. Returns
+        False, changing nothing, when no live item has ``id`` (never inserted, or deleted).
+        Example: ``db.update(7, metadata={"year": 2021, "tags": ["beach"]}, caption="sunset")``.
+        """
     def flush(self) -> None:
         """Makes buffered writes durable and writes the in-memory rows to a segment."""
     def sync(self) -> None:
