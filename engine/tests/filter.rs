@@ -526,3 +526,25 @@ fn matches_bucket(where_: &str, bucket: u64) -> bool {
         other => unreachable!("{other}"),
     }
 }
+
+#[test]
+fn metadata_updates_are_visible_to_cached_predicates_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(rows(0..ROWS)).unwrap();
+    db.flush().unwrap();
+    // Caches the segment's bitmap.
+    assert_eq!(selected(&db, "s = 'moved'"), BTreeSet::new());
+    assert_eq!(selected(&db, "n = 3"), [3].into());
+    let update = hivlp::MetadataUpdate {
+        metadata: Some(br#"{"s": "moved", "n": 4}"#.to_vec()),
+        ..hivlp::MetadataUpdate::default()
+    };
+    assert!(db.update(3, update).unwrap());
+    assert_eq!(selected(&db, "s = 'moved'"), [3].into());
+    assert_eq!(selected(&db, "n = 3"), BTreeSet::new());
+    assert_eq!(selected(&db, "n = 4"), [3, 4].into());
+    db.flush().unwrap();
+    db.compact().unwrap();
+    assert_eq!(selected(&db, "n = 4"), [3, 4].into());
+}

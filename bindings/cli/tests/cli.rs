@@ -396,7 +396,9 @@ fn search_where_filters_on_metadata_and_points_at_errors() {
         help.contains("--where \"year >= 2020 AND 'beach' IN tags\""),
         "{help}"
     );
+}
 
+#[test]
 fn update_replaces_metadata_and_caption() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db.hivlp");
