@@ -23,6 +23,10 @@
 //!
 //! With a model bundle ([`ModelChoice`]), [`Database::insert_pairs`],
 //! [`Database::search_text`] and [`Database::search_image`] encode with `hivlp-encoders`.
+//!
+//! [`SearchParams::predicate`] restricts a search to rows whose metadata fields match a
+//! [`Predicate`] ([`filter`]): evaluated to one more skip bitmap per source before the scan,
+//! with few matching rows ranked exactly by their fine vectors.
 
 mod compactor;
 mod database;

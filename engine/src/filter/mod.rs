@@ -40,7 +40,7 @@ mod eval;
 mod json;
 mod parse;
 
-pub use ast::{Field, FieldRef, Literal, Predicate, field};
+pub use ast::{CmpOp, Field, FieldRef, Literal, Predicate, field};
 pub use parse::PredicateError;
 
 pub(crate) use cache::MatchCache;
