@@ -25,8 +25,10 @@
 //! [`Database::search_text`] and [`Database::search_image`] encode with `hivlp-encoders`.
 
 mod compactor;
+mod compose;
 mod database;
 mod error;
+pub mod exif_metadata;
 mod params;
 mod projection;
 mod scan;
@@ -34,6 +36,7 @@ mod search;
 pub mod synthetic;
 
 pub use compactor::{CompactionState, CompactionStats};
+pub use compose::{DEFAULT_NEGATIVE_WEIGHT, QueryPart};
 pub use database::{Database, Pair, Record, StatValue, Stats, verify};
 pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
 pub use hivlp_encoders::{

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hivlp_storage::segment::vector_file_name;
-use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
+use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View, l2_normalize};
 use rayon::prelude::*;
+use simsimd::SpatialSimilarity;
 
 use crate::params::{Filter, Hit, SearchParams};
 use crate::scan::{self, Candidate, Part, QueryVec};
@@ -25,6 +26,10 @@ pub(crate) struct PreparedQuery {
 
 /// Hits per query, plus the time of each stage (for the whole batch). With `parallel`, on the
 /// current rayon pool, else on the calling thread.
+///
+/// With [`SearchParams::collapse`], a query left with fewer than `k` distinct hits from a full
+/// candidate list is searched again with twice the candidates, until it has `k` or every live
+/// row was a candidate.
 pub(crate) fn search(
     view: &View,
     queries: &[PreparedQuery],
@@ -32,12 +37,52 @@ pub(crate) fn search(
     candidates: usize,
     parallel: bool,
 ) -> Result<(Vec<Vec<Hit>>, [Duration; 2]), CorruptionError> {
+    // `k` and `candidates` are checked against `MAX_CANDIDATES`; no more rows than are live
+    // can be kept, so buffers are never sized beyond the data.
+    let mut keep = if params.exact && params.collapse.is_none() {
+        params.k
+    } else {
+        candidates
+    }
+    .min(view.len());
+    let all: Vec<&PreparedQuery> = queries.iter().collect();
+    let (ranked, mut timing) = search_round(view, &all, params, keep, parallel)?;
+    let mut hits = Vec::with_capacity(ranked.len());
+    let mut short = Vec::new();
+    for (index, r) in ranked.into_iter().enumerate() {
+        if r.wants_more {
+            short.push(index);
+        }
+        hits.push(r.hits);
+    }
+    while !short.is_empty() && keep < view.len() {
+        keep = keep.saturating_mul(2).min(view.len());
+        let again: Vec<&PreparedQuery> = short.iter().map(|&i| &queries[i]).collect();
+        let (ranked, [coarse, fine]) = search_round(view, &again, params, keep, parallel)?;
+        timing = [timing[0] + coarse, timing[1] + fine];
+        let mut still = Vec::new();
+        for (&index, r) in short.iter().zip(ranked) {
+            if r.wants_more {
+                still.push(index);
+            }
+            hits[index] = r.hits;
+        }
+        short = still;
+    }
+    Ok((hits, timing))
+}
+
+/// One pass of [`search`]: each query's `keep` best candidates, re-ranked.
+fn search_round(
+    view: &View,
+    queries: &[&PreparedQuery],
+    params: &SearchParams,
+    keep: usize,
+    parallel: bool,
+) -> Result<(Vec<Ranked>, [Duration; 2]), CorruptionError> {
     let started = Instant::now();
     let sources = view.sources();
     let target = params.target;
-    // `k` and `candidates` are checked against `MAX_CANDIDATES`; no more rows than are live
-    // can be kept, so buffers are never sized beyond the data.
-    let keep = if params.exact { params.k } else { candidates }.min(view.len());
     let shortlist = match &params.filter {
         // A short allow-list is its own candidate list: re-ranking all of it is exact, and no
         // slower than the scan it replaces while it reads no more bytes than that scan would.
@@ -74,8 +119,16 @@ pub(crate) fn search(
         }
     };
     let coarse = started.elapsed();
-    let rerank_one = |(query, shortlist): (&PreparedQuery, Vec<Candidate>)| {
-        rerank(sources, target, &query.fine, shortlist, params.k, parallel)
+    let rerank_one = |(query, shortlist): (&&PreparedQuery, Vec<Candidate>)| {
+        rerank(
+            sources,
+            target,
+            &query.fine,
+            shortlist,
+            keep,
+            params,
+            parallel,
+        )
     };
     let hits = if parallel {
         queries
@@ -129,20 +182,44 @@ fn allowed_rows(
     rows
 }
 
+/// What re-ranking one query's candidates gave.
+struct Ranked {
+    hits: Vec<Hit>,
+    /// Collapse left fewer than `k` hits although the candidate list was full: more
+    /// candidates may hold more distinct hits.
+    wants_more: bool,
+}
+
+/// One re-ranked candidate.
+struct Scored {
+    score: f32,
+    id: u64,
+    source: u32,
+    row: u32,
+    /// The fine vector at unit length, taken while it is read for scoring; only when
+    /// collapsing near-duplicates.
+    unit: Option<Vec<f32>>,
+}
+
 /// Exact fine scores of the candidates (read in file order), best `k` first; ties broken by
-/// the smaller id so results never depend on thread scheduling. A candidate whose score is not
-/// finite fails the search (see [`damaged_row`]).
+/// the smaller id so results never depend on thread scheduling. Hits below
+/// [`SearchParams::min_score`] and near-duplicates of a better hit
+/// ([`SearchParams::collapse`]) are left out. A candidate whose score is not finite fails the
+/// search (see [`damaged_row`]).
 fn rerank(
     sources: &[Source],
     target: Modality,
     fine: &QueryVec,
     mut shortlist: Vec<Candidate>,
-    k: usize,
+    keep: usize,
+    params: &SearchParams,
     parallel: bool,
-) -> Result<Vec<Hit>, CorruptionError> {
+) -> Result<Ranked, CorruptionError> {
+    let full = shortlist.len() == keep;
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
     let score_chunk = |chunk: &[Candidate]| {
         let mut out = Vec::with_capacity(chunk.len());
+        let mut values = Vec::new();
         for group in chunk.chunk_by(|a, b| a.source == b.source) {
             let source = &sources[group[0].source as usize];
             let column = source.fine(target);
@@ -156,14 +233,25 @@ fn rerank(
                 if !score.is_finite() {
                     return Err(damaged_row(source, target, row, score));
                 }
-                out.push((score, source.id(row), group[0].source, row as u32));
+                let unit = params.collapse.map(|_| {
+                    column.row_to_f32(row, &mut values);
+                    l2_normalize(&mut values);
+                    values.clone()
+                });
+                out.push(Scored {
+                    score,
+                    id: source.id(row),
+                    source: group[0].source,
+                    row: row as u32,
+                    unit,
+                });
             }
         }
         Ok(out)
     };
     // In parallel chunks: the first touch of a fine row is a page fault, which both threads
     // can take at once.
-    let chunks: Vec<Vec<(f32, u64, u32, u32)>> = if parallel {
+    let chunks: Vec<Vec<Scored>> = if parallel {
         shortlist
             .par_chunks(RERANK_CHUNK)
             .map(score_chunk)
@@ -174,22 +262,50 @@ fn rerank(
             .map(score_chunk)
             .collect::<Result<_, _>>()?
     };
-    let mut scored: Vec<(f32, u64, u32, u32)> = chunks.into_iter().flatten().collect();
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.truncate(k);
-    Ok(scored
+    let mut scored: Vec<Scored> = chunks.into_iter().flatten().collect();
+    scored.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    let mut kept: Vec<Scored> = Vec::with_capacity(params.k.min(scored.len()));
+    let (mut collapsed, mut below_min) = (false, false);
+    for candidate in scored {
+        if kept.len() == params.k {
+            break;
+        }
+        if params.min_score.is_some_and(|min| candidate.score < min) {
+            below_min = true;
+            break;
+        }
+        if let (Some(threshold), Some(unit)) = (params.collapse, &candidate.unit) {
+            let duplicate = kept
+                .iter()
+                .filter_map(|h| h.unit.as_deref())
+                .any(|other| dot(unit, other) >= threshold);
+            if duplicate {
+                collapsed = true;
+                continue;
+            }
+        }
+        kept.push(candidate);
+    }
+    let wants_more = collapsed && !below_min && full && kept.len() < params.k;
+    let hits = kept
         .into_iter()
-        .map(|(score, id, s, row)| {
-            let meta = sources[s as usize].meta(row as usize);
+        .map(|c| {
+            let meta = sources[c.source as usize].meta(c.row as usize);
             Hit {
-                id,
-                score,
+                id: c.id,
+                score: c.score,
                 caption: meta.caption.map(str::to_owned),
                 uri: meta.uri.map(str::to_owned),
                 metadata: meta.metadata.to_vec(),
             }
         })
-        .collect())
+        .collect();
+    Ok(Ranked { hits, wants_more })
+}
+
+/// Cosine similarity of two unit vectors.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    <f32 as SpatialSimilarity>::dot(a, b).map_or(0.0, |d| d as f32)
 }
 
 /// The error for a candidate whose fine score is `score`, not finite. Stored vectors are
