@@ -182,7 +182,7 @@ pub struct SearchParams {
     pub min_score: Option<f32>,
     /// Near-duplicate collapse: walking the hits best first, a hit whose fine vector has a
     /// cosine similarity of at least this (-1 to 1, e.g. 0.95) with a hit already kept is
-    /// dropped. The candidate list grows (doubling M) until `k` hits are kept or every row
+    /// dropped (in inner-product databases too: the vectors are compared at unit length). The candidate list grows (doubling M) until `k` hits are kept or every row
     /// was a candidate, so `k` distinct hits come back when they exist.
     pub collapse: Option<f32>,
 }

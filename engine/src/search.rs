@@ -196,9 +196,6 @@ struct Scored {
     id: u64,
     source: u32,
     row: u32,
-    /// The fine vector at unit length, taken while it is read for scoring; only when
-    /// collapsing near-duplicates.
-    unit: Option<Vec<f32>>,
 }
 
 /// Exact fine scores of the candidates (read in file order), best `k` first; ties broken by
@@ -219,7 +216,6 @@ fn rerank(
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
     let score_chunk = |chunk: &[Candidate]| {
         let mut out = Vec::with_capacity(chunk.len());
-        let mut values = Vec::new();
         for group in chunk.chunk_by(|a, b| a.source == b.source) {
             let source = &sources[group[0].source as usize];
             let column = source.fine(target);
@@ -233,17 +229,11 @@ fn rerank(
                 if !score.is_finite() {
                     return Err(damaged_row(source, target, row, score));
                 }
-                let unit = params.collapse.map(|_| {
-                    column.row_to_f32(row, &mut values);
-                    l2_normalize(&mut values);
-                    values.clone()
-                });
                 out.push(Scored {
                     score,
                     id: source.id(row),
                     source: group[0].source,
                     row: row as u32,
-                    unit,
                 });
             }
         }
@@ -265,6 +255,11 @@ fn rerank(
     let mut scored: Vec<Scored> = chunks.into_iter().flatten().collect();
     scored.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
     let mut kept: Vec<Scored> = Vec::with_capacity(params.k.min(scored.len()));
+    // Unit-length fine vectors of the kept hits, when collapsing. A walked candidate's vector
+    // is read from the mapped column the scores above were just computed from (those pages
+    // are resident), so memory stays k vectors however many candidates the walk passes.
+    let mut kept_units: Vec<Vec<f32>> = Vec::new();
+    let mut unit = Vec::new();
     let (mut collapsed, mut below_min) = (false, false);
     for candidate in scored {
         if kept.len() == params.k {
@@ -274,15 +269,18 @@ fn rerank(
             below_min = true;
             break;
         }
-        if let (Some(threshold), Some(unit)) = (params.collapse, &candidate.unit) {
-            let duplicate = kept
+        if let Some(threshold) = params.collapse {
+            let column = sources[candidate.source as usize].fine(target);
+            column.row_to_f32(candidate.row as usize, &mut unit);
+            l2_normalize(&mut unit);
+            if kept_units
                 .iter()
-                .filter_map(|h| h.unit.as_deref())
-                .any(|other| dot(unit, other) >= threshold);
-            if duplicate {
+                .any(|other| dot(&unit, other) >= threshold)
+            {
                 collapsed = true;
                 continue;
             }
+            kept_units.push(unit.clone());
         }
         kept.push(candidate);
     }
