@@ -2,6 +2,7 @@
 through the module and through the CLI import."""
 
 import io
+import random
 import json
 import subprocess
 import sys
@@ -140,3 +141,23 @@ def test_cli_import_records_exif_unless_told_not_to(tmp_path):
     with hivlp.open(without) as db:
         by_caption = {db.get(i).caption: db.get(i).metadata for i in range(len(db))}
         assert by_caption == {"a red square": None, "a blue square": {"camera": "mine"}}
+
+
+def test_damaged_exif_never_fails_the_insert(model_db):
+    """Bytes of the EXIF segment overwritten (the pixels untouched): every image still goes in."""
+    good = jpeg()
+    start = good.index(b"Exif\x00\x00")
+    length = int.from_bytes(good[start - 2 : start], "big")
+    body = range(start + 6, start - 2 + length)
+    rng = random.Random(7)
+    damaged = []
+    for _ in range(40):
+        data = bytearray(good)
+        for offset in rng.sample(body, 4):
+            data[offset] = rng.choice((0x00, 0xFF, rng.randrange(256)))
+        damaged.append(bytes(data))
+    ids = model_db.insert(images=damaged, metadata=[{"n": i} for i in range(len(damaged))])
+    for i, id in enumerate(ids):
+        metadata = model_db.get(id).metadata
+        assert metadata["n"] == i
+        assert set(metadata) <= {"n", "taken_at", "camera", "gps_lat", "gps_lon"}
