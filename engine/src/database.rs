@@ -115,6 +115,22 @@ pub struct Pair<'a> {
     pub exif: bool,
 }
 
+impl<'a> Pair<'a> {
+    /// An image-only pair with no id, uri or metadata, its EXIF recorded (as the Python
+    /// `insert` and the CLI `import` do by default); set the other fields with
+    /// `Pair { caption: Some("…"), ..Pair::new(image) }`.
+    pub fn new(image: ImageInput<'a>) -> Self {
+        Self {
+            id: None,
+            image,
+            caption: None,
+            uri: None,
+            metadata: Vec::new(),
+            exif: true,
+        }
+    }
+}
+
 /// Counts and sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {

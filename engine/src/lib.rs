@@ -23,6 +23,11 @@
 //!
 //! With a model bundle ([`ModelChoice`]), [`Database::insert_pairs`],
 //! [`Database::search_text`] and [`Database::search_image`] encode with `hivlp-encoders`.
+//!
+//! Searches compose: [`SearchParams::min_score`] drops weak hits, [`SearchParams::collapse`]
+//! counts near-duplicates once, and [`Database::search_parts`] searches with the weighted sum
+//! of several texts, images and vectors (negative weights move away from a part). Inserted
+//! photos' EXIF becomes metadata fields ([`exif_metadata`]).
 
 mod compactor;
 mod compose;
