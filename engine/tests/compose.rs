@@ -380,3 +380,34 @@ fn supplied_coarse_vectors_are_combined_like_the_fine_ones() {
         .unwrap();
     assert_eq!(hits[0].id, 1);
 }
+
+#[test]
+fn collapse_compares_inner_product_vectors_at_unit_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = hivlp::Schema {
+        metric: hivlp::Metric::InnerProduct,
+        ..common::schema(ElemType::F32)
+    };
+    let db = hivlp::Database::create(dir.path().join("db"), schema, common::options()).unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let (x, y) = (random_unit(&mut rng), random_unit(&mut rng));
+    // The same direction at three lengths, and another direction.
+    let scaled = |v: &[f32], s: f32| v.iter().map(|a| a * s).collect::<Vec<f32>>();
+    db.insert(vec![
+        image_item(0, scaled(&x, 3.0)),
+        image_item(1, scaled(&x, 2.0)),
+        image_item(2, scaled(&x, 1.0)),
+        image_item(3, scaled(&y, 1.0)),
+    ])
+    .unwrap();
+    let params = SearchParams {
+        exact: true,
+        collapse: Some(0.99),
+        ..SearchParams::default()
+    };
+    let hits = db
+        .search(&Query::new(towards(&x, &y, 0.5)), &params)
+        .unwrap();
+    let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+    assert_eq!(ids, [0, 3]);
+}
