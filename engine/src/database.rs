@@ -14,6 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::compactor::{CompactionStats, Compactor};
 use crate::error::{Error, InvalidInput, ModelError};
+use crate::exif_metadata;
 use crate::filter::MatchCache;
 use crate::params::{
     Hit, Item, ModelChoice, NewDatabase, Options, Query, SearchParams, SearchTiming,
@@ -112,6 +113,26 @@ pub struct Pair<'a> {
     pub uri: Option<String>,
     /// User bytes, returned in hits.
     pub metadata: Vec<u8>,
+    /// Add the image's EXIF capture time, camera and GPS position to `metadata` as the fields
+    /// of [`exif_metadata`](crate::exif_metadata), each unless `metadata` already has it;
+    /// only when `metadata` is empty or a JSON object. Unreadable EXIF is skipped.
+    pub exif: bool,
+}
+
+impl<'a> Pair<'a> {
+    /// An image-only pair with no id, uri or metadata, its EXIF recorded (as the Python
+    /// `insert` and the CLI `import` do by default); set the other fields with
+    /// `Pair { caption: Some("…"), ..Pair::new(image) }`.
+    pub fn new(image: ImageInput<'a>) -> Self {
+        Self {
+            id: None,
+            image,
+            caption: None,
+            uri: None,
+            metadata: Vec::new(),
+            exif: true,
+        }
+    }
 }
 
 /// Counts and sizes.
@@ -284,7 +305,7 @@ fn check_model_schema(encoder: &Encoder, schema: &Schema) -> Result<()> {
 }
 
 /// Checks one vector's length and values; `item: None` for a query.
-fn check_vector(
+pub(crate) fn check_vector(
     values: &[f32],
     expected: usize,
     tier: Tier,
@@ -325,7 +346,7 @@ fn check_vector(
 
 /// A copy of `values`, unit length for cosine databases, with a norm of at most
 /// [`projection::MAX_NORM`] otherwise.
-fn normalized(
+pub(crate) fn normalized(
     values: &[f32],
     metric: Metric,
     tier: Tier,
@@ -553,7 +574,7 @@ impl Database {
         Ok(self.store.check_process()?)
     }
 
-    fn require_encoder(&self) -> Result<&Encoder> {
+    pub(crate) fn require_encoder(&self) -> Result<&Encoder> {
         self.encoder
             .as_ref()
             .ok_or_else(|| ModelError::NoModel.into())
@@ -659,7 +680,8 @@ impl Database {
 
     /// Encodes image–caption pairs with the database's model (images and captions in
     /// batches) and inserts them. An image that cannot be decoded fails the whole call,
-    /// naming its index; nothing is written then.
+    /// naming its index; nothing is written then. Pairs with [`Pair::exif`] get their image's
+    /// EXIF fields merged into their metadata.
     pub fn insert_pairs(&self, pairs: &[Pair<'_>]) -> Result<Vec<u64>> {
         self.check_process()?;
         let encoder = self.require_encoder()?;
@@ -677,7 +699,11 @@ impl Database {
                 id: pair.id,
                 caption: pair.caption.map(str::to_owned),
                 uri: pair.uri.clone(),
-                metadata: pair.metadata.clone(),
+                metadata: if pair.exif {
+                    exif_metadata::with_exif_fields(pair.image, pair.metadata.clone())
+                } else {
+                    pair.metadata.clone()
+                },
                 image: Some(image),
                 text: pair.caption.and_then(|_| text_embeddings.next()),
             })
@@ -965,6 +991,12 @@ impl Database {
             .map(Query::from)
             .unwrap_or_default();
         self.search(&query, params)
+    }
+
+    /// Whether queries must bring their own coarse vectors (the database stores supplied
+    /// ones and derives none).
+    pub(crate) fn coarse_supplied(&self) -> Result<bool> {
+        Ok(*self.coarse_mode(&self.store.view())? == CoarseMode::Supplied)
     }
 
     /// The coarse mode that goes with `view`'s rows.

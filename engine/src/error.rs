@@ -174,6 +174,31 @@ pub enum InvalidInput {
     /// `SearchParams::candidates` is below `k`.
     #[error("candidates ({candidates}) must be at least k ({k})")]
     CandidatesBelowK { candidates: usize, k: usize },
+    /// `SearchParams::min_score` is NaN or infinite.
+    #[error("min_score must be a finite number, got {0}")]
+    MinScoreNotFinite(f32),
+    /// `SearchParams::collapse` is not a cosine similarity (-1 to 1).
+    #[error("collapse must be a cosine similarity between -1 and 1, got {0}")]
+    CollapseOutOfRange(f32),
+    /// A composed query ([`Database::compose_query`](crate::Database::compose_query)) has no
+    /// parts.
+    #[error("a composed query needs at least one part")]
+    NoQueryParts,
+    /// A composed query's part has a weight that is NaN or infinite.
+    #[error("query part {part} has weight {weight}; weights must be finite")]
+    PartWeightNotFinite { part: usize, weight: f32 },
+    /// A part of a composed query is unusable (wrong length, non-finite, zero, no coarse
+    /// vector where the database needs one); `reason` is the query error it would raise alone.
+    #[error("query part {part}: {reason}")]
+    QueryPart {
+        part: usize,
+        reason: Box<InvalidInput>,
+    },
+    /// The weighted parts of a composed query cancel out: the sum has no direction.
+    #[error(
+        "the weighted sum of the query parts is all zeros (the parts cancel out); change the weights"
+    )]
+    ComposedQueryZero,
     /// A target name other than "image" or "text" (see [`parse_target`](crate::parse_target)).
     #[error("unknown target {0:?}; expected \"image\" or \"text\"")]
     UnknownTarget(String),

@@ -27,10 +27,17 @@
 //! [`SearchParams::predicate`] restricts a search to rows whose metadata fields match a
 //! [`Predicate`] ([`filter`]): evaluated to one more skip bitmap per source before the scan,
 //! with few matching rows ranked exactly by their fine vectors.
+//!
+//! Searches compose: [`SearchParams::min_score`] drops weak hits, [`SearchParams::collapse`]
+//! counts near-duplicates once, and [`Database::search_parts`] searches with the weighted sum
+//! of several texts, images and vectors (negative weights move away from a part). Inserted
+//! photos' EXIF becomes metadata fields ([`exif_metadata`]).
 
 mod compactor;
+mod compose;
 mod database;
 mod error;
+pub mod exif_metadata;
 pub mod filter;
 mod params;
 mod projection;
@@ -39,6 +46,7 @@ mod search;
 pub mod synthetic;
 
 pub use compactor::{CompactionState, CompactionStats};
+pub use compose::{DEFAULT_NEGATIVE_WEIGHT, QueryPart};
 pub use database::{Database, Pair, Record, StatValue, Stats, verify};
 pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};
 pub use filter::{Predicate, PredicateError};

@@ -181,6 +181,14 @@ pub struct SearchParams {
     /// Only rows this predicate matches (see [`filter`](crate::filter)); checked against the
     /// database's fields when the search runs. Combines with `filter` (both must allow a row).
     pub predicate: Option<Predicate>,
+    /// Hits whose fine score is below this are dropped, so a query with few related items
+    /// returns fewer than `k` hits rather than unrelated ones. Must be finite.
+    pub min_score: Option<f32>,
+    /// Near-duplicate collapse: walking the hits best first, a hit whose fine vector has a
+    /// cosine similarity of at least this (-1 to 1, e.g. 0.95) with a hit already kept is
+    /// dropped (in inner-product databases too: the vectors are compared at unit length). The candidate list grows (doubling M) until `k` hits are kept or every row
+    /// was a candidate, so `k` distinct hits come back when they exist.
+    pub collapse: Option<f32>,
 }
 
 impl Default for SearchParams {
@@ -192,6 +200,8 @@ impl Default for SearchParams {
             exact: false,
             filter: None,
             predicate: None,
+            min_score: None,
+            collapse: None,
         }
     }
 }
@@ -199,6 +209,12 @@ impl Default for SearchParams {
 impl SearchParams {
     /// The number of coarse candidates to re-rank, after checking `k` and `candidates`.
     pub(crate) fn checked_candidates(&self) -> Result<usize, InvalidInput> {
+        if let Some(score) = self.min_score.filter(|s| !s.is_finite()) {
+            return Err(InvalidInput::MinScoreNotFinite(score));
+        }
+        if let Some(threshold) = self.collapse.filter(|t| !(-1.0..=1.0).contains(t)) {
+            return Err(InvalidInput::CollapseOutOfRange(threshold));
+        }
         if self.k == 0 {
             return Err(InvalidInput::ZeroK);
         }

@@ -2,11 +2,12 @@
 //! scores of those candidates and the top k. Exact mode is the same scan over the fine tier.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hivlp_storage::segment::vector_file_name;
-use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
+use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View, l2_normalize};
 use rayon::prelude::*;
+use simsimd::SpatialSimilarity;
 
 use crate::error::Error;
 use crate::filter::{self, MatchCache, Predicate};
@@ -32,6 +33,10 @@ pub(crate) struct PreparedQuery {
 /// matches are few (no more than are kept, or cheaper to re-rank than a coarse scan), they are
 /// the candidate list themselves: ranked by their fine vectors, exact. Otherwise the scan
 /// skips the rows it does not match, so the candidates kept ([`widened`] M) all match.
+///
+/// With [`SearchParams::collapse`], a query left with fewer than `k` distinct hits from a full
+/// candidate list is searched again with twice the candidates, until it has `k` or every live
+/// row was a candidate.
 pub(crate) fn search(
     view: &View,
     queries: &[PreparedQuery],
@@ -41,31 +46,93 @@ pub(crate) fn search(
     parallel: bool,
 ) -> Result<(Vec<Vec<Hit>>, SearchTiming), Error> {
     let started = Instant::now();
-    let sources = view.sources();
-    let target = params.target;
-    // `k` and `candidates` are checked against `MAX_CANDIDATES`; no more rows than are live
-    // can be kept, so buffers are never sized beyond the data.
-    let keep = if params.exact { params.k } else { candidates }.min(view.len());
     let predicate = params
         .predicate
         .as_ref()
-        .map(|p| predicate_skips(p, sources, target, matches, parallel))
+        .map(|p| predicate_skips(p, view.sources(), params.target, matches, parallel))
         .transpose()?;
     let filtered = started.elapsed();
+    // `k` and `candidates` are checked against `MAX_CANDIDATES`; no more rows than are live
+    // can be kept, so buffers are never sized beyond the data.
+    let mut keep = if params.exact && params.collapse.is_none() {
+        params.k
+    } else {
+        candidates
+    }
+    .min(view.len());
+    let all: Vec<&PreparedQuery> = queries.iter().collect();
+    let round = |queries: &[&PreparedQuery], keep| {
+        search_round(view, queries, params, predicate.as_ref(), keep, parallel)
+    };
+    let (ranked, mut timing) = round(&all, keep)?;
+    let mut hits = Vec::with_capacity(ranked.len());
+    let mut short = Vec::new();
+    for (index, r) in ranked.into_iter().enumerate() {
+        if r.wants_more {
+            short.push(index);
+        }
+        hits.push(r.hits);
+    }
+    while !short.is_empty() && keep < view.len() {
+        keep = keep.saturating_mul(2).min(view.len());
+        let again: Vec<&PreparedQuery> = short.iter().map(|&i| &queries[i]).collect();
+        let (ranked, [coarse, fine]) = round(&again, keep)?;
+        timing = [timing[0] + coarse, timing[1] + fine];
+        let mut still = Vec::new();
+        for (&index, r) in short.iter().zip(ranked) {
+            if r.wants_more {
+                still.push(index);
+            }
+            hits[index] = r.hits;
+        }
+        short = still;
+    }
+    let [coarse, fine] = timing;
+    Ok((
+        hits,
+        SearchTiming {
+            filter: filtered,
+            coarse,
+            fine,
+        },
+    ))
+}
+
+/// What a predicate leaves of a view: per source the rows a scan skips (see
+/// [`predicate_skips`]), and how many rows remain.
+type Remaining = (Vec<Vec<u64>>, usize);
+
+/// One pass of [`search`]: each query's `keep` best candidates (among the rows `predicate`
+/// leaves), re-ranked.
+fn search_round(
+    view: &View,
+    queries: &[&PreparedQuery],
+    params: &SearchParams,
+    predicate: Option<&Remaining>,
+    keep: usize,
+    parallel: bool,
+) -> Result<(Vec<Ranked>, [Duration; 2]), CorruptionError> {
+    let started = Instant::now();
+    let sources = view.sources();
+    let target = params.target;
     let accept = |source: u32, row: usize| {
         params
             .filter
             .as_ref()
             .is_none_or(|f| f.allows(sources[source as usize].id(row)))
     };
-    let shortlist = match (&params.filter, &predicate) {
+    let scan_keep = match predicate {
+        Some((_, matching)) if !params.exact => widened(keep, view.len(), *matching),
+        _ => keep,
+    };
+    let shortlist = match (&params.filter, predicate) {
         // A short allow-list is its own candidate list: re-ranking all of it is exact, and no
         // slower than the scan it replaces while it reads no more bytes than that scan would.
         (Some(Filter::Allow(ids)), _)
             if ids.len() <= keep || rerank_reads_less(view, ids.len()) =>
         {
             let mut listed = allowed_rows(sources, target, ids.iter().copied());
-            if let Some((skips, _)) = &predicate {
+            if let Some((skips, _)) = predicate {
                 listed.retain(|c| !is_set(&skips[c.source as usize], c.row as usize));
             }
             vec![listed; queries.len()]
@@ -85,7 +152,7 @@ pub(crate) fn search(
                     } else {
                         s.coarse(target)
                     },
-                    skip: match &predicate {
+                    skip: match predicate {
                         Some((skips, _)) => &skips[i],
                         None => s.skip(target).words(),
                     },
@@ -95,20 +162,24 @@ pub(crate) fn search(
                 .iter()
                 .map(|q| if params.exact { &q.fine } else { &q.coarse })
                 .collect();
-            let keep = match &predicate {
-                Some((_, matching)) if !params.exact => widened(keep, view.len(), *matching),
-                _ => keep,
-            };
             // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
             // stay in cache while its rows stream through.
             tier.chunks(QUERY_TILE)
-                .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept, parallel))
+                .flat_map(|tile| scan::top_m(&parts, tile, scan_keep, &accept, parallel))
                 .collect()
         }
     };
-    let coarse = started.elapsed() - filtered;
-    let rerank_one = |(query, shortlist): (&PreparedQuery, Vec<Candidate>)| {
-        rerank(sources, target, &query.fine, shortlist, params.k, parallel)
+    let coarse = started.elapsed();
+    let rerank_one = |(query, shortlist): (&&PreparedQuery, Vec<Candidate>)| {
+        rerank(
+            sources,
+            target,
+            &query.fine,
+            shortlist,
+            scan_keep,
+            params,
+            parallel,
+        )
     };
     let hits = if parallel {
         queries
@@ -123,12 +194,7 @@ pub(crate) fn search(
             .map(rerank_one)
             .collect::<Result<_, _>>()?
     };
-    let timing = SearchTiming {
-        filter: filtered,
-        coarse,
-        fine: started.elapsed() - filtered - coarse,
-    };
-    Ok((hits, timing))
+    Ok((hits, [coarse, started.elapsed() - coarse]))
 }
 
 /// Most times M a predicate's scan keeps (see [`widened`]).
@@ -151,7 +217,7 @@ fn predicate_skips(
     target: Modality,
     cache: &MatchCache,
     parallel: bool,
-) -> Result<(Vec<Vec<u64>>, usize), Error> {
+) -> Result<Remaining, Error> {
     let matches = filter::evaluate(predicate, sources, cache, parallel)?;
     let mut remaining = 0;
     let skips = sources
@@ -240,17 +306,37 @@ fn allowed_rows(
     rows
 }
 
+/// What re-ranking one query's candidates gave.
+struct Ranked {
+    hits: Vec<Hit>,
+    /// Collapse left fewer than `k` hits although the candidate list was full: more
+    /// candidates may hold more distinct hits.
+    wants_more: bool,
+}
+
+/// One re-ranked candidate.
+struct Scored {
+    score: f32,
+    id: u64,
+    source: u32,
+    row: u32,
+}
+
 /// Exact fine scores of the candidates (read in file order), best `k` first; ties broken by
-/// the smaller id so results never depend on thread scheduling. A candidate whose score is not
-/// finite fails the search (see [`damaged_row`]).
+/// the smaller id so results never depend on thread scheduling. Hits below
+/// [`SearchParams::min_score`] and near-duplicates of a better hit
+/// ([`SearchParams::collapse`]) are left out. A candidate whose score is not finite fails the
+/// search (see [`damaged_row`]).
 fn rerank(
     sources: &[Source],
     target: Modality,
     fine: &QueryVec,
     mut shortlist: Vec<Candidate>,
-    k: usize,
+    keep: usize,
+    params: &SearchParams,
     parallel: bool,
-) -> Result<Vec<Hit>, CorruptionError> {
+) -> Result<Ranked, CorruptionError> {
+    let full = shortlist.len() == keep;
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
     let score_chunk = |chunk: &[Candidate]| {
         let mut out = Vec::with_capacity(chunk.len());
@@ -267,14 +353,19 @@ fn rerank(
                 if !score.is_finite() {
                     return Err(damaged_row(source, target, row, score));
                 }
-                out.push((score, source.id(row), group[0].source, row as u32));
+                out.push(Scored {
+                    score,
+                    id: source.id(row),
+                    source: group[0].source,
+                    row: row as u32,
+                });
             }
         }
         Ok(out)
     };
     // In parallel chunks: the first touch of a fine row is a page fault, which both threads
     // can take at once.
-    let chunks: Vec<Vec<(f32, u64, u32, u32)>> = if parallel {
+    let chunks: Vec<Vec<Scored>> = if parallel {
         shortlist
             .par_chunks(RERANK_CHUNK)
             .map(score_chunk)
@@ -285,22 +376,58 @@ fn rerank(
             .map(score_chunk)
             .collect::<Result<_, _>>()?
     };
-    let mut scored: Vec<(f32, u64, u32, u32)> = chunks.into_iter().flatten().collect();
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.truncate(k);
-    Ok(scored
+    let mut scored: Vec<Scored> = chunks.into_iter().flatten().collect();
+    scored.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    let mut kept: Vec<Scored> = Vec::with_capacity(params.k.min(scored.len()));
+    // Unit-length fine vectors of the kept hits, when collapsing. A walked candidate's vector
+    // is read from the mapped column the scores above were just computed from (those pages
+    // are resident), so memory stays k vectors however many candidates the walk passes.
+    let mut kept_units: Vec<Vec<f32>> = Vec::new();
+    let mut unit = Vec::new();
+    let (mut collapsed, mut below_min) = (false, false);
+    for candidate in scored {
+        if kept.len() == params.k {
+            break;
+        }
+        if params.min_score.is_some_and(|min| candidate.score < min) {
+            below_min = true;
+            break;
+        }
+        if let Some(threshold) = params.collapse {
+            let column = sources[candidate.source as usize].fine(target);
+            column.row_to_f32(candidate.row as usize, &mut unit);
+            l2_normalize(&mut unit);
+            if kept_units
+                .iter()
+                .any(|other| dot(&unit, other) >= threshold)
+            {
+                collapsed = true;
+                continue;
+            }
+            kept_units.push(unit.clone());
+        }
+        kept.push(candidate);
+    }
+    let wants_more = collapsed && !below_min && full && kept.len() < params.k;
+    let hits = kept
         .into_iter()
-        .map(|(score, id, s, row)| {
-            let meta = sources[s as usize].meta(row as usize);
+        .map(|c| {
+            let meta = sources[c.source as usize].meta(c.row as usize);
             Hit {
-                id,
-                score,
+                id: c.id,
+                score: c.score,
                 caption: meta.caption.map(str::to_owned),
                 uri: meta.uri.map(str::to_owned),
                 metadata: meta.metadata.to_vec(),
             }
         })
-        .collect())
+        .collect();
+    Ok(Ranked { hits, wants_more })
+}
+
+/// Cosine similarity of two unit vectors.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    <f32 as SpatialSimilarity>::dot(a, b).map_or(0.0, |d| d as f32)
 }
 
 /// The error for a candidate whose fine score is `score`, not finite. Stored vectors are

@@ -548,3 +548,50 @@ fn metadata_updates_are_visible_to_cached_predicates_at_once() {
     db.compact().unwrap();
     assert_eq!(selected(&db, "n = 4"), [3, 4].into());
 }
+
+#[test]
+fn predicates_compose_with_min_score_and_collapse() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(rows(0..ROWS)).unwrap();
+    let even = Predicate::parse("'even' IN tags").unwrap();
+    let all = db
+        .search(
+            &query(),
+            &SearchParams {
+                k: ROWS as usize,
+                predicate: Some(even.clone()),
+                ..SearchParams::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(all.len(), ROWS as usize / 2);
+    assert!(all.iter().all(|h| h.id % 2 == 0));
+    let floor = all[4].score;
+    let above = db
+        .search(
+            &query(),
+            &SearchParams {
+                k: ROWS as usize,
+                predicate: Some(even.clone()),
+                min_score: Some(floor),
+                ..SearchParams::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(above, all[..5].to_vec());
+    // Collapse searches again with more candidates; every round keeps to the predicate.
+    let distinct = db
+        .search(
+            &query(),
+            &SearchParams {
+                k: 5,
+                predicate: Some(even),
+                collapse: Some(0.999),
+                ..SearchParams::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(distinct.len(), 5);
+    assert!(distinct.iter().all(|h| h.id % 2 == 0));
+}

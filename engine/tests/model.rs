@@ -56,6 +56,7 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
             caption: (i % 5 != 0).then_some(caption.as_str()),
             uri: Some(path.display().to_string()),
             metadata: Vec::new(),
+            exif: false,
         })
         .collect();
     let ids = db.insert_pairs(&pairs).unwrap();
@@ -96,6 +97,7 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
             caption: None,
             uri: None,
             metadata: Vec::new(),
+            exif: false,
         },
         Pair {
             id: None,
@@ -103,6 +105,7 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
             caption: Some("broken"),
             uri: None,
             metadata: Vec::new(),
+            exif: false,
         },
     ];
     let err = db.insert_pairs(&bad).unwrap_err();
@@ -149,6 +152,7 @@ fn captions_find_their_images_and_images_their_captions() {
             caption: Some(caption),
             uri: None,
             metadata: Vec::new(),
+            exif: false,
         })
         .collect();
     let ids = db.insert_pairs(&pairs).unwrap();

@@ -4,7 +4,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use hivlp::{
-    Database, ModelChoice, NewDatabase, Options, Predicate, Query, SearchParams, StatValue, Target,
+    DEFAULT_NEGATIVE_WEIGHT, Database, ModelChoice, NewDatabase, Options, Predicate, Query,
+    QueryPart, SearchParams, StatValue, Target,
 };
 
 use crate::error::CliError;
@@ -87,16 +88,19 @@ pub fn search(args: SearchArgs) -> CliResult {
             .map(Predicate::parse)
             .transpose()
             .map_err(|e| CliError::invalid_input(format!("--where: {e}")))?,
+        min_score: args.min_score,
+        collapse: args.collapse,
         ..SearchParams::default()
     };
-    let (label, query_image, query) = match (&args.text, &args.image) {
-        (Some(text), _) => (text.clone(), None, text_query(&db, text)?),
-        (None, Some(image)) => (
+    let plain = args.minus_text.is_empty() && args.weights.is_none();
+    let (label, query_image, query) = match (&args.text, &args.image, plain) {
+        (Some(text), None, true) => (text.clone(), None, text_query(&db, text)?),
+        (None, Some(image), true) => (
             format!("image: {}", image.display()),
             Some(image.to_string_lossy().into_owned()),
             image_query(&db, image)?,
         ),
-        (None, None) => unreachable!("clap requires --text or --image"),
+        _ => composed_query(&db, &args)?,
     };
     let (hits, timing) = db.search_with_timing(&query, &params)?;
     let shown = QueryResults {
@@ -179,6 +183,57 @@ pub fn text_query(db: &Database, text: &str) -> Result<Query, CliError> {
         fine: embedding.fine,
         coarse: embedding.coarse,
     })
+}
+
+/// The query of several parts: `--text`, `--image` and each `--minus-text`, weighted by
+/// `--weights` (in that order) or 1 each and [`DEFAULT_NEGATIVE_WEIGHT`] per minus text; with
+/// a label such as `beach − people` and the image shown on the results page.
+fn composed_query(
+    db: &Database,
+    args: &SearchArgs,
+) -> Result<(String, Option<String>, Query), CliError> {
+    require_encoder(db)?;
+    if let Some(image) = args.image.as_deref().filter(|p| !p.is_file()) {
+        return Err(CliError::usage(format!(
+            "no image file at {}",
+            image.display()
+        )));
+    }
+    let mut parts: Vec<(QueryPart<'_>, f32)> = Vec::new();
+    let mut label = Vec::new();
+    if let Some(text) = &args.text {
+        parts.push((QueryPart::Text(text), 1.0));
+        label.push(text.clone());
+    }
+    if let Some(image) = &args.image {
+        parts.push((QueryPart::Image(hivlp::ImageInput::Path(image)), 1.0));
+        label.push(format!("image: {}", image.display()));
+    }
+    for text in &args.minus_text {
+        parts.push((QueryPart::Text(text), DEFAULT_NEGATIVE_WEIGHT));
+    }
+    if let Some(weights) = &args.weights {
+        if weights.len() != parts.len() {
+            return Err(CliError::usage(format!(
+                "--weights has {} values but the query has {} parts (--text, --image, then each --minus-text)",
+                weights.len(),
+                parts.len()
+            )));
+        }
+        for ((_, w), &given) in parts.iter_mut().zip(weights) {
+            *w = given;
+        }
+    }
+    let mut label = label.join(" + ");
+    for text in &args.minus_text {
+        label.push_str(&format!(" − {text}"));
+    }
+    let query = db.compose_query(&parts)?;
+    let image = args
+        .image
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    Ok((label, image, query))
 }
 
 /// Encodes the image file at `path` with the database's model.

@@ -83,7 +83,7 @@ pub fn run(args: DemoArgs) -> CliResult {
         entries.len(),
         data.display()
     );
-    let summary = import_entries(&db, &entries, 32)?;
+    let summary = import_entries(&db, &entries, 32, true)?;
     print_summary(&summary);
 
     let mut shown = Vec::with_capacity(queries.len());

@@ -35,7 +35,7 @@ pub fn run(args: ImportArgs) -> CliResult {
                 .hint("pass --model default or --model BUNDLE_DIR"),
         );
     }
-    let summary = import_entries(&db, &entries, args.batch_size as usize)?;
+    let summary = import_entries(&db, &entries, args.batch_size as usize, !args.no_exif)?;
     print_summary(&summary);
     if summary.imported == 0 && !summary.failed.is_empty() {
         return Err(CliError::invalid_input("nothing could be imported")
@@ -60,11 +60,13 @@ pub fn print_summary(summary: &ImportSummary) {
     );
 }
 
-/// Imports the entries not yet in `db` in batches of `batch_size`.
+/// Imports the entries not yet in `db` in batches of `batch_size`; with `exif`, the images'
+/// EXIF fields are added to their metadata.
 pub fn import_entries(
     db: &Database,
     entries: &[Entry],
     batch_size: usize,
+    exif: bool,
 ) -> Result<ImportSummary, CliError> {
     let start = Instant::now();
     let present = existing_uris(db)?;
@@ -78,12 +80,12 @@ pub fn import_entries(
     };
     let progress = Progress::new(pending.len() as u64);
     for batch in pending.chunks(batch_size.max(1)) {
-        match insert_batch(db, batch) {
+        match insert_batch(db, batch, exif) {
             Ok(n) => summary.imported += n,
             Err(error) if is_item_error(&error) => {
                 // One bad input rejects the whole batch; find it by inserting one at a time.
                 for entry in batch {
-                    match insert_batch(db, std::slice::from_ref(entry)) {
+                    match insert_batch(db, std::slice::from_ref(entry), exif) {
                         Ok(n) => summary.imported += n,
                         Err(error) if is_item_error(&error) => {
                             progress.note(&format!("failed: {}: {error}", entry.key()));
@@ -109,7 +111,7 @@ fn is_item_error(error: &hivlp::Error) -> bool {
     crate::error::is_input_error(error)
 }
 
-fn insert_batch(db: &Database, batch: &[&Entry]) -> hivlp::Result<usize> {
+fn insert_batch(db: &Database, batch: &[&Entry], exif: bool) -> hivlp::Result<usize> {
     let keys: Vec<String> = batch.iter().map(|e| e.key()).collect();
     let pairs: Vec<Pair<'_>> = batch
         .iter()
@@ -120,6 +122,7 @@ fn insert_batch(db: &Database, batch: &[&Entry]) -> hivlp::Result<usize> {
             caption: entry.caption.as_deref(),
             uri: Some(key),
             metadata: entry.metadata.clone(),
+            exif,
         })
         .collect();
     Ok(db.insert_pairs(&pairs)?.len())

@@ -156,22 +156,46 @@ struct ImportArgs {
     /// Pairs encoded and committed together.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch_size: u32,
+    /// Do not add the images' EXIF capture time, camera and GPS position (`taken_at`,
+    /// `camera`, `gps_lat`, `gps_lon`) to their metadata.
+    #[arg(long)]
+    no_exif: bool,
 }
 
 #[derive(Args)]
 #[command(
-    group(clap::ArgGroup::new("query").required(true)),
+    group(clap::ArgGroup::new("query").required(true).multiple(true)),
     after_help = "Example: hivlp search photos.hivlp --text \"a dog\" --where \"year >= 2020 AND 'beach' IN tags\""
 )]
 struct SearchArgs {
     /// The database folder.
     db: PathBuf,
-    /// Query text.
+    /// Query text (with --image, the two are combined).
     #[arg(long, group = "query")]
     text: Option<String>,
     /// Query image file.
     #[arg(long, group = "query")]
     image: Option<PathBuf>,
+    /// Text to move the results away from (repeatable), e.g. --text beach --minus-text people;
+    /// weight -0.5 unless --weights says otherwise.
+    #[arg(long, value_name = "TEXT")]
+    minus_text: Vec<String>,
+    /// Weights of the query parts, comma-separated, in the order --text, --image, then each
+    /// --minus-text (e.g. --weights 1,-0.3); default 1 for each part and -0.5 for minus texts.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        value_name = "W,W,..."
+    )]
+    weights: Option<Vec<f32>>,
+    /// Leave out hits scoring below this (fewer than k rather than unrelated results).
+    #[arg(long, value_name = "SCORE", allow_hyphen_values = true)]
+    min_score: Option<f32>,
+    /// Count near-duplicates once: drop a hit whose cosine similarity to a better hit is at
+    /// least this (e.g. 0.95).
+    #[arg(long, value_name = "COSINE", allow_hyphen_values = true)]
+    collapse: Option<f32>,
     /// Number of results.
     #[arg(short, long, default_value_t = 10)]
     k: usize,

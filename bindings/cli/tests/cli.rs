@@ -254,7 +254,7 @@ fn usage_errors_exit_2_with_a_hint() {
     assert_eq!(hivlp(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(hivlp(&["search", s(&missing)]).status.code(), Some(2));
     assert_eq!(
-        hivlp(&["search", s(&missing), "--text", "a", "--image", "b"])
+        hivlp(&["search", s(&missing), "--text", "a", "--weights", "one"])
             .status
             .code(),
         Some(2)
@@ -462,4 +462,83 @@ fn update_replaces_metadata_and_caption() {
         let out = hivlp(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn search_composes_parts_drops_low_scores_and_collapses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db.hivlp");
+    let source = source_folder(tmp.path());
+    ok(&["create", s(&db)]);
+    ok(&["import", s(&db), s(&source)]);
+    let search = |extra: &[&str]| {
+        let mut args = vec!["search", s(&db), "--target", "text", "--json"];
+        args.extend_from_slice(extra);
+        json(&ok(&args))
+    };
+    let ids = |found: &serde_json::Value| -> Vec<u64> {
+        found["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect()
+    };
+    let plain = search(&["--text", "a red square"]);
+    assert_eq!(plain["hits"][0]["caption"], "a red square");
+    assert_eq!(ids(&plain).len(), 4);
+
+    // A minus text changes the query (and the label says so); explicit weights equal to the
+    // defaults give the same hits.
+    let minus = search(&["--text", "a red square", "--minus-text", "red"]);
+    assert_eq!(minus["query"], "a red square − red");
+    assert_ne!(minus["hits"][0]["score"], plain["hits"][0]["score"]);
+    let weighted = search(&[
+        "--text",
+        "a red square",
+        "--minus-text",
+        "red",
+        "--weights",
+        "1,-0.5",
+    ]);
+    assert_eq!(weighted["hits"], minus["hits"]);
+
+    // Text and image together.
+    let red = source.join("red.png");
+    let both = search(&[
+        "--text",
+        "a square",
+        "--image",
+        s(&red),
+        "--weights",
+        "0.2,1",
+    ]);
+    assert_eq!(both["hits"][0]["caption"], "a red square");
+
+    // min_score: nothing scores above 1.
+    assert_eq!(
+        ids(&search(&["--text", "a", "--min-score", "1.01"])).len(),
+        0
+    );
+    let top = plain["hits"][1]["score"].as_f64().unwrap() as f32;
+    let min = top.to_string();
+    assert_eq!(
+        ids(&search(&["--text", "a red square", "--min-score", &min])).len(),
+        2
+    );
+    // collapse at -1: every hit is a near-duplicate of the first.
+    assert_eq!(
+        ids(&search(&["--text", "a red square", "--collapse", "-1"])),
+        ids(&plain)[..1]
+    );
+
+    let out = hivlp(&["search", s(&db), "--text", "a", "--weights", "1,2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--weights has 2 values"),
+        "{}",
+        stderr(&out)
+    );
+    let out = hivlp(&["search", s(&db), "--text", "a", "--collapse", "2"]);
+    assert_eq!(out.status.code(), Some(2));
 }

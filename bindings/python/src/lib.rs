@@ -5,6 +5,7 @@
 //! C-contiguous `float32`; other arrays are converted once.
 
 mod cli;
+mod compose;
 mod convert;
 mod errors;
 mod export;
@@ -18,6 +19,7 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods as _};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::compose::{Images, Texts};
 use crate::convert::{
     FloatRows, ImageArg, SearchCount, hit_metadata, metadata_bytes, parse_dtype, parse_target,
     query_from,
@@ -199,7 +201,10 @@ impl PyDatabase {
 #[pymethods]
 impl PyDatabase {
     /// Encodes images (paths or encoded bytes) and captions with the model and inserts them.
-    #[pyo3(signature = (images = None, captions = None, metadata = None, ids = None, uris = None))]
+    /// With `exif`, an image's EXIF capture time, camera and GPS position are added to its
+    /// metadata (see `engine::exif_metadata`).
+    #[pyo3(signature = (images = None, captions = None, metadata = None, ids = None, uris = None, exif = true))]
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &self,
         py: Python<'_>,
@@ -208,6 +213,7 @@ impl PyDatabase {
         metadata: Option<Vec<Option<Bound<'_, PyAny>>>>,
         ids: Option<Vec<u64>>,
         uris: Option<Vec<Option<String>>>,
+        exif: bool,
     ) -> PyResult<Vec<u64>> {
         let db = self.db()?;
         let n = match (&images, &captions) {
@@ -248,6 +254,7 @@ impl PyDatabase {
                             caption: captions[i].as_deref(),
                             uri: uris[i].clone(),
                             metadata: metadata[i].clone(),
+                            exif,
                         })
                         .collect();
                     db.insert_pairs(&pairs)
@@ -435,17 +442,20 @@ impl PyDatabase {
         call_export(slf, "to_polars", args, kwargs)
     }
 
-    /// Searches by exactly one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D).
+    /// Searches by one of `text=`, `image=` (path or bytes) or `vector=` (fine, 1-D), or by a
+    /// query composed of several (`text`/`image` may be lists, `minus_text=` subtracts, and
+    /// `weights=` weighs the parts in the order texts, images, vector, minus texts).
     #[pyo3(signature = (
         text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
-        exact = false, coarse_vector = None, allow_ids = None, deny_ids = None, r#where = None
+        exact = false, coarse_vector = None, allow_ids = None, deny_ids = None,
+        min_score = None, collapse = None, minus_text = None, weights = None, r#where = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         py: Python<'_>,
-        text: Option<String>,
-        image: Option<ImageArg>,
+        text: Option<Texts>,
+        image: Option<Images>,
         vector: Option<Bound<'_, PyAny>>,
         k: SearchCount,
         candidates: Option<SearchCount>,
@@ -454,6 +464,10 @@ impl PyDatabase {
         coarse_vector: Option<Bound<'_, PyAny>>,
         allow_ids: Option<Vec<u64>>,
         deny_ids: Option<Vec<u64>>,
+        min_score: Option<f32>,
+        collapse: Option<f32>,
+        minus_text: Option<Texts>,
+        weights: Option<Vec<f32>>,
         r#where: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Vec<PyHit>> {
         let db = self.db()?;
@@ -463,22 +477,29 @@ impl PyDatabase {
             candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
+            min_score,
+            collapse,
             predicate: convert::predicate(r#where.as_ref())?,
         };
-        let hits = match (text, image, vector) {
-            (Some(text), None, None) => py.detach(|| db.search_text(&text, &params)),
-            (None, Some(image), None) => {
-                image.check_exists()?;
-                py.detach(|| db.search_image(image.input(), &params))
-            }
-            (None, None, Some(vector)) => {
-                let query = query_from(&vector, coarse_vector.as_ref())?;
-                py.detach(|| db.search(&query, &params))
-            }
-            _ => {
-                return Err(InvalidInputError::new_err(
-                    "search() takes exactly one of text=, image= or vector=",
-                ));
+        let texts = text.map_or_else(Vec::new, |t| t.0);
+        let images = image.map_or_else(Vec::new, |i| i.0);
+        let minus_texts = minus_text.map_or_else(Vec::new, |t| t.0);
+        for image in &images {
+            image.check_exists()?;
+        }
+        let vector = vector
+            .map(|v| query_from(&v, coarse_vector.as_ref()))
+            .transpose()?;
+        let plain = minus_texts.is_empty() && weights.is_none();
+        // One part without weights is searched as given: the query the model or the caller
+        // made, coarse vector included.
+        let hits = match (texts.as_slice(), images.as_slice(), vector, plain) {
+            ([text], [], None, true) => py.detach(|| db.search_text(text, &params)),
+            ([], [image], None, true) => py.detach(|| db.search_image(image.input(), &params)),
+            ([], [], Some(query), true) => py.detach(|| db.search(&query, &params)),
+            (_, _, vector, _) => {
+                let parts = compose::query_parts(&texts, &images, vector, &minus_texts, weights)?;
+                py.detach(|| db.search_parts(&parts, &params))
             }
         }
         .map_err(map_error)?;
@@ -491,7 +512,7 @@ impl PyDatabase {
     #[pyo3(signature = (
         vectors, target = "image", k = SearchCount(10), candidates = None, exact = false,
         coarse_vectors = None,
-        allow_ids = None, deny_ids = None, r#where = None
+        allow_ids = None, deny_ids = None, min_score = None, collapse = None, r#where = None
     ))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search_batch<'py>(
@@ -505,6 +526,8 @@ impl PyDatabase {
         coarse_vectors: Option<Bound<'py, PyAny>>,
         allow_ids: Option<Vec<u64>>,
         deny_ids: Option<Vec<u64>>,
+        min_score: Option<f32>,
+        collapse: Option<f32>,
         r#where: Option<Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
         let db = self.db()?;
@@ -514,6 +537,8 @@ impl PyDatabase {
             candidates: candidates.map(|c| c.0),
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
+            min_score,
+            collapse,
             predicate: convert::predicate(r#where.as_ref())?,
         };
         let fine = FloatRows::new("vectors", &vectors)?;

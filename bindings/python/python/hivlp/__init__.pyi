@@ -108,11 +108,19 @@ class Database:
         metadata: Optional[Sequence[Metadata]] = None,
         ids: Optional[Sequence[int]] = None,
         uris: Optional[Sequence[Optional[str]]] = None,
+        exif: bool = True,
     ) -> list[int]:
         """Encodes images and captions with the model and inserts them, all or nothing.
 
         Without ``images`` the items are text-only. Returns the ids (given or assigned); given
         ids must be between 0 and 2**63 - 1.
+
+        With ``exif`` (the default), an image's EXIF is added to its metadata as the fields
+        ``taken_at`` (``"2024-07-01T18:30:00"``, plus ``"+01:00"`` when EXIF records the
+        offset), ``camera`` (make and model) and ``gps_lat``/``gps_lon`` (decimal degrees,
+        negative south and west), each unless the item's metadata already has that key. Only
+        metadata that is None or a dict is extended; images without readable EXIF are
+        inserted as they are. ``exif=False`` records none.
         """
     def insert_vectors(
         self,
@@ -190,8 +198,8 @@ class Database:
         """``insert_arrow`` of a pandas DataFrame (vector cells as lists or NumPy arrays)."""
     def search(
         self,
-        text: Optional[str] = None,
-        image: Optional[ImageLike] = None,
+        text: Union[str, Sequence[str], None] = None,
+        image: Union[ImageLike, Sequence[ImageLike], None] = None,
         vector: Optional[ArrayLike] = None,
         k: int = 10,
         candidates: Optional[int] = None,
@@ -200,9 +208,14 @@ class Database:
         coarse_vector: Optional[ArrayLike] = None,
         allow_ids: Optional[Sequence[int]] = None,
         deny_ids: Optional[Sequence[int]] = None,
+        min_score: Optional[float] = None,
+        collapse: Optional[float] = None,
+        minus_text: Union[str, Sequence[str], None] = None,
+        weights: Optional[Sequence[float]] = None,
         where: Optional[Where] = None,
     ) -> list[Hit]:
-        """Top ``k`` items for exactly one of ``text``, ``image`` or a fine ``vector``.
+        """Top ``k`` items for ``text``, ``image`` or a fine ``vector``, or for a query composed
+        of several of them.
 
         ``target`` picks the items' image or caption embeddings; ``candidates`` is how many rows
         the coarse scan keeps for fine re-ranking; ``exact`` re-ranks every row. ``allow_ids``
@@ -216,6 +229,25 @@ class Database:
         "Filtering". A predicate that does not parse, names a field no item has, or compares
         a field with a value of a type it never holds raises ``InvalidInputError`` naming the
         offending part. ``k`` results come back whenever at least ``k`` items match.
+
+        ``min_score`` leaves out hits scoring below it, so fewer than ``k`` come back rather
+        than unrelated ones. ``collapse`` (a cosine similarity, e.g. ``0.95``) counts
+        near-duplicates once: walking the hits best first, one whose fine vector is at least
+        that similar to a hit already kept is dropped, and more candidates are searched until
+        ``k`` distinct hits are found or none are left.
+
+        Composed queries: ``text`` and ``image`` may be lists, and may be given together and
+        with ``vector``; ``minus_text`` names texts to move away from. The parts are, in this
+        order, the texts, the images, the vector, the minus texts; each is normalised, weighted
+        and summed in the fine space, and the coarse vector is derived from the sum as for
+        stored rows. Weights are 1 per part and -0.5 per minus text, or ``weights``: one value
+        per part in that order, used as given (write minus texts' weights negative)::
+
+            db.search(text="beach", minus_text="people")
+            db.search(image="dog.jpg", text="in the snow", weights=(0.5, 0.5))
+            db.search(text=["red car", "vintage"], minus_text="toy", weights=(1, 0.5, -0.3))
+
+        Parts that cancel out (a zero sum) raise ``InvalidInputError``.
         """
     def search_batch(
         self,
@@ -227,12 +259,15 @@ class Database:
         coarse_vectors: Optional[ArrayLike] = None,
         allow_ids: Optional[Sequence[int]] = None,
         deny_ids: Optional[Sequence[int]] = None,
+        min_score: Optional[float] = None,
+        collapse: Optional[float] = None,
         where: Optional[Where] = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, min(k, len(db)))``.
 
-        Rows with fewer hits (e.g. through ``allow_ids`` or ``where``) are padded with ``NO_ID``
-        and ``-inf``. ``k``, ``candidates`` and ``where`` are as in ``search``.
+        Rows with fewer hits (e.g. through ``allow_ids``, ``where``, ``min_score`` or
+        ``collapse``) are padded with ``NO_ID`` and ``-inf``. ``k``, ``candidates``, ``where``,
+        ``min_score`` and ``collapse`` are as in ``search``.
         """
     def get(self, id: int) -> Optional[Hit]:
         """The item with this id (score 0.0), or None."""
