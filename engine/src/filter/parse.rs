@@ -592,3 +592,40 @@ impl fmt::Display for CmpOp {
         f.write_str(self.symbol())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every prefix of valid predicates, and each with one byte replaced by characters that
+    /// matter to the tokenizer (multi-byte ones included), parses or fails with an error;
+    /// none panics, and errors point inside the text.
+    #[test]
+    fn damaged_predicates_fail_cleanly() {
+        let valid = [
+            "year >= 2020 AND 'beach' IN tags",
+            "NOT (x IN (1, -2.5e3, 'a''b') OR \"k y\" IS NOT NULL) AND t < timestamp '2021-07-01'",
+            "id NOT IN (1,2) OR s CONTAINS 'é' AND b = true",
+        ];
+        let replacements = [
+            "'", "\"", "(", ")", ",", "-", ".", "e", "é", "€", " ", "=", "!", "<",
+        ];
+        for text in valid {
+            Predicate::parse(text).expect("valid");
+            let mut damaged: Vec<String> = (0..text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .map(|i| text[..i].to_owned())
+                .collect();
+            for (i, c) in text.char_indices() {
+                for r in replacements {
+                    damaged.push(format!("{}{r}{}", &text[..i], &text[i + c.len_utf8()..]));
+                }
+            }
+            for d in damaged {
+                if let Err(PredicateError::Syntax { at, .. }) = Predicate::parse(&d) {
+                    assert!(at <= d.len(), "{d:?}: at {at}");
+                }
+            }
+        }
+    }
+}
