@@ -409,7 +409,7 @@ fn printed_predicates_parse_back() {
 }
 
 /// 100k rows of small vectors, `bucket = i % 1000` in the metadata: the predicates below
-/// match 50%, 10%, 1%, 0.1% and a single row.
+/// match 50%, 20%, 10%, 1%, 0.1% and a single row.
 #[test]
 fn filtered_search_keeps_recall_at_every_selectivity() {
     const N: u64 = 100_000;
@@ -450,7 +450,10 @@ fn filtered_search_keeps_recall_at_every_selectivity() {
     }
     let k = 10;
     for (where_, matching) in [
+        // A scan testing rows entering its top M, a scan skipping rows (with a longer
+        // shortlist), then the matching rows ranked exactly.
         ("bucket < 500", 50_000),
+        ("bucket < 200", 20_000),
         ("bucket < 100", 10_000),
         ("bucket < 10", 1_000),
         ("bucket = 7", 100),
@@ -520,6 +523,7 @@ fn filtered_search_keeps_recall_at_every_selectivity() {
 fn matches_bucket(where_: &str, bucket: u64) -> bool {
     match where_ {
         "bucket < 500" => bucket < 500,
+        "bucket < 200" => bucket < 200,
         "bucket < 100" => bucket < 100,
         "bucket < 10" => bucket < 10,
         "bucket = 7" => bucket == 7,
