@@ -82,7 +82,8 @@ pub mod manifest {
 pub mod segment {
     pub use crate::data::segment::Segment;
     pub use crate::format::segment::{
-        SegmentInfo, meta_file_name, tombstone_file_name, vector_file_name,
+        FIELD_COLUMNS, SegmentInfo, field_column_file_name, field_directory_file_name,
+        meta_file_name, tombstone_file_name, vector_file_name,
     };
     pub use crate::store::{CoarseRewrite, Rewrite};
 }
