@@ -2,7 +2,8 @@
 //! [`FaultyDir`] that fails an I/O call or cuts the power where the input says, checked after
 //! every step against a plain model of the rows (like redb's `fuzz_redb`).
 //!
-//! Each step is two bytes, an operation and its argument. Acknowledged writes must be there
+//! Each step is two bytes, an operation and its argument (a delete with an argument of 128 or
+//! more is a metadata update instead). Acknowledged writes must be there
 //! bit-exact (the schema stores `f32`, so a row reads back as given); an operation that
 //! failed may have happened whole or not at all, which the next reopen decides. (Search is
 //! the engine's; storage's readers see exactly the model's rows.)
@@ -13,8 +14,8 @@ use std::sync::Arc;
 
 use hivlp_storage::io::{CrashMode, Dir, Fault, FaultyDir};
 use hivlp_storage::{
-    CommitError, DefaultMergePolicy, MergeAll, Row, Schema, Store, StoreOptions, TierVectors,
-    VerifyLevel, View, verify_in,
+    CommitError, DefaultMergePolicy, MergeAll, MetadataUpdate, Row, Schema, Store, StoreOptions,
+    TierVectors, VerifyLevel, View, verify_in,
 };
 
 use crate::SCHEMAS;
@@ -158,6 +159,26 @@ impl Run {
                         "an insert of an existing id was not refused: {result:?}"
                     );
                     return;
+                }
+                self.settle(result, done);
+            }
+            1 if arg >= 128 => {
+                // A caption update (or removal) of one id, which may not be live.
+                let id = u64::from(arg) % IDS;
+                self.salt += 1;
+                let caption = (arg % 2 == 0).then(|| format!("updated {id} salt {}", self.salt));
+                let mut done = self.model.clone();
+                let live = done
+                    .get_mut(&id)
+                    .map(|image| image.0 = caption.clone())
+                    .is_some();
+                let update = MetadataUpdate {
+                    caption: Some(caption),
+                    ..MetadataUpdate::default()
+                };
+                let result = store.update(id, update);
+                if let Ok(found) = result {
+                    assert_eq!(found, live, "update of id {id}: found {found}, live {live}");
                 }
                 self.settle(result, done);
             }

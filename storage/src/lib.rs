@@ -49,6 +49,11 @@
 //! assert_eq!(best.1, 8);
 //! ```
 //!
+//! Metadata stays opaque bytes per row; its typed top-level fields (see [`FieldType`] for
+//! the rule) are read per source with [`Source::field`]: a segment's column file
+//! (`seg-<id>.field-<n>`, mapped on first use), or the memtable's columns built at insert.
+//! [`Store::update`] replaces a row's caption, URI or metadata, keeping its vectors.
+//!
 //! Fuzzing entry points: [`wal::decode_log`], [`manifest::Manifest::decode`],
 //! [`segment::Segment::open`] (and [`Store::open`] / [`verify()`] on a damaged directory).
 
@@ -77,7 +82,8 @@ pub mod manifest {
 pub mod segment {
     pub use crate::data::segment::Segment;
     pub use crate::format::segment::{
-        SegmentInfo, meta_file_name, tombstone_file_name, vector_file_name,
+        FIELD_COLUMNS, SegmentInfo, field_column_file_name, field_directory_file_name,
+        meta_file_name, tombstone_file_name, vector_file_name,
     };
     pub use crate::store::{CoarseRewrite, Rewrite};
 }

@@ -103,7 +103,8 @@ fn map_file(
 impl Segment {
     /// Opens and validates segment `info` in `dir`. With [`VerifyLevel::Cheap`] the vector
     /// files' footers, descriptors and lengths are checked; with `Full` also their crc32.
-    /// The metadata archive is always crc-checked and validated with bytecheck.
+    /// The metadata archive and the field directory are always crc-checked (the archive
+    /// validated with bytecheck); field column files are not read until a field is used.
     pub fn open(
         dir: &Path,
         info: &SegmentInfo,

@@ -5,17 +5,23 @@
 //! Body (little-endian, every section starting 8-byte aligned):
 //!
 //! ```text
-//! rows u64, dict_count u64, tag_code_count u64, types u8 (FieldTypes bits), layout u8, 6 pad
-//! presence   layout 0 (one type): ceil(rows/64) u64 words, bit set = the row has a value
-//!            layout 1 (several types): rows u8, 0 = no value, 1 + type code; pad to 8
-//! slots      rows × u64: Bool 0/1, Int and Timestamp i64, Float f64 bits, Str dictionary code,
-//!            Tags (first tag code index u32, count u32); 0 for rows without a value
+//! rows u64, dict_count u64, tag_code_count u64, types u8 (FieldTypes bits), layout u8, 2 pad,
+//! entries u32 (sparse layout: rows with a value; else 0)
+//! presence   layout 0, dense, one type: ceil(rows/64) u64 words, bit set = the row has a value
+//!            layout 1, dense, several types: rows u8, 0 = no value, 1 + type code; pad to 8
+//!            layout 2, sparse: entries × u32 rows, strictly ascending; pad to 8; then
+//!            entries × u8 type codes (1 + type code); pad to 8
+//! slots      one u64 per row (dense) or per entry (sparse): Bool 0/1, Int and Timestamp i64,
+//!            Float f64 bits, Str dictionary code, Tags (first tag code index u32, count u32);
+//!            0 for dense rows without a value
 //! tag codes  tag_code_count × u32 dictionary codes; pad to 8
 //! dict       (dict_count + 1) × u32 offsets into the bytes that follow; pad to 8; UTF-8 bytes
 //! ```
 //!
-//! The dictionary holds the distinct strings of `Str` and `Tags` values, sorted, so code
-//! order is string order.
+//! A field that at most a quarter of the rows have is written sparse, so that metadata with
+//! many rarely used keys costs space in proportion to the values, not to rows × fields. The
+//! dictionary holds the distinct strings of `Str` and `Tags` values, sorted, so code order is
+//! string order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +32,7 @@ use crate::format::field::{Dictionary, FieldType, FieldTypes, FieldValue, OwnedV
 const HEADER_LEN: usize = 32;
 const LAYOUT_SINGLE: u8 = 0;
 const LAYOUT_MIXED: u8 = 1;
+const LAYOUT_SPARSE: u8 = 2;
 
 fn pad8(n: usize) -> usize {
     n.div_ceil(8) * 8
@@ -33,6 +40,11 @@ fn pad8(n: usize) -> usize {
 
 fn push_pad(buf: &mut Vec<u8>) {
     buf.resize(pad8(buf.len()), 0);
+}
+
+/// Whether `entries` values over `rows` rows are written sparse.
+fn is_sparse(entries: usize, rows: usize) -> bool {
+    entries.saturating_mul(4) <= rows && rows > 0
 }
 
 /// Encodes the values of one field over `rows` rows; `values` lists `(row, value)` by
@@ -52,10 +64,11 @@ pub(crate) fn encode_column(rows: usize, values: &[(usize, OwnedValue)]) -> Vec<
     for (code, slot) in dict.values_mut().enumerate() {
         *slot = code as u32;
     }
-    let mut slots = vec![0u64; rows];
+    let sparse = is_sparse(values.len(), rows);
+    let mut slots = vec![0u64; if sparse { values.len() } else { rows }];
     let mut tag_codes: Vec<u32> = Vec::new();
-    for (row, v) in values {
-        slots[*row] = match v {
+    for (i, (row, v)) in values.iter().enumerate() {
+        slots[if sparse { i } else { *row }] = match v {
             OwnedValue::Bool(b) => u64::from(*b),
             OwnedValue::Int(i) | OwnedValue::Timestamp(i) => *i as u64,
             OwnedValue::Float(f) => f.to_bits(),
@@ -67,29 +80,47 @@ pub(crate) fn encode_column(rows: usize, values: &[(usize, OwnedValue)]) -> Vec<
             }
         };
     }
-    let single = types.len() <= 1;
-    let mut buf = Vec::with_capacity(HEADER_LEN + rows * 9 + tag_codes.len() * 4);
+    let layout = match (sparse, types.len() <= 1) {
+        (true, _) => LAYOUT_SPARSE,
+        (false, true) => LAYOUT_SINGLE,
+        (false, false) => LAYOUT_MIXED,
+    };
+    let mut buf = Vec::with_capacity(HEADER_LEN + slots.len() * 9 + tag_codes.len() * 4);
     buf.extend_from_slice(&(rows as u64).to_le_bytes());
     buf.extend_from_slice(&(dict.len() as u64).to_le_bytes());
     buf.extend_from_slice(&(tag_codes.len() as u64).to_le_bytes());
     buf.push(types.bits());
-    buf.push(if single { LAYOUT_SINGLE } else { LAYOUT_MIXED });
-    buf.resize(HEADER_LEN, 0);
-    if single {
-        let mut words = vec![0u64; rows.div_ceil(64)];
-        for (row, _) in values {
-            words[row / 64] |= 1 << (row % 64);
+    buf.push(layout);
+    buf.extend_from_slice(&[0, 0]);
+    let entries = if sparse { values.len() as u32 } else { 0 };
+    buf.extend_from_slice(&entries.to_le_bytes());
+    let type_code = |v: &OwnedValue| 1 + v.field_type().code();
+    match layout {
+        LAYOUT_SPARSE => {
+            values
+                .iter()
+                .for_each(|(row, _)| buf.extend_from_slice(&(*row as u32).to_le_bytes()));
+            push_pad(&mut buf);
+            buf.extend(values.iter().map(|(_, v)| type_code(v)));
+            push_pad(&mut buf);
         }
-        words
-            .iter()
-            .for_each(|w| buf.extend_from_slice(&w.to_le_bytes()));
-    } else {
-        let mut codes = vec![0u8; rows];
-        for (row, v) in values {
-            codes[*row] = 1 + v.field_type().code();
+        LAYOUT_SINGLE => {
+            let mut words = vec![0u64; rows.div_ceil(64)];
+            for (row, _) in values {
+                words[row / 64] |= 1 << (row % 64);
+            }
+            words
+                .iter()
+                .for_each(|w| buf.extend_from_slice(&w.to_le_bytes()));
         }
-        buf.extend_from_slice(&codes);
-        push_pad(&mut buf);
+        _ => {
+            let mut codes = vec![0u8; rows];
+            for (row, v) in values {
+                codes[*row] = type_code(v);
+            }
+            buf.extend_from_slice(&codes);
+            push_pad(&mut buf);
+        }
     }
     slots
         .iter()
@@ -114,10 +145,12 @@ pub(crate) fn encode_column(rows: usize, values: &[(usize, OwnedValue)]) -> Vec<
 /// Which rows have a value, and of which type.
 #[derive(Debug, Clone, Copy)]
 enum Presence<'a> {
-    /// One type; bitmap words of the rows with a value.
+    /// Dense, one type; bitmap words of the rows with a value.
     Single(Option<FieldType>, &'a [u8]),
-    /// Several types: per row `0` (no value) or `1 + type code`.
+    /// Dense, several types: per row `0` (no value) or `1 + type code`.
     Mixed(&'a [u8]),
+    /// The rows with a value (`u32`, ascending) and their `1 + type code`s.
+    Sparse { rows: &'a [u8], codes: &'a [u8] },
 }
 
 /// One metadata field over the rows of a source (a column file or a memtable batch's
@@ -137,6 +170,11 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
+fn read_u32(bytes: &[u8], index: usize) -> Option<u32> {
+    let b = bytes.get(index * 4..index * 4 + 4)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
 impl<'a> FieldColumn<'a> {
     /// Splits a body into its sections, checking the lengths (O(1)); `file` names it in
     /// errors. Values are checked by [`validate`](Self::validate).
@@ -147,22 +185,31 @@ impl<'a> FieldColumn<'a> {
         }
         let header = |at| read_u64(body, at).map_or(usize::MAX, |v| v as usize);
         let (rows, dict_count, tag_count) = (header(0), header(8), header(16));
+        let entries = read_u32(body, 7).unwrap_or(0) as usize;
         let types = FieldTypes::from_bits(body[24])
             .ok_or_else(|| corrupt(24, format!("unknown type bits {:#x}", body[24])))?;
         let layout = body[25];
-        let presence_len = match layout {
-            LAYOUT_SINGLE if types.len() <= 1 => rows.div_ceil(64).checked_mul(8),
-            LAYOUT_MIXED if types.len() > 1 => Some(pad8(rows)),
+        let (presence_len, slot_count) = match layout {
+            LAYOUT_SINGLE if types.len() <= 1 && entries == 0 => {
+                (rows.div_ceil(64).checked_mul(8), Some(rows))
+            }
+            LAYOUT_MIXED if types.len() > 1 && entries == 0 => (Some(pad8(rows)), Some(rows)),
+            LAYOUT_SPARSE if entries <= rows => {
+                (Some(pad8(entries * 4) + pad8(entries)), Some(entries))
+            }
             _ => {
                 return Err(corrupt(
                     25,
-                    format!("layout {layout} for {} types", types.len()),
+                    format!(
+                        "layout {layout} for {} types, {entries} entries",
+                        types.len()
+                    ),
                 ));
             }
         };
         let sizes = [
             presence_len,
-            rows.checked_mul(8),
+            slot_count.and_then(|n| n.checked_mul(8)),
             tag_count.checked_mul(4).map(pad8),
             dict_count
                 .checked_add(1)
@@ -179,7 +226,8 @@ impl<'a> FieldColumn<'a> {
                 return Err(corrupt(
                     at,
                     format!(
-                        "column of {rows} rows, {tag_count} tags, {dict_count} strings is longer than its {}-byte body",
+                        "column of {rows} rows, {tag_count} tags, {dict_count} strings is longer \
+                         than its {}-byte body",
                         body.len()
                     ),
                 ));
@@ -188,10 +236,16 @@ impl<'a> FieldColumn<'a> {
             at = end;
         }
         let [presence, slots, tag_codes, offsets] = sections;
-        let presence = if layout == LAYOUT_SINGLE {
-            Presence::Single(types.iter().next(), presence)
-        } else {
-            Presence::Mixed(&presence[..rows])
+        let presence = match layout {
+            LAYOUT_SINGLE => Presence::Single(types.iter().next(), presence),
+            LAYOUT_MIXED => Presence::Mixed(&presence[..rows]),
+            _ => {
+                let codes_at = pad8(entries * 4);
+                Presence::Sparse {
+                    rows: &presence[..entries * 4],
+                    codes: &presence[codes_at..codes_at + entries],
+                }
+            }
         };
         Ok(FieldColumn {
             rows,
@@ -206,8 +260,9 @@ impl<'a> FieldColumn<'a> {
         })
     }
 
-    /// Checks every value (O(rows + strings)): type codes, dictionary offsets, UTF-8 and
-    /// order, codes and tag ranges in bounds, and that `types` lists exactly the types used.
+    /// Checks every value (O(rows + strings)): type codes, sparse rows ascending and in range,
+    /// dictionary offsets, UTF-8 and order, codes and tag ranges in bounds, and that `types`
+    /// lists exactly the types used.
     pub(crate) fn validate(&self, file: &Path) -> Result<(), CorruptionError> {
         let corrupt = |what: String| CorruptionError::new(file, 0, what);
         let mut prev: Option<&str> = None;
@@ -228,25 +283,36 @@ impl<'a> FieldColumn<'a> {
                 return Err(corrupt("a tag code is beyond the dictionary".into()));
             }
         }
-        let mut used = FieldTypes::EMPTY;
-        for row in 0..self.rows {
-            let ty = match self.presence {
-                Presence::Single(ty, _) => self.has_bit(row).then_some(ty).flatten(),
-                Presence::Mixed(codes) => match codes[row] {
-                    0 => None,
-                    c => Some(
-                        FieldType::from_code(c - 1)
-                            .ok_or_else(|| corrupt(format!("row {row} has type code {c}")))?,
-                    ),
-                },
-            };
-            let slot = read_u64(self.slots, row * 8).unwrap_or(0);
-            let Some(ty) = ty else {
-                if self.has_bit(row) && matches!(self.presence, Presence::Single(None, _)) {
-                    return Err(corrupt(format!("row {row} has a value in an empty column")));
+        if let Presence::Sparse { rows, .. } = self.presence {
+            let mut prev: Option<u32> = None;
+            for row in rows
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            {
+                if prev.is_some_and(|p| p >= row) || row as usize >= self.rows {
+                    return Err(corrupt(format!(
+                        "sparse row {row} is out of order or range"
+                    )));
                 }
-                continue;
+                prev = Some(row);
+            }
+        }
+        if let Presence::Single(None, words) = self.presence
+            && words.iter().any(|&b| b != 0)
+        {
+            return Err(corrupt(
+                "a row has a value in a column without types".into(),
+            ));
+        }
+        let mut used = FieldTypes::EMPTY;
+        for entry in 0..self.entries() {
+            let (row, code) = self.entry(entry);
+            let ty = match code {
+                Some(c) => FieldType::from_code(c.wrapping_sub(1))
+                    .ok_or_else(|| corrupt(format!("row {row} has type code {c}")))?,
+                None => continue,
             };
+            let slot = read_u64(self.slots, entry * 8).unwrap_or(0);
             used.insert(ty);
             let ok = match ty {
                 FieldType::Bool => slot <= 1,
@@ -270,13 +336,54 @@ impl<'a> FieldColumn<'a> {
         Ok(())
     }
 
-    fn has_bit(&self, row: usize) -> bool {
+    /// Number of slots: rows (dense) or entries (sparse).
+    fn entries(&self) -> usize {
         match self.presence {
-            Presence::Single(_, words) => words
-                .get(row / 8)
-                .is_some_and(|b| b & (1 << (row % 8)) != 0),
-            Presence::Mixed(codes) => codes.get(row).is_some_and(|&c| c != 0),
+            Presence::Sparse { codes, .. } => codes.len(),
+            _ => self.rows,
         }
+    }
+
+    /// Slot `entry`'s row and its `1 + type code` (`None`: the dense row has no value).
+    fn entry(&self, entry: usize) -> (usize, Option<u8>) {
+        let type_code = |ty: FieldType| 1 + ty.code();
+        match self.presence {
+            Presence::Single(ty, words) => {
+                let set = words
+                    .get(entry / 8)
+                    .is_some_and(|b| b & (1 << (entry % 8)) != 0);
+                (entry, ty.filter(|_| set).map(type_code))
+            }
+            Presence::Mixed(codes) => (entry, codes.get(entry).copied().filter(|&c| c != 0)),
+            Presence::Sparse { rows, codes } => (
+                read_u32(rows, entry).map_or(usize::MAX, |r| r as usize),
+                codes.get(entry).copied(),
+            ),
+        }
+    }
+
+    /// The type of `row`'s value and the index of its slot.
+    fn locate(&self, row: usize) -> Option<(FieldType, usize)> {
+        let entry = match self.presence {
+            Presence::Sparse { rows, .. } => {
+                let row = u32::try_from(row).ok()?;
+                let (mut lo, mut hi) = (0, rows.len() / 4);
+                loop {
+                    if lo >= hi {
+                        return None;
+                    }
+                    let mid = lo + (hi - lo) / 2;
+                    match read_u32(rows, mid)?.cmp(&row) {
+                        std::cmp::Ordering::Less => lo = mid + 1,
+                        std::cmp::Ordering::Greater => hi = mid,
+                        std::cmp::Ordering::Equal => break mid,
+                    }
+                }
+            }
+            _ => row,
+        };
+        let (_, code) = self.entry(entry);
+        Some((FieldType::from_code(code?.checked_sub(1)?)?, entry))
     }
 
     /// Number of rows (those without a value included).
@@ -291,17 +398,14 @@ impl<'a> FieldColumn<'a> {
 
     /// The type of `row`'s value; `None` when the row has none.
     pub fn type_of(&self, row: usize) -> Option<FieldType> {
-        match self.presence {
-            Presence::Single(ty, _) => self.has_bit(row).then_some(ty).flatten(),
-            Presence::Mixed(codes) => FieldType::from_code(codes.get(row)?.checked_sub(1)?),
-        }
+        self.locate(row).map(|(ty, _)| ty)
     }
 
     /// The value of `row`; `None` when the row has no value (absent key, JSON null, nested
     /// object, mixed array) or is out of range.
     pub fn get(&self, row: usize) -> Option<FieldValue<'a>> {
-        let ty = self.type_of(row)?;
-        let slot = read_u64(self.slots, row.checked_mul(8)?)?;
+        let (ty, entry) = self.locate(row)?;
+        let slot = read_u64(self.slots, entry.checked_mul(8)?)?;
         Some(match ty {
             FieldType::Bool => FieldValue::Bool(slot != 0),
             FieldType::Int => FieldValue::Int(slot as i64),
@@ -425,6 +529,27 @@ mod tests {
                 (5, OwnedValue::Str("é".into())),
             ],
         );
+        // Sparse (a quarter of the rows or fewer): one type, and several.
+        let one_type: Vec<_> = (0..100)
+            .step_by(9)
+            .map(|r| (r, OwnedValue::Float(r as f64)))
+            .collect();
+        assert_eq!(encode_column(100, &one_type)[25], LAYOUT_SPARSE);
+        round_trip(100, one_type);
+        round_trip(
+            40,
+            vec![
+                (3, OwnedValue::Str("x".into())),
+                (17, OwnedValue::Tags(vec!["x".into(), "y".into()])),
+                (39, OwnedValue::Bool(true)),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_rare_field_costs_space_per_value_not_per_row() {
+        let body = encode_column(1 << 20, &[(123_456, OwnedValue::Int(1))]);
+        assert!(body.len() < 128, "{} bytes", body.len());
     }
 
     #[test]
@@ -434,17 +559,25 @@ mod tests {
             (2, OwnedValue::Tags(vec!["x".into(), "y".into()])),
             (3, OwnedValue::Int(1)),
         ];
-        let body = encode_column(4, &values);
+        let dense = encode_column(4, &values);
+        let sparse = encode_column(13, &values);
+        assert_eq!(sparse[25], LAYOUT_SPARSE);
+        for body in [dense, sparse] {
+            check_damage(&body);
+        }
+    }
+
+    fn check_damage(body: &[u8]) {
         let p = Path::new("c");
         let mut caught = 0;
         for i in 0..body.len() {
             for bit in [0x01, 0x80] {
-                let mut bad = body.clone();
+                let mut bad = body.to_vec();
                 bad[i] ^= bit;
                 match FieldColumn::parse(&bad, p) {
                     Ok(col) => {
                         caught += usize::from(col.validate(p).is_err());
-                        (0..6).for_each(|r| {
+                        (0..20).for_each(|r| {
                             let _ = col.get(r);
                         });
                     }
@@ -456,7 +589,7 @@ mod tests {
         for n in 0..body.len() {
             if let Ok(col) = FieldColumn::parse(&body[..n], p) {
                 let _ = col.validate(p);
-                (0..6).for_each(|r| {
+                (0..20).for_each(|r| {
                     let _ = col.get(r);
                 });
             }

@@ -104,7 +104,8 @@ impl Store {
 
     /// Replaces the caption, URI and/or metadata of the live row `id`, keeping its id and
     /// vectors (copied as stored, not re-encoded). Returns `false`, writing nothing, when no
-    /// live row has `id` (never inserted, or deleted). Sizes are checked as for an insert.
+    /// live row has `id` (never inserted, or deleted); an update that changes nothing (every
+    /// field `None`) writes nothing either. Sizes are checked as for an insert.
     /// One WAL record, durable per [`Durability`] like an insert; the change is visible to
     /// views taken afterwards (the row moves to the memtable: the old version is tombstoned,
     /// and compaction drops it like any deleted row).
@@ -153,6 +154,10 @@ impl Store {
         let Some((slot, row)) = w.find_live(id) else {
             return Ok(false);
         };
+        if update == MetadataUpdate::default() {
+            // Nothing to replace: no record, and the row stays where it is.
+            return Ok(true);
+        }
         let old = w.source(slot);
         let meta = old.meta(row);
         let replaced = RowMeta {

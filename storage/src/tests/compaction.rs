@@ -209,6 +209,7 @@ fn writes_during_flushes_and_compactions_match_a_model() {
         let (store, done, s) = (store.clone(), done.clone(), s.clone());
         std::thread::spawn(move || {
             let mut live = std::collections::BTreeSet::new();
+            let mut updated = std::collections::BTreeSet::new();
             for id in 0..600u64 {
                 store.insert(rows(&s, [id])).unwrap();
                 live.insert(id);
@@ -216,9 +217,26 @@ fn writes_during_flushes_and_compactions_match_a_model() {
                     assert_eq!(store.delete(&[id - 5]).unwrap(), 1);
                     live.remove(&(id - 5));
                 }
+                // Rows in every place a flush or compaction may be moving them.
+                if id % 4 == 1 && id >= 30 {
+                    for target in [id - 1, id - 30] {
+                        let update = MetadataUpdate {
+                            metadata: Some(super::sweep::updated_metadata(target)),
+                            ..MetadataUpdate::default()
+                        };
+                        assert_eq!(
+                            store.update(target, update).unwrap(),
+                            live.contains(&target)
+                        );
+                        if live.contains(&target) {
+                            updated.insert(target);
+                        }
+                    }
+                }
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
-            live
+            updated.retain(|id| live.contains(id));
+            (live, updated)
         })
     };
     let policy = DefaultMergePolicy {
@@ -229,24 +247,34 @@ fn writes_during_flushes_and_compactions_match_a_model() {
         store.flush().unwrap();
         store.compact(&policy, None).unwrap();
     }
-    let live = writer.join().unwrap();
+    let (live, updated) = writer.join().unwrap();
+    assert!(!updated.is_empty());
     let d = dump(&store.view());
     assert_eq!(
         d.keys().copied().collect::<std::collections::BTreeSet<_>>(),
         live
     );
-    assert_eq!(d, rows_dump(&s, &live));
+    assert_eq!(d, rows_dump(&s, &live, &updated));
     drop(store);
     let store = Store::open(dir.path(), o).unwrap();
     assert_eq!(dump(&store.view()), d);
     assert!(verify(dir.path(), VerifyLevel::Full).unwrap().is_ok());
 }
 
-/// The dump a fresh store holding exactly `ids` gives.
-fn rows_dump(s: &Schema, ids: &std::collections::BTreeSet<u64>) -> Dump {
+/// The dump a fresh store holding exactly `ids` gives, the `updated` ones with the metadata
+/// of [`updated_metadata`](super::sweep::updated_metadata).
+fn rows_dump(
+    s: &Schema,
+    ids: &std::collections::BTreeSet<u64>,
+    updated: &std::collections::BTreeSet<u64>,
+) -> Dump {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path(), s.clone(), opts()).unwrap();
-    store.insert(rows(s, ids.iter().copied())).unwrap();
+    let mut rows = rows(s, ids.iter().copied());
+    for r in rows.iter_mut().filter(|r| updated.contains(&r.id)) {
+        r.metadata = super::sweep::updated_metadata(r.id);
+    }
+    store.insert(rows).unwrap();
     dump(&store.view())
 }
 

@@ -321,6 +321,10 @@ fn updating_a_missing_or_deleted_id_writes_nothing() {
     };
     assert!(!store.update(2, update()).unwrap());
     assert!(!store.update(77, update()).unwrap());
+    assert!(
+        store.update(1, MetadataUpdate::default()).unwrap(),
+        "a live id, nothing to do"
+    );
     assert_eq!(store.stats().unwrap().wal_bytes, wal);
     let too_large = MetadataUpdate {
         metadata: Some(vec![b' '; MAX_METADATA_BYTES + 1]),
