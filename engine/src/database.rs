@@ -11,6 +11,7 @@ use hivlp_storage::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::adaptive::Outcome;
 use crate::compactor::{CompactionStats, Compactor};
 use crate::error::{Error, InvalidInput, ModelError};
 use crate::params::{
@@ -863,11 +864,19 @@ impl Database {
         let view = self.store.view();
         let mode = self.coarse_mode(&view)?;
         let prepared = [self.prepare(query, params, &mode)?];
-        let (mut hits, [coarse, fine]) =
+        let (mut hits, outcomes, [coarse, fine]) =
             self.run(|parallel| search::search(&view, &prepared, params, candidates, parallel))?;
+        let outcome = outcomes.first().copied().unwrap_or(Outcome::exact(0));
         Ok((
             hits.pop().unwrap_or_default(),
-            SearchTiming { coarse, fine },
+            SearchTiming {
+                coarse,
+                fine,
+                candidates: outcome.candidates,
+                passes: outcome.passes,
+                exact: outcome.exact,
+                estimated_recall: outcome.estimated_recall,
+            },
         ))
     }
 

@@ -24,6 +24,7 @@
 //! With a model bundle ([`ModelChoice`]), [`Database::insert_pairs`],
 //! [`Database::search_text`] and [`Database::search_image`] encode with `hivlp-encoders`.
 
+mod adaptive;
 mod compactor;
 mod database;
 mod error;
@@ -33,6 +34,7 @@ mod scan;
 mod search;
 pub mod synthetic;
 
+pub use adaptive::TARGET_RECALL;
 pub use compactor::{CompactionState, CompactionStats};
 pub use database::{Database, Pair, Record, StatValue, Stats, verify};
 pub use error::{CorruptionError, Error, ForkedError, InvalidInput, IoError, ModelError};

@@ -8,6 +8,7 @@ use hivlp_storage::segment::vector_file_name;
 use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
 use rayon::prelude::*;
 
+use crate::adaptive::{Next, Outcome, Policy};
 use crate::params::{Filter, Hit, SearchParams};
 use crate::scan::{self, Candidate, Part, QueryVec};
 
@@ -23,74 +24,247 @@ pub(crate) struct PreparedQuery {
     pub fine: QueryVec,
 }
 
-/// Hits per query, plus the time of each stage (for the whole batch). With `parallel`, on the
-/// current rayon pool, else on the calling thread.
+/// Hits per query with what each query's coarse stage did, plus the time of each stage (for
+/// the whole batch). With `parallel`, on the current rayon pool, else on the calling thread.
 pub(crate) fn search(
     view: &View,
     queries: &[PreparedQuery],
     params: &SearchParams,
     candidates: usize,
     parallel: bool,
-) -> Result<(Vec<Vec<Hit>>, [Duration; 2]), CorruptionError> {
+) -> Result<(Vec<Vec<Hit>>, Vec<Outcome>, [Duration; 2]), CorruptionError> {
     let started = Instant::now();
     let sources = view.sources();
     let target = params.target;
     // `k` and `candidates` are checked against `MAX_CANDIDATES`; no more rows than are live
     // can be kept, so buffers are never sized beyond the data.
     let keep = if params.exact { params.k } else { candidates }.min(view.len());
+    let scan = |queries: &[&PreparedQuery], keep: usize, exact: bool| -> Vec<Vec<Candidate>> {
+        let parts: Vec<Part<'_>> = sources
+            .iter()
+            .map(|s| Part {
+                column: if exact {
+                    s.fine(target)
+                } else {
+                    s.coarse(target)
+                },
+                skip: s.skip(target).words(),
+            })
+            .collect();
+        let tier: Vec<&QueryVec> = queries
+            .iter()
+            .map(|q| if exact { &q.fine } else { &q.coarse })
+            .collect();
+        let accept = |source: u32, row: usize| {
+            params
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.allows(sources[source as usize].id(row)))
+        };
+        // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
+        // stay in cache while its rows stream through.
+        tier.chunks(QUERY_TILE)
+            .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept, parallel))
+            .collect()
+    };
     let shortlist = match &params.filter {
         // A short allow-list is its own candidate list: re-ranking all of it is exact, and no
         // slower than the scan it replaces while it reads no more bytes than that scan would.
         Some(Filter::Allow(ids)) if ids.len() <= keep || rerank_reads_less(view, ids.len()) => {
             let listed = allowed_rows(sources, target, ids.iter().copied());
-            vec![listed; queries.len()]
-        }
-        filter => {
-            let parts: Vec<Part<'_>> = sources
-                .iter()
-                .map(|s| Part {
-                    column: if params.exact {
-                        s.fine(target)
-                    } else {
-                        s.coarse(target)
-                    },
-                    skip: s.skip(target).words(),
-                })
-                .collect();
-            let tier: Vec<&QueryVec> = queries
-                .iter()
-                .map(|q| if params.exact { &q.fine } else { &q.coarse })
-                .collect();
-            let accept = |source: u32, row: usize| {
-                filter
-                    .as_ref()
-                    .is_none_or(|f| f.allows(sources[source as usize].id(row)))
+            let outcome = Outcome {
+                candidates: listed.len(),
+                passes: 0,
+                exact: false,
+                estimated_recall: 1.0,
             };
-            // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
-            // stay in cache while its rows stream through.
-            tier.chunks(QUERY_TILE)
-                .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept, parallel))
-                .collect()
+            Shortlist::Complete(vec![listed; queries.len()], outcome)
         }
+        _ if params.exact => {
+            let all: Vec<&PreparedQuery> = queries.iter().collect();
+            Shortlist::Complete(scan(&all, keep, true), Outcome::exact(0))
+        }
+        _ => Shortlist::Pass(keep),
     };
-    let coarse = started.elapsed();
     let rerank_one = |(query, shortlist): (&PreparedQuery, Vec<Candidate>)| {
         rerank(sources, target, &query.fine, shortlist, params.k, parallel)
     };
-    let hits = if parallel {
-        queries
-            .par_iter()
-            .zip(shortlist)
-            .map(rerank_one)
-            .collect::<Result<_, _>>()?
-    } else {
-        queries
+    match shortlist {
+        Shortlist::Complete(shortlist, outcome) => {
+            let coarse = started.elapsed();
+            let hits = if parallel {
+                queries
+                    .par_iter()
+                    .zip(shortlist)
+                    .map(rerank_one)
+                    .collect::<Result<_, _>>()?
+            } else {
+                queries
+                    .iter()
+                    .zip(shortlist)
+                    .map(rerank_one)
+                    .collect::<Result<_, _>>()?
+            };
+            let outcomes = vec![outcome; queries.len()];
+            Ok((hits, outcomes, [coarse, started.elapsed() - coarse]))
+        }
+        Shortlist::Pass(keep) => {
+            let policy = Policy::new(view.schema(), view.len(), params.candidates.is_none());
+            adaptive_passes(sources, queries, params, keep, &policy, &scan, parallel)
+        }
+    }
+}
+
+/// The candidate lists of a search, or the size of the first coarse pass still to run.
+enum Shortlist {
+    /// Every row that can be a hit is listed (exact scan or short allow-list).
+    Complete(Vec<Vec<Candidate>>, Outcome),
+    Pass(usize),
+}
+
+/// A query of [`adaptive_passes`]: its candidates so far, their fine scores, its passes.
+struct Progress {
+    candidates: Vec<Candidate>,
+    scored: Vec<Scored>,
+    passes: u32,
+    /// Candidates the last pass asked for (more than it found: no more rows are eligible).
+    asked: usize,
+    next: Next,
+}
+
+/// Coarse passes and re-ranks until each query's [`Policy`] is satisfied: the first pass keeps
+/// `keep` candidates; a query whose estimated recall falls short gets a larger pass, or the
+/// exact scan (see [`crate::adaptive`]).
+fn adaptive_passes(
+    sources: &[Source],
+    queries: &[PreparedQuery],
+    params: &SearchParams,
+    keep: usize,
+    policy: &Policy,
+    scan: &(impl Fn(&[&PreparedQuery], usize, bool) -> Vec<Vec<Candidate>> + Sync),
+    parallel: bool,
+) -> Result<(Vec<Vec<Hit>>, Vec<Outcome>, [Duration; 2]), CorruptionError> {
+    let target = params.target;
+    let (mut coarse_time, mut fine_time) = (Duration::ZERO, Duration::ZERO);
+    let all: Vec<&PreparedQuery> = queries.iter().collect();
+    let started = Instant::now();
+    let mut progress: Vec<Progress> = scan(&all, keep, false)
+        .into_iter()
+        .map(|candidates| Progress {
+            candidates,
+            scored: Vec::new(),
+            passes: 1,
+            asked: keep,
+            next: Next::Grow(keep),
+        })
+        .collect();
+    coarse_time += started.elapsed();
+    loop {
+        let started = Instant::now();
+        // Re-rank what each growing query's last pass added (passes are nested: the best M
+        // of a total order are a prefix of the best M' > M) and decide its next step.
+        let step = |(query, p): (&PreparedQuery, &mut Progress)| -> Result<(), CorruptionError> {
+            if !matches!(p.next, Next::Grow(_)) {
+                return Ok(());
+            }
+            let added = &p.candidates[p.scored.len()..];
+            let scored = fine_scores(sources, target, &query.fine, added, parallel)?;
+            p.scored.extend(scored);
+            let mut pairs: Vec<(f32, f32)> = p.scored.iter().map(|s| (s.coarse, s.fine)).collect();
+            pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            let eligible = if p.candidates.len() < p.asked {
+                p.candidates.len()
+            } else {
+                policy.rows
+            };
+            p.next = policy.next(&pairs, params.k, eligible, p.passes);
+            Ok(())
+        };
+        if parallel {
+            queries
+                .par_iter()
+                .zip(progress.par_iter_mut())
+                .try_for_each(step)?;
+        } else {
+            queries.iter().zip(progress.iter_mut()).try_for_each(step)?;
+        }
+        fine_time += started.elapsed();
+        let growing: Vec<usize> = (0..queries.len())
+            .filter(|&q| matches!(progress[q].next, Next::Grow(_)))
+            .collect();
+        if growing.is_empty() {
+            break;
+        }
+        // One pass for all growing queries, at the largest size any of them asked for.
+        let started = Instant::now();
+        let size = growing
             .iter()
-            .zip(shortlist)
-            .map(rerank_one)
-            .collect::<Result<_, _>>()?
-    };
-    Ok((hits, [coarse, started.elapsed() - coarse]))
+            .map(|&q| match progress[q].next {
+                Next::Grow(m) => m,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(keep);
+        let chosen: Vec<&PreparedQuery> = growing.iter().map(|&q| &queries[q]).collect();
+        for (&q, candidates) in growing.iter().zip(scan(&chosen, size, false)) {
+            let p = &mut progress[q];
+            let nested = candidates.len() >= p.candidates.len()
+                && candidates
+                    .iter()
+                    .zip(&p.candidates)
+                    .all(|(a, b)| (a.source, a.row) == (b.source, b.row));
+            if !nested {
+                p.scored.clear();
+            }
+            p.candidates = candidates;
+            p.passes += 1;
+            p.asked = size;
+        }
+        coarse_time += started.elapsed();
+    }
+    // Queries whose candidates would cost as much as the fine scan get the fine scan.
+    let started = Instant::now();
+    let exact: Vec<usize> = (0..queries.len())
+        .filter(|&q| progress[q].next == Next::Exact)
+        .collect();
+    let chosen: Vec<&PreparedQuery> = exact.iter().map(|&q| &queries[q]).collect();
+    let mut exact_lists = if chosen.is_empty() {
+        Vec::new()
+    } else {
+        scan(&chosen, params.k.min(policy.rows), true)
+    }
+    .into_iter();
+    coarse_time += started.elapsed();
+    let started = Instant::now();
+    let mut hits = Vec::with_capacity(queries.len());
+    let mut outcomes = Vec::with_capacity(queries.len());
+    for (query, p) in queries.iter().zip(progress) {
+        match p.next {
+            Next::Done(estimated_recall) => {
+                hits.push(best_hits(sources, p.scored, params.k));
+                outcomes.push(Outcome {
+                    candidates: p.candidates.len(),
+                    passes: p.passes,
+                    exact: false,
+                    estimated_recall,
+                });
+            }
+            _ => {
+                let list = exact_lists.next().unwrap_or_default();
+                hits.push(rerank(
+                    sources,
+                    target,
+                    &query.fine,
+                    list,
+                    params.k,
+                    parallel,
+                )?);
+                outcomes.push(Outcome::exact(p.passes));
+            }
+        }
+    }
+    fine_time += started.elapsed();
+    Ok((hits, outcomes, [coarse_time, fine_time]))
 }
 
 /// Whether re-ranking `listed` rows by their fine vectors reads fewer bytes than a coarse scan
@@ -136,34 +310,64 @@ fn rerank(
     sources: &[Source],
     target: Modality,
     fine: &QueryVec,
-    mut shortlist: Vec<Candidate>,
+    shortlist: Vec<Candidate>,
     k: usize,
     parallel: bool,
 ) -> Result<Vec<Hit>, CorruptionError> {
+    let scored = fine_scores(sources, target, fine, &shortlist, parallel)?;
+    Ok(best_hits(sources, scored, k))
+}
+
+/// A candidate with its fine score.
+struct Scored {
+    fine: f32,
+    coarse: f32,
+    id: u64,
+    source: u32,
+    row: u32,
+}
+
+/// The fine scores of the candidates, read in file order. A candidate whose score is not
+/// finite fails the search (see [`damaged_row`]).
+fn fine_scores(
+    sources: &[Source],
+    target: Modality,
+    fine: &QueryVec,
+    shortlist: &[Candidate],
+    parallel: bool,
+) -> Result<Vec<Scored>, CorruptionError> {
+    let mut shortlist = shortlist.to_vec();
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
     let score_chunk = |chunk: &[Candidate]| {
         let mut out = Vec::with_capacity(chunk.len());
         for group in chunk.chunk_by(|a, b| a.source == b.source) {
             let source = &sources[group[0].source as usize];
             let column = source.fine(target);
-            let rows: Vec<usize> = group
+            let group: Vec<&Candidate> = group
                 .iter()
-                .map(|c| c.row as usize)
-                .filter(|&r| r < column.len())
+                .filter(|c| (c.row as usize) < column.len())
                 .collect();
+            let rows: Vec<usize> = group.iter().map(|c| c.row as usize).collect();
             let scores = scan::score_rows(&column, fine, &rows);
-            for (&row, score) in rows.iter().zip(scores) {
+            for (candidate, score) in group.into_iter().zip(scores) {
+                let row = candidate.row as usize;
                 if !score.is_finite() {
                     return Err(damaged_row(source, target, row, score));
                 }
-                out.push((score, source.id(row), group[0].source, row as u32));
+                out.push(Scored {
+                    fine: score,
+                    coarse: candidate.score,
+                    id: source.id(row),
+                    source: candidate.source,
+                    row: candidate.row,
+                });
             }
         }
         Ok(out)
     };
     // In parallel chunks: the first touch of a fine row is a page fault, which both threads
     // can take at once.
-    let chunks: Vec<Vec<(f32, u64, u32, u32)>> = if parallel {
+    let chunks: Vec<Vec<Scored>> = if parallel {
         shortlist
             .par_chunks(RERANK_CHUNK)
             .map(score_chunk)
@@ -174,22 +378,27 @@ fn rerank(
             .map(score_chunk)
             .collect::<Result<_, _>>()?
     };
-    let mut scored: Vec<(f32, u64, u32, u32)> = chunks.into_iter().flatten().collect();
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+/// The best `k` of the scored candidates as hits, best first; ties broken by the smaller id so
+/// results never depend on thread scheduling.
+fn best_hits(sources: &[Source], mut scored: Vec<Scored>, k: usize) -> Vec<Hit> {
+    scored.sort_unstable_by(|a, b| b.fine.total_cmp(&a.fine).then(a.id.cmp(&b.id)));
     scored.truncate(k);
-    Ok(scored
+    scored
         .into_iter()
-        .map(|(score, id, s, row)| {
-            let meta = sources[s as usize].meta(row as usize);
+        .map(|s| {
+            let meta = sources[s.source as usize].meta(s.row as usize);
             Hit {
-                id,
-                score,
+                id: s.id,
+                score: s.fine,
                 caption: meta.caption.map(str::to_owned),
                 uri: meta.uri.map(str::to_owned),
                 metadata: meta.metadata.to_vec(),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The error for a candidate whose fine score is `score`, not finite. Stored vectors are
