@@ -24,6 +24,10 @@ pub(crate) struct PreparedQuery {
     pub fine: QueryVec,
 }
 
+/// Hits per query, what each query's coarse stage did, and the time of the coarse and the fine
+/// stage (for the whole batch).
+pub(crate) type Searched = (Vec<Vec<Hit>>, Vec<Outcome>, [Duration; 2]);
+
 /// Hits per query with what each query's coarse stage did, plus the time of each stage (for
 /// the whole batch). With `parallel`, on the current rayon pool, else on the calling thread.
 pub(crate) fn search(
@@ -32,7 +36,7 @@ pub(crate) fn search(
     params: &SearchParams,
     candidates: usize,
     parallel: bool,
-) -> Result<(Vec<Vec<Hit>>, Vec<Outcome>, [Duration; 2]), CorruptionError> {
+) -> Result<Searched, CorruptionError> {
     let started = Instant::now();
     let sources = view.sources();
     let target = params.target;
@@ -143,7 +147,7 @@ fn adaptive_passes(
     policy: &Policy,
     scan: &(impl Fn(&[&PreparedQuery], usize, bool) -> Vec<Vec<Candidate>> + Sync),
     parallel: bool,
-) -> Result<(Vec<Vec<Hit>>, Vec<Outcome>, [Duration; 2]), CorruptionError> {
+) -> Result<Searched, CorruptionError> {
     let target = params.target;
     let (mut coarse_time, mut fine_time) = (Duration::ZERO, Duration::ZERO);
     let all: Vec<&PreparedQuery> = queries.iter().collect();

@@ -111,6 +111,10 @@ pub fn search(args: SearchArgs) -> CliResult {
             "target": target_name(params.target),
             "k": params.k,
             "timing_ms": { "coarse": ms(timing.coarse), "fine": ms(timing.fine) },
+            "candidates": timing.candidates,
+            "passes": timing.passes,
+            "exact": timing.exact,
+            "estimated_recall": timing.estimated_recall,
             "hits": hits.iter().enumerate().map(|(rank, h)| serde_json::json!({
                 "rank": rank + 1,
                 "id": h.id,
