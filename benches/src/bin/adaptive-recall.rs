@@ -22,7 +22,9 @@ struct Args {
     /// Rows of the database.
     #[arg(long, default_value_t = 100_000)]
     rows: u64,
-    /// `clustered` (1,000 clusters, spread 0.6) or `unclustered` (isotropic Gaussian).
+    /// `clustered` (`hivlp::synthetic::Clustered`: 1,000 clusters, spread 0.6, decaying
+    /// spectrum), `isotropic-clusters` (1,000 unit-norm centres, isotropic noise of norm 0.6:
+    /// the data set of issue 10) or `unclustered` (isotropic Gaussian).
     #[arg(long, default_value = "clustered")]
     data: String,
     #[arg(long, default_value_t = 512)]
@@ -46,8 +48,30 @@ struct Args {
 fn generate(args: &Args, stream: u64, range: std::ops::Range<u64>) -> Vec<Pair> {
     match args.data.as_str() {
         "clustered" => Clustered::new(args.fine, args.coarse, 1000, 0.6, 42).pairs(stream, range),
+        "isotropic-clusters" => isotropic_clusters(args.fine, stream, range),
         _ => Unclustered::new(args.fine, args.coarse, f32::INFINITY, 42).pairs(stream, range),
     }
+}
+
+/// 1,000 unit-norm Gaussian centres; each item is a centre plus isotropic Gaussian noise of
+/// expected norm 0.6, normalised (the coarse vector is left to the database).
+fn isotropic_clusters(dim: usize, stream: u64, range: std::ops::Range<u64>) -> Vec<Pair> {
+    // The unclustered generator's isotropic draws serve as centres (stream 7) and noise.
+    let centres = Unclustered::new(dim, dim, f32::INFINITY, 7).pairs(7, 0..1000);
+    let noise = Unclustered::new(dim, dim, f32::INFINITY, 8);
+    range
+        .map(|i| {
+            let centre = &centres[(i.wrapping_mul(0x9E37_79B9) ^ stream) as usize % 1000].fine;
+            let n = noise.pair(stream, i).fine;
+            let mut fine: Vec<f32> = centre.iter().zip(&n).map(|(c, e)| c + 0.6 * e).collect();
+            let norm = fine.iter().map(|x| x * x).sum::<f32>().sqrt();
+            fine.iter_mut().for_each(|x| *x /= norm);
+            Pair {
+                coarse: Vec::new(),
+                fine,
+            }
+        })
+        .collect()
 }
 
 fn build(args: &Args, path: &Path) -> hivlp::Result<Database> {

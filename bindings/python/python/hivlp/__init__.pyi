@@ -205,6 +205,25 @@ class Database:
         ``candidates`` must be between 1 and 2**24 (``candidates`` at least ``k``), else
         ``InvalidInputError``; values beyond the number of items return every item.
         """
+    def search_with_timing(
+        self,
+        vector: ArrayLike,
+        k: int = 10,
+        candidates: Optional[int] = None,
+        target: Literal["image", "text"] = "image",
+        exact: bool = False,
+        coarse_vector: Optional[ArrayLike] = None,
+        allow_ids: Optional[Sequence[int]] = None,
+        deny_ids: Optional[Sequence[int]] = None,
+    ) -> tuple[list[Hit], dict[str, Any]]:
+        """``search(vector=...)`` and a dict of what it did.
+
+        Keys: ``coarse_ms``, ``fine_ms`` (stage times), ``candidates`` (rows re-ranked with fine
+        vectors: chosen per query unless ``candidates`` is given, 0 when the fine scan ran),
+        ``passes`` (coarse passes), ``exact`` (the fine scan produced the hits) and
+        ``estimated_recall`` (of recall@k against an exact search; the default search aims at
+        0.99 or falls back to the fine scan).
+        """
     def search_batch(
         self,
         vectors: ArrayLike,
