@@ -30,6 +30,12 @@ const STOP_MARGIN: f64 = 0.5;
 /// coarse passes whatever the model's first guess.
 const MIN_GROWTH: f64 = 2.0;
 
+/// A coarse pass of the default search keeps this many times the candidates it re-ranks at
+/// first: the scan costs about the same (its threshold filter rejects nearly every row either
+/// way), and a query that needs more candidates takes them from this reserve without another
+/// pass over the coarse vectors.
+pub(crate) const SCAN_RESERVE: usize = 4;
+
 /// Coarse passes a query makes before it settles for the exact scan.
 const MAX_PASSES: u32 = 4;
 

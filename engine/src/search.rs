@@ -8,7 +8,7 @@ use hivlp_storage::segment::vector_file_name;
 use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
 use rayon::prelude::*;
 
-use crate::adaptive::{Next, Outcome, Policy};
+use crate::adaptive::{Next, Outcome, Policy, SCAN_RESERVE};
 use crate::params::{Filter, Hit, SearchParams};
 use crate::scan::{self, Candidate, Part, QueryVec};
 
@@ -126,19 +126,24 @@ enum Shortlist {
     Pass(usize),
 }
 
-/// A query of [`adaptive_passes`]: its candidates so far, their fine scores, its passes.
+/// A query of [`adaptive_passes`]: what its last coarse pass kept, how many of those are its
+/// candidates, their fine scores, its passes.
 struct Progress {
-    candidates: Vec<Candidate>,
+    /// The last pass's rows, best coarse first.
+    scanned: Vec<Candidate>,
+    /// Candidates asked for by the last pass (more than it kept: no more rows are eligible).
+    asked: usize,
+    /// The first `candidates` of `scanned` are re-ranked (or about to be).
+    candidates: usize,
     scored: Vec<Scored>,
     passes: u32,
-    /// Candidates the last pass asked for (more than it found: no more rows are eligible).
-    asked: usize,
     next: Next,
 }
 
-/// Coarse passes and re-ranks until each query's [`Policy`] is satisfied: the first pass keeps
-/// `keep` candidates; a query whose estimated recall falls short gets a larger pass, or the
-/// exact scan (see [`crate::adaptive`]).
+/// Coarse passes and re-ranks until each query's [`Policy`] is satisfied: the first pass
+/// re-ranks `keep` candidates; a query whose estimated recall falls short re-ranks more (of
+/// what the pass kept in reserve, else of a larger pass), or gets the exact scan (see
+/// [`crate::adaptive`]).
 fn adaptive_passes(
     sources: &[Source],
     queries: &[PreparedQuery],
@@ -150,38 +155,47 @@ fn adaptive_passes(
 ) -> Result<Searched, CorruptionError> {
     let target = params.target;
     let (mut coarse_time, mut fine_time) = (Duration::ZERO, Duration::ZERO);
+    let reserve = if policy.adaptive { SCAN_RESERVE } else { 1 };
     let all: Vec<&PreparedQuery> = queries.iter().collect();
     let started = Instant::now();
-    let mut progress: Vec<Progress> = scan(&all, keep, false)
+    let asked = keep.saturating_mul(reserve).min(policy.rows);
+    let mut progress: Vec<Progress> = scan(&all, asked, false)
         .into_iter()
-        .map(|candidates| Progress {
-            candidates,
+        .map(|scanned| Progress {
+            candidates: keep.min(scanned.len()),
+            scanned,
+            asked,
             scored: Vec::new(),
             passes: 1,
-            asked: keep,
             next: Next::Grow(keep),
         })
         .collect();
     coarse_time += started.elapsed();
     loop {
         let started = Instant::now();
-        // Re-rank what each growing query's last pass added (passes are nested: the best M
+        // Re-rank what each growing query's candidates gained (passes are nested: the best M
         // of a total order are a prefix of the best M' > M) and decide its next step.
         let step = |(query, p): (&PreparedQuery, &mut Progress)| -> Result<(), CorruptionError> {
             if !matches!(p.next, Next::Grow(_)) {
                 return Ok(());
             }
-            let added = &p.candidates[p.scored.len()..];
+            let added = &p.scanned[p.scored.len()..p.candidates];
             let scored = fine_scores(sources, target, &query.fine, added, parallel)?;
             p.scored.extend(scored);
             let mut pairs: Vec<(f32, f32)> = p.scored.iter().map(|s| (s.coarse, s.fine)).collect();
             pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-            let eligible = if p.candidates.len() < p.asked {
-                p.candidates.len()
+            let eligible = if p.scanned.len() < p.asked && p.candidates == p.scanned.len() {
+                p.candidates
             } else {
                 policy.rows
             };
             p.next = policy.next(&pairs, params.k, eligible, p.passes);
+            // More candidates from the reserve need no new pass.
+            if let Next::Grow(m) = p.next
+                && (m <= p.scanned.len() || p.scanned.len() < p.asked)
+            {
+                p.candidates = m.min(p.scanned.len());
+            }
             Ok(())
         };
         if parallel {
@@ -193,15 +207,20 @@ fn adaptive_passes(
             queries.iter().zip(progress.iter_mut()).try_for_each(step)?;
         }
         fine_time += started.elapsed();
-        let growing: Vec<usize> = (0..queries.len())
-            .filter(|&q| matches!(progress[q].next, Next::Grow(_)))
-            .collect();
-        if growing.is_empty() {
+        let growing = |p: &Progress| matches!(p.next, Next::Grow(_));
+        if !progress.iter().any(growing) {
             break;
         }
-        // One pass for all growing queries, at the largest size any of them asked for.
+        // One pass for the queries whose reserve is used up, at the largest size any of them
+        // asked for.
         let started = Instant::now();
-        let size = growing
+        let rescan: Vec<usize> = (0..queries.len())
+            .filter(|&q| {
+                let p = &progress[q];
+                matches!(p.next, Next::Grow(m) if m > p.candidates && p.scanned.len() >= p.asked)
+            })
+            .collect();
+        let size = rescan
             .iter()
             .map(|&q| match progress[q].next {
                 Next::Grow(m) => m,
@@ -209,20 +228,27 @@ fn adaptive_passes(
             })
             .max()
             .unwrap_or(keep);
-        let chosen: Vec<&PreparedQuery> = growing.iter().map(|&q| &queries[q]).collect();
-        for (&q, candidates) in growing.iter().zip(scan(&chosen, size, false)) {
+        let asked = size.saturating_mul(reserve).min(policy.rows);
+        let chosen: Vec<&PreparedQuery> = rescan.iter().map(|&q| &queries[q]).collect();
+        let scans = if chosen.is_empty() {
+            Vec::new()
+        } else {
+            scan(&chosen, asked, false)
+        };
+        for (&q, scanned) in rescan.iter().zip(scans) {
             let p = &mut progress[q];
-            let nested = candidates.len() >= p.candidates.len()
-                && candidates
+            let nested = scanned.len() >= p.scored.len()
+                && scanned
                     .iter()
-                    .zip(&p.candidates)
+                    .zip(&p.scanned[..p.scored.len()])
                     .all(|(a, b)| (a.source, a.row) == (b.source, b.row));
             if !nested {
                 p.scored.clear();
             }
-            p.candidates = candidates;
+            p.candidates = size.min(scanned.len());
+            p.scanned = scanned;
             p.passes += 1;
-            p.asked = size;
+            p.asked = asked;
         }
         coarse_time += started.elapsed();
     }
@@ -247,7 +273,7 @@ fn adaptive_passes(
             Next::Done(estimated_recall) => {
                 hits.push(best_hits(sources, p.scored, params.k));
                 outcomes.push(Outcome {
-                    candidates: p.candidates.len(),
+                    candidates: p.candidates,
                     passes: p.passes,
                     exact: false,
                     estimated_recall,
