@@ -16,7 +16,14 @@
 //! crowds towards M moves the fit beyond it. The estimated recall is the fitted probability
 //! of a rank within M.
 
-use hivlp_storage::Schema;
+use std::time::{Duration, Instant};
+
+use hivlp_storage::{CorruptionError, Schema, Source};
+use rayon::prelude::*;
+
+use crate::params::SearchParams;
+use crate::scan::Candidate;
+use crate::search::{PreparedQuery, Scored, Searched, best_hits, fine_scores, rerank};
 
 /// Recall@k the default search aims at (the expected fraction of the true top k returned).
 pub const TARGET_RECALL: f64 = 0.99;
@@ -157,6 +164,177 @@ impl Policy {
             Next::Grow(grown)
         }
     }
+}
+
+/// A query of [`search`]: what its last coarse pass kept, how many of those are its
+/// candidates, their fine scores, its passes.
+struct Progress {
+    /// The last pass's rows, best coarse first.
+    scanned: Vec<Candidate>,
+    /// Candidates asked for by the last pass (more than it kept: no more rows are eligible).
+    asked: usize,
+    /// The first `candidates` of `scanned` are re-ranked (or about to be).
+    candidates: usize,
+    scored: Vec<Scored>,
+    passes: u32,
+    next: Next,
+}
+
+/// The default search's step after the first coarse pass, called from `search::search`: coarse
+/// passes and re-ranks until each query's [`Policy`] is satisfied. The first pass re-ranks
+/// `keep` candidates; a query whose estimated recall falls short re-ranks more (of what the
+/// pass kept in reserve, else of a larger pass), or gets the exact scan.
+pub(crate) fn search(
+    sources: &[Source],
+    queries: &[PreparedQuery],
+    params: &SearchParams,
+    keep: usize,
+    policy: &Policy,
+    scan: &(impl Fn(&[&PreparedQuery], usize, bool) -> Vec<Vec<Candidate>> + Sync),
+    parallel: bool,
+) -> Result<Searched, CorruptionError> {
+    let target = params.target;
+    let (mut coarse_time, mut fine_time) = (Duration::ZERO, Duration::ZERO);
+    let reserve = if policy.adaptive { SCAN_RESERVE } else { 1 };
+    let all: Vec<&PreparedQuery> = queries.iter().collect();
+    let started = Instant::now();
+    let asked = keep.saturating_mul(reserve).min(policy.rows);
+    let mut progress: Vec<Progress> = scan(&all, asked, false)
+        .into_iter()
+        .map(|scanned| Progress {
+            candidates: keep.min(scanned.len()),
+            scanned,
+            asked,
+            scored: Vec::new(),
+            passes: 1,
+            next: Next::Grow(keep),
+        })
+        .collect();
+    coarse_time += started.elapsed();
+    loop {
+        let started = Instant::now();
+        // Re-rank what each growing query's candidates gained (passes are nested: the best M
+        // of a total order are a prefix of the best M' > M) and decide its next step.
+        let step = |(query, p): (&PreparedQuery, &mut Progress)| -> Result<(), CorruptionError> {
+            if !matches!(p.next, Next::Grow(_)) {
+                return Ok(());
+            }
+            let added = &p.scanned[p.scored.len()..p.candidates];
+            let scored = fine_scores(sources, target, &query.fine, added, parallel)?;
+            p.scored.extend(scored);
+            let mut pairs: Vec<(f32, f32)> = p.scored.iter().map(|s| (s.coarse, s.fine)).collect();
+            pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            let eligible = if p.scanned.len() < p.asked && p.candidates == p.scanned.len() {
+                p.candidates
+            } else {
+                policy.rows
+            };
+            p.next = policy.next(&pairs, params.k, eligible, p.passes);
+            // More candidates from the reserve need no new pass.
+            if let Next::Grow(m) = p.next
+                && (m <= p.scanned.len() || p.scanned.len() < p.asked)
+            {
+                p.candidates = m.min(p.scanned.len());
+            }
+            Ok(())
+        };
+        if parallel {
+            queries
+                .par_iter()
+                .zip(progress.par_iter_mut())
+                .try_for_each(step)?;
+        } else {
+            queries.iter().zip(progress.iter_mut()).try_for_each(step)?;
+        }
+        fine_time += started.elapsed();
+        let growing = |p: &Progress| matches!(p.next, Next::Grow(_));
+        if !progress.iter().any(growing) {
+            break;
+        }
+        // One pass for the queries whose reserve is used up, at the largest size any of them
+        // asked for.
+        let started = Instant::now();
+        let rescan: Vec<usize> = (0..queries.len())
+            .filter(|&q| {
+                let p = &progress[q];
+                matches!(p.next, Next::Grow(m) if m > p.candidates && p.scanned.len() >= p.asked)
+            })
+            .collect();
+        let size = rescan
+            .iter()
+            .map(|&q| match progress[q].next {
+                Next::Grow(m) => m,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(keep);
+        let asked = size.saturating_mul(reserve).min(policy.rows);
+        let chosen: Vec<&PreparedQuery> = rescan.iter().map(|&q| &queries[q]).collect();
+        let scans = if chosen.is_empty() {
+            Vec::new()
+        } else {
+            scan(&chosen, asked, false)
+        };
+        for (&q, scanned) in rescan.iter().zip(scans) {
+            let p = &mut progress[q];
+            let nested = scanned.len() >= p.scored.len()
+                && scanned
+                    .iter()
+                    .zip(&p.scanned[..p.scored.len()])
+                    .all(|(a, b)| (a.source, a.row) == (b.source, b.row));
+            if !nested {
+                p.scored.clear();
+            }
+            p.candidates = size.min(scanned.len());
+            p.scanned = scanned;
+            p.passes += 1;
+            p.asked = asked;
+        }
+        coarse_time += started.elapsed();
+    }
+    // Queries whose candidates would cost as much as the fine scan get the fine scan.
+    let started = Instant::now();
+    let exact: Vec<usize> = (0..queries.len())
+        .filter(|&q| progress[q].next == Next::Exact)
+        .collect();
+    let chosen: Vec<&PreparedQuery> = exact.iter().map(|&q| &queries[q]).collect();
+    let mut exact_lists = if chosen.is_empty() {
+        Vec::new()
+    } else {
+        scan(&chosen, params.k.min(policy.rows), true)
+    }
+    .into_iter();
+    coarse_time += started.elapsed();
+    let started = Instant::now();
+    let mut hits = Vec::with_capacity(queries.len());
+    let mut outcomes = Vec::with_capacity(queries.len());
+    for (query, p) in queries.iter().zip(progress) {
+        match p.next {
+            Next::Done(estimated_recall) => {
+                hits.push(best_hits(sources, p.scored, params.k));
+                outcomes.push(Outcome {
+                    candidates: p.candidates,
+                    passes: p.passes,
+                    exact: false,
+                    estimated_recall,
+                });
+            }
+            _ => {
+                let list = exact_lists.next().unwrap_or_default();
+                hits.push(rerank(
+                    sources,
+                    target,
+                    &query.fine,
+                    list,
+                    params.k,
+                    parallel,
+                )?);
+                outcomes.push(Outcome::exact(p.passes));
+            }
+        }
+    }
+    fine_time += started.elapsed();
+    Ok((hits, outcomes, [coarse_time, fine_time]))
 }
 
 /// A query's fitted distribution of its true neighbours' log coarse ranks (see the module

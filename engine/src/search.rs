@@ -8,7 +8,7 @@ use hivlp_storage::segment::vector_file_name;
 use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View};
 use rayon::prelude::*;
 
-use crate::adaptive::{Next, Outcome, Policy, SCAN_RESERVE};
+use crate::adaptive::{self, Outcome, Policy};
 use crate::params::{Filter, Hit, SearchParams};
 use crate::scan::{self, Candidate, Part, QueryVec};
 
@@ -114,7 +114,7 @@ pub(crate) fn search(
         }
         Shortlist::Pass(keep) => {
             let policy = Policy::new(view.schema(), view.len(), params.candidates.is_none());
-            adaptive_passes(sources, queries, params, keep, &policy, &scan, parallel)
+            adaptive::search(sources, queries, params, keep, &policy, &scan, parallel)
         }
     }
 }
@@ -124,177 +124,6 @@ enum Shortlist {
     /// Every row that can be a hit is listed (exact scan or short allow-list).
     Complete(Vec<Vec<Candidate>>, Outcome),
     Pass(usize),
-}
-
-/// A query of [`adaptive_passes`]: what its last coarse pass kept, how many of those are its
-/// candidates, their fine scores, its passes.
-struct Progress {
-    /// The last pass's rows, best coarse first.
-    scanned: Vec<Candidate>,
-    /// Candidates asked for by the last pass (more than it kept: no more rows are eligible).
-    asked: usize,
-    /// The first `candidates` of `scanned` are re-ranked (or about to be).
-    candidates: usize,
-    scored: Vec<Scored>,
-    passes: u32,
-    next: Next,
-}
-
-/// Coarse passes and re-ranks until each query's [`Policy`] is satisfied: the first pass
-/// re-ranks `keep` candidates; a query whose estimated recall falls short re-ranks more (of
-/// what the pass kept in reserve, else of a larger pass), or gets the exact scan (see
-/// [`crate::adaptive`]).
-fn adaptive_passes(
-    sources: &[Source],
-    queries: &[PreparedQuery],
-    params: &SearchParams,
-    keep: usize,
-    policy: &Policy,
-    scan: &(impl Fn(&[&PreparedQuery], usize, bool) -> Vec<Vec<Candidate>> + Sync),
-    parallel: bool,
-) -> Result<Searched, CorruptionError> {
-    let target = params.target;
-    let (mut coarse_time, mut fine_time) = (Duration::ZERO, Duration::ZERO);
-    let reserve = if policy.adaptive { SCAN_RESERVE } else { 1 };
-    let all: Vec<&PreparedQuery> = queries.iter().collect();
-    let started = Instant::now();
-    let asked = keep.saturating_mul(reserve).min(policy.rows);
-    let mut progress: Vec<Progress> = scan(&all, asked, false)
-        .into_iter()
-        .map(|scanned| Progress {
-            candidates: keep.min(scanned.len()),
-            scanned,
-            asked,
-            scored: Vec::new(),
-            passes: 1,
-            next: Next::Grow(keep),
-        })
-        .collect();
-    coarse_time += started.elapsed();
-    loop {
-        let started = Instant::now();
-        // Re-rank what each growing query's candidates gained (passes are nested: the best M
-        // of a total order are a prefix of the best M' > M) and decide its next step.
-        let step = |(query, p): (&PreparedQuery, &mut Progress)| -> Result<(), CorruptionError> {
-            if !matches!(p.next, Next::Grow(_)) {
-                return Ok(());
-            }
-            let added = &p.scanned[p.scored.len()..p.candidates];
-            let scored = fine_scores(sources, target, &query.fine, added, parallel)?;
-            p.scored.extend(scored);
-            let mut pairs: Vec<(f32, f32)> = p.scored.iter().map(|s| (s.coarse, s.fine)).collect();
-            pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-            let eligible = if p.scanned.len() < p.asked && p.candidates == p.scanned.len() {
-                p.candidates
-            } else {
-                policy.rows
-            };
-            p.next = policy.next(&pairs, params.k, eligible, p.passes);
-            // More candidates from the reserve need no new pass.
-            if let Next::Grow(m) = p.next
-                && (m <= p.scanned.len() || p.scanned.len() < p.asked)
-            {
-                p.candidates = m.min(p.scanned.len());
-            }
-            Ok(())
-        };
-        if parallel {
-            queries
-                .par_iter()
-                .zip(progress.par_iter_mut())
-                .try_for_each(step)?;
-        } else {
-            queries.iter().zip(progress.iter_mut()).try_for_each(step)?;
-        }
-        fine_time += started.elapsed();
-        let growing = |p: &Progress| matches!(p.next, Next::Grow(_));
-        if !progress.iter().any(growing) {
-            break;
-        }
-        // One pass for the queries whose reserve is used up, at the largest size any of them
-        // asked for.
-        let started = Instant::now();
-        let rescan: Vec<usize> = (0..queries.len())
-            .filter(|&q| {
-                let p = &progress[q];
-                matches!(p.next, Next::Grow(m) if m > p.candidates && p.scanned.len() >= p.asked)
-            })
-            .collect();
-        let size = rescan
-            .iter()
-            .map(|&q| match progress[q].next {
-                Next::Grow(m) => m,
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(keep);
-        let asked = size.saturating_mul(reserve).min(policy.rows);
-        let chosen: Vec<&PreparedQuery> = rescan.iter().map(|&q| &queries[q]).collect();
-        let scans = if chosen.is_empty() {
-            Vec::new()
-        } else {
-            scan(&chosen, asked, false)
-        };
-        for (&q, scanned) in rescan.iter().zip(scans) {
-            let p = &mut progress[q];
-            let nested = scanned.len() >= p.scored.len()
-                && scanned
-                    .iter()
-                    .zip(&p.scanned[..p.scored.len()])
-                    .all(|(a, b)| (a.source, a.row) == (b.source, b.row));
-            if !nested {
-                p.scored.clear();
-            }
-            p.candidates = size.min(scanned.len());
-            p.scanned = scanned;
-            p.passes += 1;
-            p.asked = asked;
-        }
-        coarse_time += started.elapsed();
-    }
-    // Queries whose candidates would cost as much as the fine scan get the fine scan.
-    let started = Instant::now();
-    let exact: Vec<usize> = (0..queries.len())
-        .filter(|&q| progress[q].next == Next::Exact)
-        .collect();
-    let chosen: Vec<&PreparedQuery> = exact.iter().map(|&q| &queries[q]).collect();
-    let mut exact_lists = if chosen.is_empty() {
-        Vec::new()
-    } else {
-        scan(&chosen, params.k.min(policy.rows), true)
-    }
-    .into_iter();
-    coarse_time += started.elapsed();
-    let started = Instant::now();
-    let mut hits = Vec::with_capacity(queries.len());
-    let mut outcomes = Vec::with_capacity(queries.len());
-    for (query, p) in queries.iter().zip(progress) {
-        match p.next {
-            Next::Done(estimated_recall) => {
-                hits.push(best_hits(sources, p.scored, params.k));
-                outcomes.push(Outcome {
-                    candidates: p.candidates,
-                    passes: p.passes,
-                    exact: false,
-                    estimated_recall,
-                });
-            }
-            _ => {
-                let list = exact_lists.next().unwrap_or_default();
-                hits.push(rerank(
-                    sources,
-                    target,
-                    &query.fine,
-                    list,
-                    params.k,
-                    parallel,
-                )?);
-                outcomes.push(Outcome::exact(p.passes));
-            }
-        }
-    }
-    fine_time += started.elapsed();
-    Ok((hits, outcomes, [coarse_time, fine_time]))
 }
 
 /// Whether re-ranking `listed` rows by their fine vectors reads fewer bytes than a coarse scan
@@ -336,7 +165,7 @@ fn allowed_rows(
 /// Exact fine scores of the candidates (read in file order), best `k` first; ties broken by
 /// the smaller id so results never depend on thread scheduling. A candidate whose score is not
 /// finite fails the search (see [`damaged_row`]).
-fn rerank(
+pub(crate) fn rerank(
     sources: &[Source],
     target: Modality,
     fine: &QueryVec,
@@ -349,9 +178,9 @@ fn rerank(
 }
 
 /// A candidate with its fine score.
-struct Scored {
-    fine: f32,
-    coarse: f32,
+pub(crate) struct Scored {
+    pub fine: f32,
+    pub coarse: f32,
     id: u64,
     source: u32,
     row: u32,
@@ -359,7 +188,7 @@ struct Scored {
 
 /// The fine scores of the candidates, read in file order. A candidate whose score is not
 /// finite fails the search (see [`damaged_row`]).
-fn fine_scores(
+pub(crate) fn fine_scores(
     sources: &[Source],
     target: Modality,
     fine: &QueryVec,
@@ -413,7 +242,7 @@ fn fine_scores(
 
 /// The best `k` of the scored candidates as hits, best first; ties broken by the smaller id so
 /// results never depend on thread scheduling.
-fn best_hits(sources: &[Source], mut scored: Vec<Scored>, k: usize) -> Vec<Hit> {
+pub(crate) fn best_hits(sources: &[Source], mut scored: Vec<Scored>, k: usize) -> Vec<Hit> {
     scored.sort_unstable_by(|a, b| b.fine.total_cmp(&a.fine).then(a.id.cmp(&b.id)));
     scored.truncate(k);
     scored
