@@ -12,6 +12,7 @@ use hivlp_storage::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::adaptive::Outcome;
 use crate::compactor::{CompactionStats, Compactor};
 use crate::error::{Error, InvalidInput, ModelError};
 use crate::exif_metadata;
@@ -911,7 +912,7 @@ impl Database {
         let view = self.store.view();
         let mode = self.coarse_mode(&view)?;
         let prepared = [self.prepare(query, params, &mode)?];
-        let (mut hits, timing) = self.run(|parallel| {
+        let (mut hits, outcomes, timing) = self.run(|parallel| {
             search::search(
                 &view,
                 &prepared,
@@ -921,6 +922,14 @@ impl Database {
                 parallel,
             )
         })?;
+        let outcome = outcomes.first().copied().unwrap_or(Outcome::exact(0));
+        let timing = SearchTiming {
+            candidates: outcome.candidates,
+            passes: outcome.passes,
+            exact: outcome.exact,
+            estimated_recall: outcome.estimated_recall,
+            ..timing
+        };
         Ok((hits.pop().unwrap_or_default(), timing))
     }
 

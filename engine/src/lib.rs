@@ -7,7 +7,10 @@
 //!    memory-mapped segments and the memtable) is scored against the query with `simsimd` dot
 //!    products — one generic loop instantiated per element type, parallel over row blocks,
 //!    skipping deleted rows a 64-bit bitmap word at a time — and a threshold filter keeps the
-//!    best M ([`SearchParams::candidates`]) without ever materialising all scores.
+//!    best M ([`SearchParams::candidates`]) without ever materialising all scores. By default
+//!    M is chosen per query: the coarse ranks of the best re-ranked candidates estimate the
+//!    recall@k, and M grows (or the exact scan runs) until it reaches [`TARGET_RECALL`];
+//!    [`Database::search_with_timing`] reports M and the estimate.
 //! 2. **Re-rank**: the M candidates' fine vectors are read in file order and scored exactly;
 //!    the best k are returned, ties broken by id, so results are the same for any thread count.
 //!
@@ -33,6 +36,7 @@
 //! of several texts, images and vectors (negative weights move away from a part). Inserted
 //! photos' EXIF becomes metadata fields ([`exif_metadata`]).
 
+mod adaptive;
 mod compactor;
 mod compose;
 mod database;
@@ -45,6 +49,7 @@ mod scan;
 mod search;
 pub mod synthetic;
 
+pub use adaptive::TARGET_RECALL;
 pub use compactor::{CompactionState, CompactionStats};
 pub use compose::{DEFAULT_NEGATIVE_WEIGHT, QueryPart};
 pub use database::{Database, Pair, Record, StatValue, Stats, verify};

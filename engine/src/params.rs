@@ -10,7 +10,7 @@ use crate::error::InvalidInput;
 use crate::filter::Predicate;
 use crate::{Embedding, EncoderOptions};
 
-/// Candidates (M) kept by the coarse stage when [`SearchParams::candidates`] is `None`.
+/// Candidates (M) of the first coarse pass when [`SearchParams::candidates`] is `None`.
 pub const DEFAULT_CANDIDATES: usize = 200;
 
 /// Largest [`SearchParams::k`] and [`SearchParams::candidates`] a search accepts (2^24).
@@ -173,7 +173,9 @@ pub struct SearchParams {
     /// Hits to return: 1 to [`MAX_CANDIDATES`] (fewer when fewer rows match).
     pub k: usize,
     /// Rows kept by the coarse stage and re-ranked with fine vectors (M), `k` to
-    /// [`MAX_CANDIDATES`]; `None`: [`DEFAULT_CANDIDATES`] (or `k` if larger).
+    /// [`MAX_CANDIDATES`]; `None`: chosen per query, starting at [`DEFAULT_CANDIDATES`] (or
+    /// `k` if larger) and growing (or switching to the exact scan) until the estimated recall
+    /// reaches [`TARGET_RECALL`](crate::TARGET_RECALL).
     pub candidates: Option<usize>,
     /// Flat scan of the fine vectors instead: exact, slower (the ground truth).
     pub exact: bool,
@@ -258,13 +260,26 @@ pub struct Hit {
     pub metadata: Vec<u8>,
 }
 
-/// Where a search spent its time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where a search spent its time, and how sure its result is.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SearchTiming {
     /// Evaluating [`SearchParams::predicate`] to a bitmap per source (zero without one).
     pub filter: Duration,
-    /// Scanning coarse vectors (for exact searches: the fine scan).
+    /// Scanning coarse vectors (for exact searches: the fine scan), all passes.
     pub coarse: Duration,
     /// Re-ranking the candidates with fine vectors and fetching hit metadata.
     pub fine: Duration,
+    /// Candidates (M) re-ranked with fine vectors: with [`SearchParams::candidates`] `None`,
+    /// chosen per query from the scores (see [`TARGET_RECALL`](crate::TARGET_RECALL)); 0
+    /// when the flat fine scan produced the hits.
+    pub candidates: usize,
+    /// Coarse passes run: more than 1 when the first candidates were too few.
+    pub passes: u32,
+    /// Whether the flat fine scan produced the hits: asked for (`exact`), or chosen because
+    /// the candidates needed for the target recall would have cost as much.
+    pub exact: bool,
+    /// Estimated recall@k of the hits against an exact search (1 for an exact one), from a
+    /// model of how well the coarse scores predicted the fine ones. Below
+    /// [`TARGET_RECALL`](crate::TARGET_RECALL) when a fixed `candidates` was too small.
+    pub estimated_recall: f64,
 }

@@ -9,6 +9,7 @@ use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View, l2_
 use rayon::prelude::*;
 use simsimd::SpatialSimilarity;
 
+use crate::adaptive::{self, Outcome, Policy};
 use crate::error::Error;
 use crate::filter::{self, MatchCache, Predicate};
 use crate::params::{Filter, Hit, SearchParams, SearchTiming};
@@ -44,7 +45,7 @@ pub(crate) fn search(
     candidates: usize,
     matches: &MatchCache,
     parallel: bool,
-) -> Result<(Vec<Vec<Hit>>, SearchTiming), Error> {
+) -> Result<Searched, Error> {
     let started = Instant::now();
     let predicate = params
         .predicate
@@ -64,7 +65,7 @@ pub(crate) fn search(
     let round = |queries: &[&PreparedQuery], keep| {
         search_round(view, queries, params, predicate.as_ref(), keep, parallel)
     };
-    let (ranked, mut timing) = round(&all, keep)?;
+    let (ranked, mut outcomes, mut timing) = round(&all, keep)?;
     let mut hits = Vec::with_capacity(ranked.len());
     let mut short = Vec::new();
     for (index, r) in ranked.into_iter().enumerate() {
@@ -76,34 +77,48 @@ pub(crate) fn search(
     while !short.is_empty() && keep < view.len() {
         keep = keep.saturating_mul(2).min(view.len());
         let again: Vec<&PreparedQuery> = short.iter().map(|&i| &queries[i]).collect();
-        let (ranked, [coarse, fine]) = round(&again, keep)?;
+        let (ranked, again_outcomes, [coarse, fine]) = round(&again, keep)?;
         timing = [timing[0] + coarse, timing[1] + fine];
         let mut still = Vec::new();
-        for (&index, r) in short.iter().zip(ranked) {
+        for ((&index, r), outcome) in short.iter().zip(ranked).zip(again_outcomes) {
             if r.wants_more {
                 still.push(index);
             }
             hits[index] = r.hits;
+            outcomes[index] = outcome;
         }
         short = still;
     }
     let [coarse, fine] = timing;
-    Ok((
-        hits,
-        SearchTiming {
-            filter: filtered,
-            coarse,
-            fine,
-        },
-    ))
+    let timing = SearchTiming {
+        filter: filtered,
+        coarse,
+        fine,
+        ..SearchTiming::default()
+    };
+    Ok((hits, outcomes, timing))
 }
+
+/// Hits per query, what each query's coarse stage did, and where the whole batch spent its
+/// time (the per-query fields of [`SearchTiming`] are left for the caller to fill in).
+pub(crate) type Searched = (Vec<Vec<Hit>>, Vec<Outcome>, SearchTiming);
+
+/// Per query, its fine-scored candidates and whether its candidate list was full (as many as
+/// asked for: more rows might have been candidates), with what its coarse stage did.
+pub(crate) type Shortlisted = (Vec<(Vec<Scored>, bool)>, Vec<Outcome>, [Duration; 2]);
 
 /// What a predicate leaves of a view: per source the rows a scan skips (see
 /// [`predicate_skips`]), and how many rows remain.
 type Remaining = (Vec<Vec<u64>>, usize);
 
-/// One pass of [`search`]: each query's `keep` best candidates (among the rows `predicate`
-/// leaves), re-ranked.
+/// What one pass of [`search`] gave: per query its hits and what its coarse stage did, and the
+/// time of the coarse and the fine stage.
+type Round = (Vec<Ranked>, Vec<Outcome>, [Duration; 2]);
+
+/// One pass of [`search`]: each query's best candidates (among the rows `predicate` leaves),
+/// re-ranked. A complete list (a short allow-list, a selective predicate's rows, the exact
+/// scan) is ranked as it is; otherwise the coarse candidates are `keep` when the caller fixed
+/// M, or chosen per query by [`adaptive`].
 fn search_round(
     view: &View,
     queries: &[&PreparedQuery],
@@ -111,7 +126,7 @@ fn search_round(
     predicate: Option<&Remaining>,
     keep: usize,
     parallel: bool,
-) -> Result<(Vec<Ranked>, [Duration; 2]), CorruptionError> {
+) -> Result<Round, CorruptionError> {
     let started = Instant::now();
     let sources = view.sources();
     let target = params.target;
@@ -125,7 +140,7 @@ fn search_round(
         Some((_, matching)) if !params.exact => widened(keep, view.len(), *matching),
         _ => keep,
     };
-    let shortlist = match (&params.filter, predicate) {
+    let complete = match (&params.filter, predicate) {
         // A short allow-list is its own candidate list: re-ranking all of it is exact, and no
         // slower than the scan it replaces while it reads no more bytes than that scan would.
         (Some(Filter::Allow(ids)), _)
@@ -135,76 +150,121 @@ fn search_round(
             if let Some((skips, _)) = predicate {
                 listed.retain(|c| !is_set(&skips[c.source as usize], c.row as usize));
             }
-            vec![listed; queries.len()]
+            Some(listed)
         }
         // So are the rows of a selective predicate.
         (_, Some((skips, matching))) if *matching <= keep || rerank_reads_less(view, *matching) => {
-            let listed = unskipped_rows(sources, skips, &accept);
-            vec![listed; queries.len()]
+            Some(unskipped_rows(sources, skips, &accept))
         }
-        _ => {
-            let sparse = predicate
-                .filter(|(_, matching)| matching * DENSE_RATIO < view.len())
-                .map(|(skips, _)| skips);
-            let parts: Vec<Part<'_>> = sources
-                .iter()
-                .enumerate()
-                .map(|(i, s)| Part {
-                    column: if params.exact {
-                        s.fine(target)
-                    } else {
-                        s.coarse(target)
-                    },
-                    skip: match sparse {
-                        Some(skips) => &skips[i],
-                        None => s.skip(target).words(),
-                    },
-                })
-                .collect();
-            let tier: Vec<&QueryVec> = queries
-                .iter()
-                .map(|q| if params.exact { &q.fine } else { &q.coarse })
-                .collect();
-            // A predicate most rows match is applied to the rows that would enter a top-M:
-            // the scan's dense blocks stay dense. A sparser one skips its rows outright.
-            let dense = predicate.filter(|(_, matching)| matching * DENSE_RATIO >= view.len());
-            let accept_matching = |source: u32, row: usize| {
-                dense.is_none_or(|(skips, _)| !is_set(&skips[source as usize], row))
-                    && accept(source, row)
+        _ => None,
+    };
+    let scan = |queries: &[&PreparedQuery], keep: usize, exact: bool| -> Vec<Vec<Candidate>> {
+        let sparse = predicate
+            .filter(|(_, matching)| matching * DENSE_RATIO < view.len())
+            .map(|(skips, _)| skips);
+        let parts: Vec<Part<'_>> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Part {
+                column: if exact {
+                    s.fine(target)
+                } else {
+                    s.coarse(target)
+                },
+                skip: match sparse {
+                    Some(skips) => &skips[i],
+                    None => s.skip(target).words(),
+                },
+            })
+            .collect();
+        let tier: Vec<&QueryVec> = queries
+            .iter()
+            .map(|q| if exact { &q.fine } else { &q.coarse })
+            .collect();
+        // A predicate most rows match is applied to the rows that would enter a top-M: the
+        // scan's dense blocks stay dense. A sparser one skips its rows outright.
+        let dense = predicate.filter(|(_, matching)| matching * DENSE_RATIO >= view.len());
+        let accept_matching = |source: u32, row: usize| {
+            dense.is_none_or(|(skips, _)| !is_set(&skips[source as usize], row))
+                && accept(source, row)
+        };
+        // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
+        // stay in cache while its rows stream through.
+        tier.chunks(QUERY_TILE)
+            .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept_matching, parallel))
+            .collect()
+    };
+    let (scored, outcomes, timing) = match complete {
+        Some(listed) => {
+            let outcome = Outcome {
+                candidates: listed.len(),
+                passes: 0,
+                exact: false,
+                estimated_recall: 1.0,
             };
-            // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
-            // stay in cache while its rows stream through.
-            tier.chunks(QUERY_TILE)
-                .flat_map(|tile| scan::top_m(&parts, tile, scan_keep, &accept_matching, parallel))
-                .collect()
+            let lists = vec![listed; queries.len()];
+            score_lists(
+                sources, target, queries, lists, keep, outcome, started, parallel,
+            )?
+        }
+        None if params.exact => {
+            let lists = scan(queries, keep, true);
+            let outcome = Outcome::exact(0);
+            score_lists(
+                sources, target, queries, lists, keep, outcome, started, parallel,
+            )?
+        }
+        None => {
+            let policy = Policy::new(view.schema(), view.len(), params.candidates.is_none());
+            adaptive::search(
+                sources, queries, params, scan_keep, &policy, &scan, parallel,
+            )?
         }
     };
+    let started = Instant::now();
+    let ranked = scored
+        .into_iter()
+        .map(|(scored, full)| best_hits(sources, target, scored, full, params))
+        .collect();
+    Ok((ranked, outcomes, [timing[0], timing[1] + started.elapsed()]))
+}
+
+/// The fine scores of complete candidate lists, one per query (see [`search_round`]), each
+/// with `outcome`; the coarse stage is what passed since `started`.
+#[allow(clippy::too_many_arguments)]
+fn score_lists(
+    sources: &[Source],
+    target: Modality,
+    queries: &[&PreparedQuery],
+    lists: Vec<Vec<Candidate>>,
+    keep: usize,
+    outcome: Outcome,
+    started: Instant,
+    parallel: bool,
+) -> Result<Shortlisted, CorruptionError> {
     let coarse = started.elapsed();
-    let rerank_one = |(query, shortlist): (&&PreparedQuery, Vec<Candidate>)| {
-        rerank(
-            sources,
-            target,
-            &query.fine,
-            shortlist,
-            scan_keep,
-            params,
-            parallel,
-        )
+    let score_one = |(query, list): (&&PreparedQuery, Vec<Candidate>)| {
+        let full = list.len() == keep;
+        Ok((
+            fine_scores(sources, target, &query.fine, &list, parallel)?,
+            full,
+        ))
     };
-    let hits = if parallel {
+    let scored = if parallel {
         queries
             .par_iter()
-            .zip(shortlist)
-            .map(rerank_one)
-            .collect::<Result<_, _>>()?
+            .zip(lists)
+            .map(score_one)
+            .collect::<Result<_, CorruptionError>>()?
     } else {
         queries
             .iter()
-            .zip(shortlist)
-            .map(rerank_one)
-            .collect::<Result<_, _>>()?
+            .zip(lists)
+            .map(score_one)
+            .collect::<Result<_, CorruptionError>>()?
     };
-    Ok((hits, [coarse, started.elapsed() - coarse]))
+    let outcomes = vec![outcome; queries.len()];
+    Ok((scored, outcomes, [coarse, started.elapsed() - coarse]))
 }
 
 /// A predicate matching at least one row in this many is tested on the rows entering a top-M
@@ -334,50 +394,48 @@ struct Ranked {
     wants_more: bool,
 }
 
-/// One re-ranked candidate.
-struct Scored {
-    score: f32,
+/// A candidate with its fine score (and the coarse score that made it one).
+pub(crate) struct Scored {
+    pub fine: f32,
+    pub coarse: f32,
     id: u64,
     source: u32,
     row: u32,
 }
 
-/// Exact fine scores of the candidates (read in file order), best `k` first; ties broken by
-/// the smaller id so results never depend on thread scheduling. Hits below
-/// [`SearchParams::min_score`] and near-duplicates of a better hit
-/// ([`SearchParams::collapse`]) are left out. A candidate whose score is not finite fails the
-/// search (see [`damaged_row`]).
-fn rerank(
+/// The fine scores of the candidates, read in file order. A candidate whose score is not
+/// finite fails the search (see [`damaged_row`]).
+pub(crate) fn fine_scores(
     sources: &[Source],
     target: Modality,
     fine: &QueryVec,
-    mut shortlist: Vec<Candidate>,
-    keep: usize,
-    params: &SearchParams,
+    shortlist: &[Candidate],
     parallel: bool,
-) -> Result<Ranked, CorruptionError> {
-    let full = shortlist.len() == keep;
+) -> Result<Vec<Scored>, CorruptionError> {
+    let mut shortlist = shortlist.to_vec();
     shortlist.sort_unstable_by_key(|c| (c.source, c.row));
     let score_chunk = |chunk: &[Candidate]| {
         let mut out = Vec::with_capacity(chunk.len());
         for group in chunk.chunk_by(|a, b| a.source == b.source) {
             let source = &sources[group[0].source as usize];
             let column = source.fine(target);
-            let rows: Vec<usize> = group
+            let group: Vec<&Candidate> = group
                 .iter()
-                .map(|c| c.row as usize)
-                .filter(|&r| r < column.len())
+                .filter(|c| (c.row as usize) < column.len())
                 .collect();
+            let rows: Vec<usize> = group.iter().map(|c| c.row as usize).collect();
             let scores = scan::score_rows(&column, fine, &rows);
-            for (&row, score) in rows.iter().zip(scores) {
+            for (candidate, score) in group.into_iter().zip(scores) {
+                let row = candidate.row as usize;
                 if !score.is_finite() {
                     return Err(damaged_row(source, target, row, score));
                 }
                 out.push(Scored {
-                    score,
+                    fine: score,
+                    coarse: candidate.score,
                     id: source.id(row),
-                    source: group[0].source,
-                    row: row as u32,
+                    source: candidate.source,
+                    row: candidate.row,
                 });
             }
         }
@@ -396,8 +454,21 @@ fn rerank(
             .map(score_chunk)
             .collect::<Result<_, _>>()?
     };
-    let mut scored: Vec<Scored> = chunks.into_iter().flatten().collect();
-    scored.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+/// The best `k` of the scored candidates as hits, best first; ties broken by the smaller id so
+/// results never depend on thread scheduling. Hits below [`SearchParams::min_score`] and
+/// near-duplicates of a better hit ([`SearchParams::collapse`]) are left out; `full` says
+/// whether more candidates exist than were scored.
+fn best_hits(
+    sources: &[Source],
+    target: Modality,
+    mut scored: Vec<Scored>,
+    full: bool,
+    params: &SearchParams,
+) -> Ranked {
+    scored.sort_unstable_by(|a, b| b.fine.total_cmp(&a.fine).then(a.id.cmp(&b.id)));
     let mut kept: Vec<Scored> = Vec::with_capacity(params.k.min(scored.len()));
     // Unit-length fine vectors of the kept hits, when collapsing. A walked candidate's vector
     // is read from the mapped column the scores above were just computed from (those pages
@@ -409,7 +480,7 @@ fn rerank(
         if kept.len() == params.k {
             break;
         }
-        if params.min_score.is_some_and(|min| candidate.score < min) {
+        if params.min_score.is_some_and(|min| candidate.fine < min) {
             below_min = true;
             break;
         }
@@ -435,14 +506,14 @@ fn rerank(
             let meta = sources[c.source as usize].meta(c.row as usize);
             Hit {
                 id: c.id,
-                score: c.score,
+                score: c.fine,
                 caption: meta.caption.map(str::to_owned),
                 uri: meta.uri.map(str::to_owned),
                 metadata: meta.metadata.to_vec(),
             }
         })
         .collect();
-    Ok(Ranked { hits, wants_more })
+    Ranked { hits, wants_more }
 }
 
 /// Cosine similarity of two unit vectors.

@@ -1,11 +1,15 @@
-//! Synthetic clustered embeddings with a known structure, for recall tests and benchmarks.
+//! Synthetic embeddings with a known structure, for recall tests and benchmarks.
 //!
+//! [`Clustered`]:
 //! Items are noisy points around Gaussian cluster centres in `fine_dim` dimensions, with a
 //! decaying variance spectrum (dimension `j` scaled by `1/sqrt(1 + j/8)`), so the first
 //! `coarse_dim` dimensions carry about half of the energy, as PCA to 64 of 512 dimensions
 //! keeps of real embeddings. The coarse vector is that prefix, normalised: what a rotated PCA
 //! prefix of real embeddings looks like. Everything is a pure function of the seed and the
 //! index, so any subset can be regenerated in parallel.
+//!
+//! [`Unclustered`]: one Gaussian with the same kind of spectrum (or none): no structure a
+//! clustering recovers, and the coarse prefix keeps only part of what separates neighbours.
 
 use hivlp_storage::l2_normalize;
 use rayon::prelude::*;
@@ -72,9 +76,7 @@ impl Clustered {
             fine_dim,
             coarse_dim: coarse_dim.min(fine_dim),
             centres,
-            spectrum: (0..fine_dim)
-                .map(|j| (1.0 + j as f32 / 8.0).sqrt().recip())
-                .collect(),
+            spectrum: spectrum(fine_dim, 8.0),
             noise,
             seed,
         }
@@ -94,6 +96,62 @@ impl Clustered {
         rng.fill_gaussian(&mut fine);
         for ((x, &m), &s) in fine.iter_mut().zip(centre).zip(&self.spectrum) {
             *x = (m + self.noise * *x) * s;
+        }
+        let mut coarse = fine[..self.coarse_dim].to_vec();
+        l2_normalize(&mut fine);
+        l2_normalize(&mut coarse);
+        Pair { fine, coarse }
+    }
+
+    /// Items `range` of stream `stream`, generated in parallel.
+    pub fn pairs(&self, stream: u64, range: std::ops::Range<u64>) -> Vec<Pair> {
+        range
+            .into_par_iter()
+            .map(|i| self.pair(stream, i))
+            .collect()
+    }
+}
+
+/// Standard deviation of each dimension: `1/sqrt(1 + j/decay)`, or 1 with `decay` infinite.
+fn spectrum(fine_dim: usize, decay: f32) -> Vec<f32> {
+    (0..fine_dim)
+        .map(|j| (1.0 + j as f32 / decay).sqrt().recip())
+        .collect()
+}
+
+/// A generator of unclustered fine/coarse vector pairs: one zero-mean Gaussian whose
+/// dimension `j` has standard deviation `1/sqrt(1 + j/decay)` (isotropic with `decay`
+/// infinite), normalised. Near neighbours differ in every dimension, so a coarse prefix (or
+/// PCA) keeps only part of what separates them: the hard case for a fixed candidate count.
+#[derive(Debug, Clone)]
+pub struct Unclustered {
+    fine_dim: usize,
+    coarse_dim: usize,
+    spectrum: Vec<f32>,
+    seed: u64,
+}
+
+impl Unclustered {
+    pub fn new(fine_dim: usize, coarse_dim: usize, decay: f32, seed: u64) -> Self {
+        Self {
+            fine_dim,
+            coarse_dim: coarse_dim.min(fine_dim),
+            spectrum: spectrum(fine_dim, decay),
+            seed,
+        }
+    }
+
+    /// The `i`-th item of stream `stream` (use different streams for items and queries).
+    pub fn pair(&self, stream: u64, i: u64) -> Pair {
+        let mut rng = SplitMix(
+            self.seed
+                ^ stream.wrapping_mul(0xA24B_AED4_963E_E407)
+                ^ i.wrapping_mul(0x9FB2_1C65_1E98_DF25),
+        );
+        let mut fine = vec![0.0; self.fine_dim];
+        rng.fill_gaussian(&mut fine);
+        for (x, &s) in fine.iter_mut().zip(&self.spectrum) {
+            *x *= s;
         }
         let mut coarse = fine[..self.coarse_dim].to_vec();
         l2_normalize(&mut fine);

@@ -127,6 +127,10 @@ pub fn search(args: SearchArgs) -> CliResult {
                 "coarse": ms(timing.coarse),
                 "fine": ms(timing.fine),
             },
+            "candidates": timing.candidates,
+            "passes": timing.passes,
+            "exact": timing.exact,
+            "estimated_recall": timing.estimated_recall,
             "hits": hits.iter().enumerate().map(|(rank, h)| serde_json::json!({
                 "rank": rank + 1,
                 "id": h.id,

@@ -139,6 +139,9 @@ fn create_import_search_compact_snapshot_verify() {
     }
     assert!(hits[0]["score"].as_f64() >= hits[2]["score"].as_f64());
     assert!(found["timing_ms"]["coarse"].is_f64());
+    // A handful of rows: every one is a candidate, so the estimate is certain.
+    assert_eq!(found["estimated_recall"], 1.0);
+    assert!(found["candidates"].is_u64());
 
     // Search by image: the image itself comes first; the page embeds thumbnails.
     let page = tmp.path().join("results.html");

@@ -506,6 +506,56 @@ impl PyDatabase {
         hits.into_iter().map(|h| PyHit::from_hit(py, h)).collect()
     }
 
+    /// `search(vector=...)`, also returning a dict of what the search did: `filter_ms`,
+    /// `coarse_ms`, `fine_ms` (stage times), `candidates` (rows re-ranked; chosen per query unless given),
+    /// `passes` (coarse passes), `exact` (the fine scan ran) and `estimated_recall`.
+    #[pyo3(signature = (
+        vector, k = SearchCount(10), candidates = None, target = "image", exact = false,
+        coarse_vector = None, allow_ids = None, deny_ids = None, r#where = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_with_timing<'py>(
+        &self,
+        py: Python<'py>,
+        vector: Bound<'py, PyAny>,
+        k: SearchCount,
+        candidates: Option<SearchCount>,
+        target: &str,
+        exact: bool,
+        coarse_vector: Option<Bound<'py, PyAny>>,
+        allow_ids: Option<Vec<u64>>,
+        deny_ids: Option<Vec<u64>>,
+        r#where: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Vec<PyHit>, Bound<'py, PyDict>)> {
+        let db = self.db()?;
+        let params = SearchParams {
+            target: parse_target(target)?,
+            k: k.0,
+            candidates: candidates.map(|c| c.0),
+            exact,
+            filter: convert::filter(allow_ids, deny_ids)?,
+            predicate: convert::predicate(r#where.as_ref())?,
+            ..SearchParams::default()
+        };
+        let query = query_from(&vector, coarse_vector.as_ref())?;
+        let (hits, timing) = py
+            .detach(|| db.search_with_timing(&query, &params))
+            .map_err(map_error)?;
+        let stats = PyDict::new(py);
+        stats.set_item("filter_ms", timing.filter.as_secs_f64() * 1e3)?;
+        stats.set_item("coarse_ms", timing.coarse.as_secs_f64() * 1e3)?;
+        stats.set_item("fine_ms", timing.fine.as_secs_f64() * 1e3)?;
+        stats.set_item("candidates", timing.candidates)?;
+        stats.set_item("passes", timing.passes)?;
+        stats.set_item("exact", timing.exact)?;
+        stats.set_item("estimated_recall", timing.estimated_recall)?;
+        let hits = hits
+            .into_iter()
+            .map(|h| PyHit::from_hit(py, h))
+            .collect::<PyResult<_>>()?;
+        Ok((hits, stats))
+    }
+
     /// Searches many fine query vectors at once; returns `(ids, scores)` as `(q, min(k, rows))`
     /// arrays of uint64 and float32 (`rows`: live items). Rows with fewer hits are padded with
     /// id `NO_ID` and score `-inf`.

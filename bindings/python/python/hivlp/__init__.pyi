@@ -249,6 +249,27 @@ class Database:
 
         Parts that cancel out (a zero sum) raise ``InvalidInputError``.
         """
+    def search_with_timing(
+        self,
+        vector: ArrayLike,
+        k: int = 10,
+        candidates: Optional[int] = None,
+        target: Literal["image", "text"] = "image",
+        exact: bool = False,
+        coarse_vector: Optional[ArrayLike] = None,
+        allow_ids: Optional[Sequence[int]] = None,
+        deny_ids: Optional[Sequence[int]] = None,
+        where: Optional[Where] = None,
+    ) -> tuple[list[Hit], dict[str, Any]]:
+        """``search(vector=...)`` and a dict of what it did.
+
+        Keys: ``filter_ms``, ``coarse_ms``, ``fine_ms`` (stage times: evaluating ``where``,
+        the coarse scan, the re-rank), ``candidates`` (rows re-ranked with fine
+        vectors: chosen per query unless ``candidates`` is given, 0 when the fine scan ran),
+        ``passes`` (coarse passes), ``exact`` (the fine scan produced the hits) and
+        ``estimated_recall`` (of recall@k against an exact search; the default search aims at
+        0.99 or falls back to the fine scan).
+        """
     def search_batch(
         self,
         vectors: ArrayLike,

@@ -1,0 +1,542 @@
+//! How many coarse candidates a query re-ranks when the caller did not fix the number.
+//!
+//! A fixed M loses recall as the collection grows: the coarse score predicts the fine score
+//! only up to an error, so the true neighbours of a query sit at coarse ranks that grow with
+//! the number of rows, and beyond M they are lost. So after re-ranking the candidates of a
+//! pass, the search looks at the coarse ranks of its best fine candidates: where the true
+//! neighbours are spread over ranks far below M, few lie beyond it; where they crowd towards
+//! M, many do. [`RankModel`] turns that into an estimated recall; too low, and the next pass
+//! keeps as many candidates as the model says are needed, or, when that would cost about as
+//! much as reading every fine vector, the exact scan runs instead.
+//!
+//! The model: the logarithm of a true neighbour's coarse rank is normally distributed (the
+//! coarse score's error is a sum of many small ones, and ranks scale with the rows). Its mean
+//! and spread are fitted by maximum likelihood on the best fine candidates' log ranks, which
+//! are censored at M (a neighbour ranked beyond M is not among them), so a sample that
+//! crowds towards M moves the fit beyond it. The estimated recall is the fitted probability
+//! of a rank within M.
+
+use std::time::{Duration, Instant};
+
+use hivlp_storage::{CorruptionError, Schema, Source};
+use rayon::prelude::*;
+
+use crate::params::SearchParams;
+use crate::scan::Candidate;
+use crate::search::{PreparedQuery, Scored, Shortlisted, fine_scores};
+
+/// Recall@k the default search aims at (the expected fraction of the true top k returned).
+pub const TARGET_RECALL: f64 = 0.99;
+
+/// The search stops growing the candidate set once the estimated missed fraction is at most
+/// this share of what [`TARGET_RECALL`] allows: the estimate is a model fitted on few ranks,
+/// so the stopping rule keeps a margin below the target.
+const STOP_MARGIN: f64 = 0.5;
+
+/// A grown candidate set is at least this many times the previous one, so a query needs few
+/// coarse passes whatever the model's first guess.
+const MIN_GROWTH: f64 = 2.0;
+
+/// A coarse pass of the default search keeps this many times the candidates it re-ranks at
+/// first: the scan costs about the same (its threshold filter rejects nearly every row either
+/// way), and a query that needs more candidates takes them from this reserve without another
+/// pass over the coarse vectors.
+pub(crate) const SCAN_RESERVE: usize = 4;
+
+/// Coarse passes a query makes before it settles for the exact scan.
+const MAX_PASSES: u32 = 4;
+
+/// Re-ranking reads fine rows at random; per byte that costs about this many times a
+/// sequential scan of the same bytes.
+const RANDOM_READ_COST: f64 = 4.0;
+
+/// The model is fitted on the coarse ranks of the best `max(k, MIN_FITTED)` fine candidates:
+/// for a small k, the next best stand in for the true neighbours (they rank a little worse,
+/// so the estimate errs low), since a spread cannot be fitted on one or two ranks.
+const MIN_FITTED: usize = 10;
+
+/// The spread of log ranks is not fitted below this: a handful of ranks that happen to agree
+/// must not promise that no neighbour lies further out.
+const MIN_SPREAD: f64 = 1.0;
+
+/// What a query's coarse stage did, reported in [`SearchTiming`](crate::SearchTiming).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    /// Candidates re-ranked by their fine vectors (0 when the fine scan ran).
+    pub candidates: usize,
+    /// Coarse passes run.
+    pub passes: u32,
+    /// Whether the flat scan of the fine vectors produced the hits (asked for, or chosen
+    /// because the candidates needed would have cost as much).
+    pub exact: bool,
+    /// Estimated recall@k of the hits against the exact search: 1 for an exact search.
+    pub estimated_recall: f64,
+}
+
+impl Outcome {
+    /// The outcome of an exact search (recall 1 by construction).
+    pub fn exact(passes: u32) -> Self {
+        Self {
+            candidates: 0,
+            passes,
+            exact: true,
+            estimated_recall: 1.0,
+        }
+    }
+}
+
+/// What to do after a pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Next {
+    /// The hits are good enough (or the caller fixed M): the estimated recall.
+    Done(f64),
+    /// Run a coarse pass keeping this many candidates.
+    Grow(usize),
+    /// Run the exact fine scan.
+    Exact,
+}
+
+/// Whether the candidate count is the database's choice, and what the exact scan costs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// `SearchParams::candidates` was `None`.
+    pub adaptive: bool,
+    /// Rows of the view.
+    pub rows: usize,
+    /// Bytes of one fine and one coarse row.
+    pub fine_row: f64,
+    pub coarse_row: f64,
+}
+
+impl Policy {
+    pub fn new(schema: &Schema, rows: usize, adaptive: bool) -> Self {
+        let scale = if schema.coarse_type == hivlp_storage::ElemType::I8 {
+            4
+        } else {
+            0
+        };
+        Self {
+            adaptive,
+            rows,
+            fine_row: (schema.fine_dim * schema.fine_type.size()) as f64,
+            coarse_row: (schema.coarse_dim * schema.coarse_type.size() + scale) as f64,
+        }
+    }
+
+    /// Whether `passes` coarse scans and a re-rank of `candidates` rows read at least as many
+    /// bytes (random reads weighted) as one flat scan of the fine vectors.
+    fn exact_is_cheaper(&self, passes: u32, candidates: usize) -> bool {
+        let rows = self.rows as f64;
+        let two_stage = f64::from(passes) * rows * self.coarse_row
+            + candidates as f64 * self.fine_row * RANDOM_READ_COST;
+        two_stage >= rows * self.fine_row
+    }
+
+    /// The decision after pass number `passes` kept `scored` candidates (coarse, fine score
+    /// pairs, best coarse first) out of `eligible` rows (`scored.len() < eligible` unless
+    /// every eligible row is a candidate).
+    pub fn next(&self, scored: &[(f32, f32)], k: usize, eligible: usize, passes: u32) -> Next {
+        if scored.len() >= eligible {
+            return Next::Done(1.0);
+        }
+        let model = RankModel::fit(scored, k, eligible);
+        let recall = model.within(scored.len());
+        if !self.adaptive {
+            return Next::Done(recall);
+        }
+        let allowed_miss = (1.0 - TARGET_RECALL) * STOP_MARGIN;
+        // The model's word alone is not enough: a few log ranks can agree by chance. While
+        // one of the best k still ranks in the lower half of the candidates, the neighbours
+        // are likely to go on beyond them.
+        if 1.0 - recall <= allowed_miss && model.deepest <= scored.len() / 4 {
+            return Next::Done(recall);
+        }
+        let grown = model
+            .rank_quantile(1.0 - allowed_miss)
+            .max(scored.len() as f64 * MIN_GROWTH);
+        if passes >= MAX_PASSES || !grown.is_finite() || grown >= eligible as f64 {
+            return Next::Exact;
+        }
+        let grown = grown.ceil() as usize;
+        if self.exact_is_cheaper(passes + 1, grown) {
+            Next::Exact
+        } else {
+            Next::Grow(grown)
+        }
+    }
+}
+
+/// A query of [`search`]: what its last coarse pass kept, how many of those are its
+/// candidates, their fine scores, its passes.
+struct Progress {
+    /// The last pass's rows, best coarse first.
+    scanned: Vec<Candidate>,
+    /// Candidates asked for by the last pass (more than it kept: no more rows are eligible).
+    asked: usize,
+    /// The first `candidates` of `scanned` are re-ranked (or about to be).
+    candidates: usize,
+    scored: Vec<Scored>,
+    passes: u32,
+    next: Next,
+}
+
+/// The default search's step after the first coarse pass, called from `search::search`: coarse
+/// passes and re-ranks until each query's [`Policy`] is satisfied. The first pass re-ranks
+/// `keep` candidates; a query whose estimated recall falls short re-ranks more (of what the
+/// pass kept in reserve, else of a larger pass), or gets the exact scan.
+pub(crate) fn search(
+    sources: &[Source],
+    queries: &[&PreparedQuery],
+    params: &SearchParams,
+    keep: usize,
+    policy: &Policy,
+    scan: &(impl Fn(&[&PreparedQuery], usize, bool) -> Vec<Vec<Candidate>> + Sync),
+    parallel: bool,
+) -> Result<Shortlisted, CorruptionError> {
+    let target = params.target;
+    let (mut coarse_time, mut fine_time) = (Duration::ZERO, Duration::ZERO);
+    let reserve = if policy.adaptive { SCAN_RESERVE } else { 1 };
+    let started = Instant::now();
+    let asked = keep.saturating_mul(reserve).min(policy.rows);
+    let mut progress: Vec<Progress> = scan(queries, asked, false)
+        .into_iter()
+        .map(|scanned| Progress {
+            candidates: keep.min(scanned.len()),
+            scanned,
+            asked,
+            scored: Vec::new(),
+            passes: 1,
+            next: Next::Grow(keep),
+        })
+        .collect();
+    coarse_time += started.elapsed();
+    loop {
+        let started = Instant::now();
+        // Re-rank what each growing query's candidates gained (passes are nested: the best M
+        // of a total order are a prefix of the best M' > M) and decide its next step.
+        let step = |(query, p): (&&PreparedQuery, &mut Progress)| -> Result<(), CorruptionError> {
+            if !matches!(p.next, Next::Grow(_)) {
+                return Ok(());
+            }
+            let added = &p.scanned[p.scored.len()..p.candidates];
+            let scored = fine_scores(sources, target, &query.fine, added, parallel)?;
+            p.scored.extend(scored);
+            let mut pairs: Vec<(f32, f32)> = p.scored.iter().map(|s| (s.coarse, s.fine)).collect();
+            pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            let eligible = if p.scanned.len() < p.asked && p.candidates == p.scanned.len() {
+                p.candidates
+            } else {
+                policy.rows
+            };
+            p.next = policy.next(&pairs, params.k, eligible, p.passes);
+            // More candidates from the reserve need no new pass.
+            if let Next::Grow(m) = p.next
+                && (m <= p.scanned.len() || p.scanned.len() < p.asked)
+            {
+                p.candidates = m.min(p.scanned.len());
+            }
+            Ok(())
+        };
+        if parallel {
+            queries
+                .par_iter()
+                .zip(progress.par_iter_mut())
+                .try_for_each(step)?;
+        } else {
+            queries.iter().zip(progress.iter_mut()).try_for_each(step)?;
+        }
+        fine_time += started.elapsed();
+        let growing = |p: &Progress| matches!(p.next, Next::Grow(_));
+        if !progress.iter().any(growing) {
+            break;
+        }
+        // One pass for the queries whose reserve is used up, at the largest size any of them
+        // asked for.
+        let started = Instant::now();
+        let rescan: Vec<usize> = (0..queries.len())
+            .filter(|&q| {
+                let p = &progress[q];
+                matches!(p.next, Next::Grow(m) if m > p.candidates && p.scanned.len() >= p.asked)
+            })
+            .collect();
+        let size = rescan
+            .iter()
+            .map(|&q| match progress[q].next {
+                Next::Grow(m) => m,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(keep);
+        let asked = size.saturating_mul(reserve).min(policy.rows);
+        let chosen: Vec<&PreparedQuery> = rescan.iter().map(|&q| queries[q]).collect();
+        let scans = if chosen.is_empty() {
+            Vec::new()
+        } else {
+            scan(&chosen, asked, false)
+        };
+        for (&q, scanned) in rescan.iter().zip(scans) {
+            let p = &mut progress[q];
+            let nested = scanned.len() >= p.scored.len()
+                && scanned
+                    .iter()
+                    .zip(&p.scanned[..p.scored.len()])
+                    .all(|(a, b)| (a.source, a.row) == (b.source, b.row));
+            if !nested {
+                p.scored.clear();
+            }
+            p.candidates = size.min(scanned.len());
+            p.scanned = scanned;
+            p.passes += 1;
+            p.asked = asked;
+        }
+        coarse_time += started.elapsed();
+    }
+    // Queries whose candidates would cost as much as the fine scan get the fine scan.
+    let started = Instant::now();
+    let exact: Vec<usize> = (0..queries.len())
+        .filter(|&q| progress[q].next == Next::Exact)
+        .collect();
+    let chosen: Vec<&PreparedQuery> = exact.iter().map(|&q| queries[q]).collect();
+    // A collapsing search needs more than k rows to find k distinct ones.
+    let exact_keep = if params.collapse.is_some() {
+        keep
+    } else {
+        params.k
+    }
+    .min(policy.rows);
+    let mut exact_lists = if chosen.is_empty() {
+        Vec::new()
+    } else {
+        scan(&chosen, exact_keep, true)
+    }
+    .into_iter();
+    coarse_time += started.elapsed();
+    let started = Instant::now();
+    let mut scored = Vec::with_capacity(queries.len());
+    let mut outcomes = Vec::with_capacity(queries.len());
+    for (query, p) in queries.iter().zip(progress) {
+        match p.next {
+            Next::Done(estimated_recall) => {
+                // Full: the pass found as many rows as it asked for, so more exist.
+                let full = p.scanned.len() >= p.asked;
+                scored.push((p.scored, full));
+                outcomes.push(Outcome {
+                    candidates: p.candidates,
+                    passes: p.passes,
+                    exact: false,
+                    estimated_recall,
+                });
+            }
+            _ => {
+                let list = exact_lists.next().unwrap_or_default();
+                let full = list.len() == exact_keep;
+                scored.push((
+                    fine_scores(sources, target, &query.fine, &list, parallel)?,
+                    full,
+                ));
+                outcomes.push(Outcome::exact(p.passes));
+            }
+        }
+    }
+    fine_time += started.elapsed();
+    Ok((scored, outcomes, [coarse_time, fine_time]))
+}
+
+/// A query's fitted distribution of its true neighbours' log coarse ranks (see the module
+/// docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RankModel {
+    mean: f64,
+    spread: f64,
+    /// The largest coarse rank among the best k fine candidates.
+    deepest: usize,
+}
+
+impl RankModel {
+    /// Fits the model on the coarse ranks (1-based, in `scored`'s order) of the best
+    /// `max(k, MIN_FITTED)` fine scores among `scored`; ranks are censored at `scored.len()`,
+    /// and the mean is kept within the `eligible` rows.
+    pub fn fit(scored: &[(f32, f32)], k: usize, eligible: usize) -> Self {
+        let fitted = k.max(MIN_FITTED).min(scored.len()).max(1);
+        let mut by_fine: Vec<(f32, usize)> = scored
+            .iter()
+            .enumerate()
+            .map(|(rank, &(_, fine))| (fine, rank + 1))
+            .collect();
+        by_fine.select_nth_unstable_by(fitted - 1, |a, b| b.0.total_cmp(&a.0));
+        by_fine[..fitted].sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let deepest = by_fine[..k.min(fitted)]
+            .iter()
+            .map(|&(_, rank)| rank)
+            .max()
+            .unwrap_or(0);
+        let logs: Vec<f64> = by_fine[..fitted]
+            .iter()
+            .map(|&(_, rank)| (rank as f64).ln())
+            .collect();
+        let censor = (scored.len() as f64).ln();
+        let ceiling = (eligible.max(1) as f64).ln();
+        // Log-likelihood of a normal truncated above at `censor`.
+        let likelihood = |mean: f64, spread: f64| {
+            let within = upper_tail((mean - censor) / spread).max(f64::MIN_POSITIVE);
+            let squares: f64 = logs.iter().map(|x| ((x - mean) / spread).powi(2)).sum();
+            -(logs.len() as f64) * (spread.ln() + within.ln()) - squares / 2.0
+        };
+        // A coarse grid over the plausible means and spreads, then a fine one around its best.
+        let steps = |from: f64, to: f64, step: f64| {
+            let n = ((to - from) / step).floor().max(0.0) as usize;
+            (0..=n).map(move |i| from + i as f64 * step)
+        };
+        let best_of = |means: Vec<f64>, spreads: Vec<f64>| {
+            let mut best = (f64::NEG_INFINITY, 0.0, MIN_SPREAD);
+            for &mean in &means {
+                for &spread in &spreads {
+                    let l = likelihood(mean, spread);
+                    if l > best.0 {
+                        best = (l, mean, spread);
+                    }
+                }
+            }
+            best
+        };
+        let (_, mean, spread) = best_of(
+            steps(0.0, ceiling, 0.25).collect(),
+            steps(MIN_SPREAD, 4.0, 0.25).collect(),
+        );
+        let best = best_of(
+            steps((mean - 0.25).max(0.0), (mean + 0.25).min(ceiling), 0.025).collect(),
+            steps((spread - 0.25).max(MIN_SPREAD), spread + 0.25, 0.025).collect(),
+        );
+        Self {
+            mean: best.1,
+            spread: best.2,
+            deepest,
+        }
+    }
+
+    /// Probability that a true neighbour's coarse rank is at most `m`.
+    pub fn within(&self, m: usize) -> f64 {
+        upper_tail((self.mean - (m as f64).ln()) / self.spread)
+    }
+
+    /// The coarse rank within which a true neighbour lies with probability `p` (< 1).
+    pub fn rank_quantile(&self, p: f64) -> f64 {
+        // Bisection on the standard normal quantile: `upper_tail` is monotone.
+        let (mut lo, mut hi) = (-10.0, 10.0);
+        for _ in 0..60 {
+            let z = (lo + hi) / 2.0;
+            if upper_tail(z) > 1.0 - p {
+                lo = z;
+            } else {
+                hi = z;
+            }
+        }
+        (self.mean + hi * self.spread).exp()
+    }
+}
+
+/// P(Z > z) for a standard normal Z, with relative error below 1.2e-7 everywhere (the
+/// Chebyshev fit of `erfc` in Numerical Recipes), so tiny tail probabilities stay accurate.
+fn upper_tail(z: f64) -> f64 {
+    let x = z / std::f64::consts::SQRT_2;
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let poly = -a * a - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_tail_matches_known_values() {
+        for (z, p) in [
+            (0.0, 0.5),
+            (1.0, 0.158_655_25),
+            (3.0, 1.349_898e-3),
+            (6.0, 9.865_876e-10),
+            (-2.0, 0.977_249_87),
+        ] {
+            assert!(
+                (upper_tail(z) - p).abs() <= 1e-6 * p,
+                "{z}: {}",
+                upper_tail(z)
+            );
+        }
+    }
+
+    /// Candidates whose fine score is their coarse score plus noise, coarse scores spaced
+    /// like the top of a large sample: the more noise, the further down the coarse ranking
+    /// the best fine scores are spread.
+    fn scored(n: usize, noise: f32) -> Vec<(f32, f32)> {
+        (0..n)
+            .map(|i| {
+                let coarse = 1.0 - (i as f32 + 1.0).ln() * 0.05;
+                let wiggle = ((i * 7919) % 101) as f32 / 50.0 - 1.0;
+                (coarse, coarse + noise * wiggle)
+            })
+            .collect()
+    }
+
+    const POLICY: Policy = Policy {
+        adaptive: true,
+        rows: 1_000_000,
+        fine_row: 2048.0,
+        coarse_row: 68.0,
+    };
+
+    #[test]
+    fn a_precise_coarse_score_needs_no_more_candidates() {
+        match POLICY.next(&scored(200, 0.001), 10, 1_000_000, 1) {
+            Next::Done(recall) => assert!(recall > 0.995, "{recall}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_noisy_coarse_score_grows_the_candidates_or_goes_exact() {
+        match POLICY.next(&scored(200, 1.0), 10, 1_000_000, 1) {
+            Next::Grow(m) => assert!(m >= 400, "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Past the passes allowed, the exact scan.
+        assert_eq!(
+            POLICY.next(&scored(200, 1.0), 10, 1_000_000, 4),
+            Next::Exact
+        );
+        // A caller's fixed M is kept, and told its estimated recall.
+        let fixed = Policy {
+            adaptive: false,
+            ..POLICY
+        };
+        match fixed.next(&scored(200, 1.0), 10, 1_000_000, 1) {
+            Next::Done(recall) => assert!(recall < 0.99, "{recall}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_row_a_candidate_is_exact() {
+        assert_eq!(POLICY.next(&scored(150, 0.5), 10, 150, 1), Next::Done(1.0));
+    }
+
+    #[test]
+    fn rank_quantile_inverts_within() {
+        let model = RankModel {
+            mean: 3.0,
+            spread: 1.2,
+            deepest: 0,
+        };
+        let m = model.rank_quantile(0.995);
+        assert!((model.within(m.round() as usize) - 0.995).abs() < 1e-3);
+    }
+}
