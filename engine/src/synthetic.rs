@@ -33,10 +33,28 @@ pub struct Pair {
     pub coarse: Vec<f32>,
 }
 
+impl Pair {
+    /// The unit-length fine vector and its first `coarse_dim` dimensions, normalised.
+    fn from_fine(mut fine: Vec<f32>, coarse_dim: usize) -> Self {
+        let mut coarse = fine[..coarse_dim].to_vec();
+        l2_normalize(&mut fine);
+        l2_normalize(&mut coarse);
+        Pair { fine, coarse }
+    }
+}
+
 /// SplitMix64: a tiny, fast, seedable generator (statistical quality is ample here).
 struct SplitMix(u64);
 
 impl SplitMix {
+    /// The generator of item `i` of stream `stream`: items are independent of each other.
+    fn item(seed: u64, stream: u64, i: u64) -> Self {
+        Self(
+            seed ^ stream.wrapping_mul(0xA24B_AED4_963E_E407)
+                ^ i.wrapping_mul(0x9FB2_1C65_1E98_DF25),
+        )
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -84,11 +102,7 @@ impl Clustered {
 
     /// The `i`-th item of stream `stream` (use different streams for items and queries).
     pub fn pair(&self, stream: u64, i: u64) -> Pair {
-        let mut rng = SplitMix(
-            self.seed
-                ^ stream.wrapping_mul(0xA24B_AED4_963E_E407)
-                ^ i.wrapping_mul(0x9FB2_1C65_1E98_DF25),
-        );
+        let mut rng = SplitMix::item(self.seed, stream, i);
         let clusters = self.centres.len() / self.fine_dim;
         let c = (rng.next() % clusters as u64) as usize;
         let centre = &self.centres[c * self.fine_dim..(c + 1) * self.fine_dim];
@@ -97,10 +111,7 @@ impl Clustered {
         for ((x, &m), &s) in fine.iter_mut().zip(centre).zip(&self.spectrum) {
             *x = (m + self.noise * *x) * s;
         }
-        let mut coarse = fine[..self.coarse_dim].to_vec();
-        l2_normalize(&mut fine);
-        l2_normalize(&mut coarse);
-        Pair { fine, coarse }
+        Pair::from_fine(fine, self.coarse_dim)
     }
 
     /// Items `range` of stream `stream`, generated in parallel.
@@ -143,20 +154,13 @@ impl Unclustered {
 
     /// The `i`-th item of stream `stream` (use different streams for items and queries).
     pub fn pair(&self, stream: u64, i: u64) -> Pair {
-        let mut rng = SplitMix(
-            self.seed
-                ^ stream.wrapping_mul(0xA24B_AED4_963E_E407)
-                ^ i.wrapping_mul(0x9FB2_1C65_1E98_DF25),
-        );
+        let mut rng = SplitMix::item(self.seed, stream, i);
         let mut fine = vec![0.0; self.fine_dim];
         rng.fill_gaussian(&mut fine);
         for (x, &s) in fine.iter_mut().zip(&self.spectrum) {
             *x *= s;
         }
-        let mut coarse = fine[..self.coarse_dim].to_vec();
-        l2_normalize(&mut fine);
-        l2_normalize(&mut coarse);
-        Pair { fine, coarse }
+        Pair::from_fine(fine, self.coarse_dim)
     }
 
     /// Items `range` of stream `stream`, generated in parallel.
