@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("LANCE_LOG", "error")  # one deprecation warning a query otherwise
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import systems  # noqa: E402
@@ -123,7 +122,7 @@ def main():
 
             def lance(prefilter):
                 def run(qv, w):
-                    s = table.search(qv).distance_type("dot").limit(K).select(["id"])
+                    s = table.search(qv).distance_type("dot").limit(K).select(["id", "_distance"])
                     if w is not None:
                         s = s.where(w, prefilter=prefilter)
                     return s.to_arrow()["id"].to_pylist()
