@@ -599,3 +599,52 @@ fn predicates_compose_with_min_score_and_collapse() {
     assert_eq!(distinct.len(), 5);
     assert!(distinct.iter().all(|h| h.id % 2 == 0));
 }
+
+#[test]
+fn predicates_nested_beyond_the_limit_are_typed_errors_not_stack_overflows() {
+    use hivlp::filter::{MAX_DEPTH, field};
+    let deep = 100_000;
+    let parens = format!("{}n = 1{}", "(".repeat(deep), ")".repeat(deep));
+    let nots = format!("{}n = 1", "NOT ".repeat(deep));
+    for text in [parens, nots] {
+        match Predicate::parse(&text) {
+            Err(PredicateError::Syntax { message, .. }) => {
+                assert!(message.contains("nested more than"), "{message}")
+            }
+            other => panic!("expected a nesting error, got {:?}", other.map(|_| ())),
+        }
+    }
+    // At the limit it parses.
+    let ok = format!(
+        "{}n = 1{}",
+        "(".repeat(MAX_DEPTH - 1),
+        ")".repeat(MAX_DEPTH - 1)
+    );
+    Predicate::parse(&ok).unwrap();
+    let mut doc = serde_json::json!({"n": 1});
+    for _ in 0..=MAX_DEPTH {
+        doc = serde_json::json!({ "$not": doc });
+    }
+    assert!(matches!(
+        Predicate::from_json(&doc),
+        Err(PredicateError::Json { .. })
+    ));
+    // A tree built in code is refused when searched.
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(dir.path(), ElemType::I8);
+    db.insert(rows(0..100)).unwrap();
+    let mut built = field("n").eq(1);
+    for _ in 0..(4 * MAX_DEPTH) {
+        built = !built;
+    }
+    let params = SearchParams {
+        predicate: Some(built),
+        ..SearchParams::default()
+    };
+    assert!(matches!(
+        db.search(&query(), &params),
+        Err(Error::InvalidInput(InvalidInput::Predicate(
+            PredicateError::TooDeep
+        )))
+    ));
+}

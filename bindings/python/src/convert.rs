@@ -46,7 +46,7 @@ pub fn predicate(where_: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Predicate
     let parsed = if let Ok(text) = where_.cast::<PyString>() {
         Predicate::parse(&text.to_cow()?)
     } else if where_.is_instance_of::<PyDict>() {
-        Predicate::from_json(&json_value(where_, "where")?)
+        Predicate::from_json(&json_value(where_, "where", 0)?)
     } else {
         return Err(InvalidInputError::new_err(format!(
             "where= takes a string such as \"year >= 2020\" or a dict such as {{\"year\": {{\"$gte\": 2020}}}}, not {}",
@@ -60,9 +60,16 @@ pub fn predicate(where_: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Predicate
 
 /// A `where=` dict as JSON: dicts with string keys, lists and tuples, strings, bools, ints,
 /// floats, None, and `datetime`/`date` values (as their ISO 8601 text, which compares with
-/// timestamp fields).
-fn json_value(value: &Bound<'_, PyAny>, path: &str) -> PyResult<serde_json::Value> {
+/// timestamp fields). `depth` containers enclose `value`: deeper than a predicate may nest
+/// (a level of it is a dict and a list) is refused here, before the recursion can overflow.
+fn json_value(value: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<serde_json::Value> {
     use serde_json::Value;
+    if depth > 2 * engine::filter::MAX_DEPTH + 2 {
+        return Err(InvalidInputError::new_err(format!(
+            "where= at {path}: nested more than {} deep",
+            engine::filter::MAX_DEPTH
+        )));
+    }
     if value.is_none() {
         return Ok(Value::Null);
     }
@@ -96,7 +103,7 @@ fn json_value(value: &Bound<'_, PyAny>, path: &str) -> PyResult<serde_json::Valu
                     "where= at {path}: keys are field names or operators (strings), not {key}"
                 ))
             })?;
-            let item = json_value(&item, &format!("{path}.{key}"))?;
+            let item = json_value(&item, &format!("{path}.{key}"), depth + 1)?;
             map.insert(key, item);
         }
         return Ok(Value::Object(map));
@@ -105,7 +112,7 @@ fn json_value(value: &Bound<'_, PyAny>, path: &str) -> PyResult<serde_json::Valu
         return value
             .try_iter()?
             .enumerate()
-            .map(|(i, item)| json_value(&item?, &format!("{path}[{i}]")))
+            .map(|(i, item)| json_value(&item?, &format!("{path}[{i}]"), depth + 1))
             .collect::<PyResult<Vec<_>>>()
             .map(Value::Array);
     }

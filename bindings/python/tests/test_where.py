@@ -106,3 +106,15 @@ def test_readme_filtering_example_runs(tmp_path):
     assert len(blocks) == 1, "the README has one filtering example"
     run = run_block(blocks[0], tmp_path)
     assert run.stdout.startswith("where=: syntax error at 8: expected a value after '>='"), run.stdout
+
+
+def test_predicates_nested_too_deep_are_invalid_input_not_a_crash(tagged):
+    db, vector = tagged[0], tagged[1][0]
+    for where in ["(" * 100_000 + "year = 1" + ")" * 100_000, "NOT " * 100_000 + "year = 1"]:
+        with pytest.raises(hivlp.InvalidInputError, match="nested more than"):
+            db.search(vector=vector, where=where)
+    deep = {"year": 1}
+    for _ in range(5_000):
+        deep = {"$not": deep}
+    with pytest.raises(hivlp.InvalidInputError, match="nested more than"):
+        db.search(vector=vector, where=deep)

@@ -176,6 +176,29 @@ pub enum Predicate {
     Not(Box<Predicate>),
 }
 
+impl Predicate {
+    /// Whether the tree is deeper than [`MAX_DEPTH`](super::MAX_DEPTH) nesting levels allow
+    /// (a level is at most two tree levels: a `NOT` or parentheses and the list inside),
+    /// found without recursing, so that a tree built in code of any depth is refused.
+    pub(crate) fn too_deep(&self) -> bool {
+        let limit = 2 * super::MAX_DEPTH + 1;
+        let mut open = vec![(self, 1)];
+        while let Some((p, depth)) = open.pop() {
+            if depth > limit {
+                return true;
+            }
+            match p {
+                Predicate::And(all) | Predicate::Or(all) => {
+                    open.extend(all.iter().map(|q| (q, depth + 1)));
+                }
+                Predicate::Not(inner) => open.push((inner, depth + 1)),
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
 impl FieldRef {
     /// The row's id (`id` in the string language).
     pub fn id() -> FieldRef {

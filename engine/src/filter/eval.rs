@@ -27,6 +27,9 @@ pub(crate) fn evaluate(
     cache: &MatchCache,
     parallel: bool,
 ) -> Result<Vec<Arc<Vec<u64>>>, Error> {
+    if predicate.too_deep() {
+        return Err(InvalidInput::Predicate(PredicateError::TooDeep).into());
+    }
     if sources.iter().all(|s| s.rows() == 0) {
         return Ok(sources.iter().map(|_| Arc::default()).collect());
     }

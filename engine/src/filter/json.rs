@@ -28,7 +28,7 @@ impl Predicate {
     /// # Ok::<(), hivlp::filter::PredicateError>(())
     /// ```
     pub fn from_json(doc: &Value) -> Result<Predicate, PredicateError> {
-        document(doc, "$")
+        document(doc, "$", 0)
     }
 }
 
@@ -39,13 +39,21 @@ fn invalid(path: &str, message: impl Into<String>) -> PredicateError {
     }
 }
 
-fn document(doc: &Value, path: &str) -> Result<Predicate, PredicateError> {
+/// The predicate of an object `depth` combinators (`$and`, `$or`, `$not`) deep, at most
+/// [`MAX_DEPTH`](super::MAX_DEPTH): the conversion recurses once per level.
+fn document(doc: &Value, path: &str, depth: usize) -> Result<Predicate, PredicateError> {
+    if depth > super::MAX_DEPTH {
+        return Err(invalid(
+            path,
+            format!("nested more than {} deep", super::MAX_DEPTH),
+        ));
+    }
     let Value::Object(entries) = doc else {
         return Err(invalid(path, format!("expected an object, found {doc}")));
     };
     let mut all = entries
         .iter()
-        .map(|(key, value)| entry(key, value, &format!("{path}.{key}")))
+        .map(|(key, value)| entry(key, value, &format!("{path}.{key}"), depth))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(if all.len() == 1 {
         all.remove(0)
@@ -54,19 +62,19 @@ fn document(doc: &Value, path: &str) -> Result<Predicate, PredicateError> {
     })
 }
 
-fn entry(key: &str, value: &Value, path: &str) -> Result<Predicate, PredicateError> {
+fn entry(key: &str, value: &Value, path: &str, depth: usize) -> Result<Predicate, PredicateError> {
     let list = |value: &Value| match value {
         Value::Array(docs) if !docs.is_empty() => docs
             .iter()
             .enumerate()
-            .map(|(i, d)| document(d, &format!("{path}[{i}]")))
+            .map(|(i, d)| document(d, &format!("{path}[{i}]"), depth + 1))
             .collect::<Result<Vec<_>, _>>(),
         _ => Err(invalid(path, "expected a non-empty list of objects")),
     };
     match key {
         "$and" => Ok(Predicate::And(list(value)?)),
         "$or" => Ok(Predicate::Or(list(value)?)),
-        "$not" => Ok(!document(value, path)?),
+        "$not" => Ok(!document(value, path, depth + 1)?),
         op if op.starts_with('$') => Err(invalid(
             path,
             format!("unknown combinator {op:?}; expected $and, $or, $not or a field name"),

@@ -34,6 +34,11 @@
 //! [`InvalidInput::Predicate`](crate::InvalidInput::Predicate) errors. A database with no
 //! rows at all has no fields to check against: the search returns nothing.
 
+/// Deepest nesting a predicate may have: parentheses and `NOT` in the string form, `$and`,
+/// `$or` and `$not` in the JSON form. Parsing, checking and evaluating recurse once per level,
+/// so a bound keeps a hostile predicate a typed error rather than a stack overflow.
+pub const MAX_DEPTH: usize = 64;
+
 mod ast;
 mod cache;
 mod eval;

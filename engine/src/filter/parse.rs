@@ -42,6 +42,9 @@ pub enum PredicateError {
         /// Fields rows do have (some of them), to spot a typo.
         known: Vec<String>,
     },
+    /// A predicate built in code nests deeper than [`MAX_DEPTH`](super::MAX_DEPTH) allows.
+    #[error("the predicate nests more than {} levels deep", super::MAX_DEPTH)]
+    TooDeep,
     /// The literal cannot compare with any type the field takes.
     #[error("type mismatch for {field}{}: {message}", at_offset(*at))]
     TypeMismatch {
@@ -84,6 +87,7 @@ impl Predicate {
             text,
             tokens: tokenize(text)?,
             next: 0,
+            depth: 0,
         };
         let predicate = parser.or()?;
         let end = parser.peek();
@@ -352,6 +356,9 @@ struct Parser<'t> {
     text: &'t str,
     tokens: Vec<Token>,
     next: usize,
+    /// Operands open around the one being parsed (parentheses and `NOT`), at most
+    /// [`MAX_DEPTH`](super::MAX_DEPTH): the parser recurses once per level.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -429,7 +436,25 @@ impl Parser<'_> {
         })
     }
 
+    /// An operand, one nesting level deeper than the one around it.
     fn unary(&mut self) -> Result<Predicate, PredicateError> {
+        if self.depth == super::MAX_DEPTH {
+            let at = self.peek().at;
+            return Err(self.error(
+                at,
+                format!(
+                    "nested more than {} deep (parentheses and NOT)",
+                    super::MAX_DEPTH
+                ),
+            ));
+        }
+        self.depth += 1;
+        let operand = self.operand();
+        self.depth -= 1;
+        operand
+    }
+
+    fn operand(&mut self) -> Result<Predicate, PredicateError> {
         if self.keyword("NOT") {
             return Ok(!self.unary()?);
         }
