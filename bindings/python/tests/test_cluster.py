@@ -38,10 +38,31 @@ def vector_rows(n, seed):
     }
 
 
-@pytest.fixture
-def vector_pair(tmp_path):
-    """A 4-shard vectors-only collection and one database, holding the same 600 rows."""
+def filterable(n):
+    """Metadata with fields to filter on: `bucket` 0..99 (1% a value), tags, a flag, a name."""
+    return [
+        {
+            "i": i,
+            "bucket": i % 100,
+            "tags": ["odd" if i % 2 else "even"] + ["x"] * (i % 3 == 0),
+            "flag": i % 5 == 0,
+            "name": f"n{i % 7}",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def vector_pair(tmp_path_factory):
+    """A 4-shard vectors-only collection and one database, holding the same 600 rows; rows
+    300-359 are near-duplicates of rows 1-60 (other shards: ids 299 apart). Shared by the
+    tests that read it (a test that changes rows puts them back)."""
+    tmp_path = tmp_path_factory.mktemp("vector_pair")
     rows = vector_rows(600, seed=1)
+    rows["metadata"] = filterable(600)
+    for seed, name in enumerate(("image_fine", "text_fine")):
+        twins = rows[name][1:61] + 0.05 * unit_rows(60, FINE, seed=seed)
+        rows[name][300:360] = twins / np.linalg.norm(twins, axis=1, keepdims=True)
     single = hivlp.open(tmp_path / "single", **VECTORS_ONLY)
     collection = cluster.open(tmp_path / "c", 4, actors=2, **VECTORS_ONLY)
     ids = collection.insert_vectors(**rows)
@@ -85,34 +106,134 @@ def test_vector_queries_match_one_database(vector_pair):
             )
             assert (got[1] >= want[1]).all()
     hit = collection.search(vector=queries[0], k=1, allow_ids=[ids[7]])[0]
-    assert (hit.id, hit.caption, hit.metadata) == (7, "row 1-7", {"i": 7})
+    assert (hit.id, hit.caption, hit.metadata) == (7, "row 1-7", filterable(8)[7])
     assert collection.get(7).caption == single.get(7).caption
+
+
+#: `where=` at 50%, 10%, 1% and ~0.3% of the rows, as strings and dicts, alone and combined.
+WHERES = [
+    "bucket < 50",
+    {"bucket": {"$lt": 10}},
+    "bucket = 3",
+    "'x' IN tags AND flag = true AND bucket >= 90",
+    {"$or": [{"name": "n3"}, {"tags": {"$contains": "odd"}}]},
+    "NOT flag = true AND name IN ('n1', 'n2') AND id < 500",
+]
+
+
+def test_filtered_queries_match_one_database(vector_pair):
+    """`where=`, `min_score` and `collapse` reach every shard; the merge stays exact."""
+    collection, single, ids = vector_pair
+    queries = unit_rows(4, FINE, seed=11)
+    # Rows 1-60 and their twins 300-359 live on different shards: queried near them, collapse
+    # must drop twins across shards, which the driver does.
+    queries[:2] = vector_rows(600, seed=1)["image_fine"][[5, 40]]
+    cases = [{"where": w} for w in WHERES] + [
+        {"min_score": 0.3},
+        {"where": "bucket < 50", "min_score": 0.2, "deny_ids": ids[:100]},
+        {"collapse": 0.95},
+        {"collapse": 0.2},  # many random pairs collapse: the driver asks for deeper rankings
+        {"collapse": 0.4, "where": {"bucket": {"$lt": 20}}, "min_score": -0.2},
+    ]
+    for target in ("image", "text"):
+        for case in cases:
+            for mode in ({"exact": True}, {"candidates": 600}):
+                args = dict(target=target, k=10, **mode, **case)
+                for q in queries[:2]:
+                    assert pairs(collection.search(vector=q, **args)) == pairs(
+                        single.search(vector=q, **args)
+                    ), args
+                got, want = (
+                    collection.search_batch(queries, **args),
+                    single.search_batch(queries, **args),
+                )
+                np.testing.assert_array_equal(got[0], want[0], err_msg=str(args))
+                np.testing.assert_array_equal(got[1], want[1], err_msg=str(args))
+    # The twins really collapse (across shards), and the filters select what they say.
+    twins = collection.search(vector=queries[0], k=3, exact=True)
+    assert [h.id for h in twins][:2] == [5, 304]
+    assert 304 not in {h.id for h in collection.search(vector=queries[0], k=3, collapse=0.95)}
+    hits = collection.search(vector=queries[2], k=20, where="bucket = 3")
+    assert sorted(h.id for h in hits) == [3, 103, 203, 303, 403, 503]
+    # Few candidates with a filter: each shard keeps its own, so every rank scores as well.
+    args = dict(k=10, candidates=20, where="bucket < 50")
+    got, want = collection.search_batch(queries, **args), single.search_batch(queries, **args)
+    assert (got[1] >= want[1]).all()
+
+
+def test_update_reaches_the_owning_shard_and_its_filters(vector_pair):
+    collection, single, ids = vector_pair
+    changed = [6, 7, 333, 598]
+    for db in (collection, single):
+        for i in changed:
+            assert db.update(i, metadata={"bucket": 1000, "tags": ["moved"]})
+        assert db.update(8, caption="renamed")  # metadata kept
+        assert not db.update(10_000, caption="nobody")
+    assert collection.get(8).caption == "renamed" and collection.get(8).metadata["bucket"] == 8
+    assert collection.get(333).metadata == {"bucket": 1000, "tags": ["moved"]}
+    query = unit_rows(1, FINE, seed=13)[0]
+    for where in ("bucket = 1000", {"tags": {"$contains": "moved"}}, "bucket < 10"):
+        got = collection.search(vector=query, k=100, where=where, exact=True)
+        assert pairs(got) == pairs(single.search(vector=query, k=100, where=where, exact=True))
+    assert {h.id for h in got} == {i for i in ids if i % 100 < 10} - {6, 7}
+    collection.flush()  # updated rows in segments answer the same
+    got = collection.search(vector=query, k=10, where="bucket = 1000")
+    assert sorted(h.id for h in got) == changed
+    original = filterable(600)
+    for db in (collection, single):  # as the fixture made them, for the other tests
+        for i in changed:
+            assert db.update(i, metadata=original[i])
+        assert db.update(8, caption="row 1-8")
+    assert collection.get(333).metadata == single.get(333).metadata == original[333]
 
 
 @requires_model
 def test_text_and_image_queries_match_one_database(tmp_path, images):
+    """Text, image and composed queries, with filters, as one database answers them."""
     paths, captions = images
     colours = [png_bytes((40 * i, 255 - 40 * i, 90)) for i in range(6)]
     texts = ["a photo of a cat", "two dogs on a beach", "a red car", "an empty street"]
+    metadata = [{"kind": "photo", "n": i} for i in range(10)]
+    metadata += [{"kind": "text", "n": 10 + i} for i in range(4)]
     single = hivlp.open(tmp_path / "single")
     with cluster.open(tmp_path / "c", 4, actors=2) as collection:
-        ids = collection.insert(images=paths + colours, captions=captions + [None] * 6)
-        ids += collection.insert(captions=texts)
-        single.insert(images=paths + colours, captions=captions + [None] * 6, ids=ids[:10])
-        single.insert(captions=texts, ids=ids[10:])
+        ids = collection.insert(
+            images=paths + colours, captions=captions + [None] * 6, metadata=metadata[:10]
+        )
+        ids += collection.insert(captions=texts, metadata=metadata[10:])
+        single.insert(
+            images=paths + colours,
+            captions=captions + [None] * 6,
+            metadata=metadata[:10],
+            ids=ids[:10],
+        )
+        single.insert(captions=texts, metadata=metadata[10:], ids=ids[10:])
         assert collection.get(ids[0]).uri == single.get(ids[0]).uri == paths[0]
+        queries = [{"text": "a red square"}, {"image": paths[3]}, {"image": colours[2]}]
+        composed = [
+            {"text": "a red square", "minus_text": "a white flag"},
+            {"image": [paths[3], colours[1]], "text": "a red car", "weights": (0.5, 0.3, 0.2)},
+        ]
+        cases = [
+            (f, mode, queries)
+            for f in ({}, {"deny_ids": ids[::2]})
+            for mode in ({"exact": True}, {"candidates": 14})
+        ]
+        cases += [
+            (f, {"exact": True}, queries + composed)
+            for f in (
+                {"where": "kind = 'photo' AND n >= 2"},
+                {"where": {"n": {"$in": [1, 4, 11, 12]}}, "min_score": 0.05},
+                {"collapse": 0.9},
+            )
+        ]
         for target in ("image", "text"):
-            for f in ({}, {"deny_ids": ids[::2]}):
-                for mode in ({"exact": True}, {"candidates": 14}):
-                    args = dict(target=target, k=5, **mode, **f)
-                    for query in (
-                        {"text": "a red square"},
-                        {"image": paths[3]},
-                        {"image": colours[2]},
-                    ):
-                        assert pairs(collection.search(**query, **args)) == pairs(
-                            single.search(**query, **args)
-                        )
+            for f, mode, some in cases:
+                args = dict(target=target, k=5, **mode, **f)
+                for query in some:
+                    assert pairs(collection.search(**query, **args)) == pairs(
+                        single.search(**query, **args)
+                    ), (query, args)
     single.close()
 
 
@@ -238,10 +359,17 @@ def test_bad_input_raises_hivlp_errors_and_writes_nothing(tmp_path):
         lambda: collection.search(vector=unit_rows(1, FINE + 1)[0]),
         lambda: collection.search(),
         lambda: collection.search_batch(unit_rows(2, FINE), target="sideways"),
+        lambda: collection.search(vector=unit_rows(1, FINE)[0], where="year >= AND"),
+        lambda: collection.search(vector=unit_rows(1, FINE)[0], where={"nofield": 1}),
+        lambda: collection.search(vector=unit_rows(1, FINE)[0], collapse=1.5),
+        lambda: collection.search_batch(unit_rows(2, FINE), collapse=float("nan")),
+        lambda: collection.search_batch(unit_rows(2, FINE), min_score=float("inf")),
     ]
     for call in bad:
         with pytest.raises(hivlp.InvalidInputError):
             call()
+    with pytest.raises(TypeError, match="nprobes"):  # checked on the driver
+        collection.search(vector=unit_rows(1, FINE)[0], nprobes=4)
     with pytest.raises(hivlp.ModelError):
         collection.search(text="no model")
     with pytest.raises(hivlp.ModelError):

@@ -18,6 +18,14 @@ set: the union is a superset and the i-th merged score is never below one databa
 its own PCA projection (derived coarse, past 4,096 rows) ranks by a projection of its own rows:
 as good on average for rows routed uniformly by id, without that per-query guarantee.
 
+Filters and compositions. Every keyword of ``Database.search``/``search_batch`` (``where``,
+``min_score``, ``minus_text``, ``weights``, ...) goes to each shard unchanged: a filter or a
+minimum score only removes rows within a shard, so the merge stays exact. ``collapse`` does not
+compose that way (near-duplicates on two shards both survive their shard's collapse, and a hit a
+shard dropped for a neighbour that another shard's better hit knocks out must come back), so the
+shards send uncollapsed rankings with the hits' stored fine vectors and the driver walks them as
+one database walks its candidates.
+
 Ids. The driver assigns ids when none are given: it starts after the largest ``next_id`` any
 shard reports at open (each shard's WAL keeps its own), so ids stay unique across the collection
 without a counter to persist. Only one driver writes at a time: every shard holds its database's
@@ -34,6 +42,7 @@ that does not come back, raises ``ShardUnavailableError``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import pathlib
@@ -41,6 +50,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any, Callable, Literal, Optional, TypeVar, Union
 
 import numpy as np
@@ -54,11 +64,15 @@ MANIFEST = "collection.json"
 FORMAT = 1
 ROUTING = "id % shards"
 MAX_ID = 2**63 - 1
+#: The largest ``k`` (and ``candidates``) ``Database.search`` takes.
+MAX_K = 2**24
 #: How long a restarted shard actor retries a lock its killed predecessor may still hold.
 RESTART_LOCK_WAIT_S = 10.0
 
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
+#: ``Collection.update``'s default: the value is kept (``None`` removes it).
+_UNCHANGED: Any = object()
 
 
 class ShardUnavailableError(hivlp.HivlpError):
@@ -80,6 +94,10 @@ class Hit:
 HitFields = tuple[
     int, float, Optional[str], Optional[str], Union[dict[str, Any], list[Any], bytes, None]
 ]
+
+
+#: Ids and their stored fine vectors ``(n, fine_dim)``, as shards send them for ``collapse``.
+FineRows = tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]
 
 
 class Hits(list[Hit]):
@@ -156,6 +174,30 @@ class _ShardServer:
         self, shard: int, kwargs: dict[str, Any]
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         return self.db(shard).search_batch(**kwargs)
+
+    def search_with_vectors(
+        self, shard: int, kwargs: dict[str, Any]
+    ) -> tuple[list[HitFields], FineRows]:
+        """``search`` and the hits' stored fine vectors, for the driver's collapse."""
+        hits = self.search(shard, kwargs)
+        return hits, self.fine_rows(shard, [h[0] for h in hits], kwargs.get("target", "image"))
+
+    def search_batch_with_vectors(
+        self, shard: int, kwargs: dict[str, Any]
+    ) -> tuple[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]], FineRows]:
+        """``search_batch`` and the hits' stored fine vectors, for the driver's collapse."""
+        ids, scores = self.search_batch(shard, kwargs)
+        hit_ids = np.unique(ids[ids != hivlp.NO_ID]).tolist()
+        return (ids, scores), self.fine_rows(shard, hit_ids, kwargs.get("target", "image"))
+
+    def fine_rows(self, shard: int, ids: list[int], target: str) -> FineRows:
+        db = self.db(shard)
+        rows = _NATIVE._export_rows(db, ids)
+        fine = np.asarray(rows[f"{target}_fine"], dtype=np.float32)
+        return np.asarray(rows["id"], dtype=np.uint64), fine.reshape(-1, rows["fine_dim"])
+
+    def update(self, shard: int, id: int, changes: dict[str, Any]) -> bool:
+        return self.db(shard).update(id, **changes)
 
     def delete(self, shard: int, ids: list[int]) -> int:
         return self.db(shard).delete(ids)
@@ -352,7 +394,8 @@ class Collection:
         return outcomes
 
     def _call(self, method: str, shard: int, *args: Any) -> Any:
-        """One call to a shard; a read retried once if its actor died (Ray restarts it)."""
+        """One call to a shard; a read or an idempotent write is retried once if its actor died
+        (Ray restarts it)."""
         self._check_open()
         for attempt in range(2):
             ref = getattr(self._actor_of[shard], method).remote(shard, *args)
@@ -537,6 +580,26 @@ class Collection:
         with self._write_lock:
             return sum(self._each("delete", self._split([int(i) for i in ids])))
 
+    def update(
+        self,
+        id: int,
+        *,
+        metadata: hivlp.Metadata = _UNCHANGED,
+        caption: Optional[str] = _UNCHANGED,
+        uri: Optional[str] = _UNCHANGED,
+    ) -> bool:
+        """Changes item ``id``'s metadata, caption and/or URI in its shard; see
+        ``Database.update`` (a keyword not given is kept, ``None`` removes the value).
+
+        Returns False when no live item has ``id``. Idempotent, so it is retried once if the
+        shard's actor died during the call.
+        """
+        given = {"metadata": metadata, "caption": caption, "uri": uri}
+        changes = {name: value for name, value in given.items() if value is not _UNCHANGED}
+        with self._write_lock:
+            updated: bool = self._call("update", int(id) % self.shards, int(id), changes)
+            return updated
+
     def flush(self) -> None:
         """Flushes every shard, in parallel."""
         with self._write_lock:
@@ -566,77 +629,121 @@ class Collection:
 
     def search(
         self,
-        text: Optional[str] = None,
-        image: Optional[hivlp.ImageLike] = None,
+        text: Union[str, Sequence[str], None] = None,
+        image: Union[hivlp.ImageLike, Sequence[hivlp.ImageLike], None] = None,
         vector: Optional[hivlp.ArrayLike] = None,
         k: int = 10,
-        candidates: Optional[int] = None,
-        target: Literal["image", "text"] = "image",
-        exact: bool = False,
-        coarse_vector: Optional[hivlp.ArrayLike] = None,
-        allow_ids: Optional[Sequence[int]] = None,
-        deny_ids: Optional[Sequence[int]] = None,
+        *,
         allow_partial: bool = False,
+        **options: Any,
     ) -> Hits:
         """Top ``k`` over every shard; see ``Database.search``.
 
-        Each shard encodes a text or image query itself. A shard that cannot be reached raises
-        ``ShardUnavailableError``, or with ``allow_partial=True`` is left out and named in the
-        result's ``missing_shards`` (``partial`` is then true).
+        Every other keyword of ``Database.search`` (``where``, ``min_score``, ``collapse``,
+        ``minus_text``, ``weights``, ``candidates``, ``exact``, ``allow_ids``, ...) goes to each
+        shard unchanged; names it does not take raise ``TypeError`` on the driver. Each shard
+        composes and encodes a text or image query itself (image paths are read here and sent
+        as bytes). With ``collapse`` the driver walks the shards' merged hits as one database
+        would, so near-duplicates held by different shards also count once. A shard that cannot
+        be reached raises ``ShardUnavailableError``, or with ``allow_partial=True`` is left out
+        and named in the result's ``missing_shards`` (``partial`` is then true).
         """
-        kwargs = {
-            "text": text,
-            "image": None if image is None else _image_bytes(image),
-            "vector": vector,
-            "k": k,
-            "candidates": candidates,
-            "target": target,
-            "exact": exact,
-            "coarse_vector": coarse_vector,
-            "allow_ids": allow_ids,
-            "deny_ids": deny_ids,
-        }
+        kwargs = _search_options(
+            _SEARCH,
+            {"text": text, "image": _query_images(image), "vector": vector, "k": k, **options},
+        )
+        collapse = kwargs.pop("collapse", None)
+        if collapse is not None:
+            return self._collapsed_search(kwargs, k, _threshold(collapse), allow_partial)
         answers, missing = self._fan_out("search", kwargs, allow_partial)
-        hits = sorted((h for a in answers for h in a), key=lambda h: (-h[1], h[0]))
-        return Hits((Hit(*h) for h in hits[:k]), missing)
+        return Hits((Hit(*h) for h in _best(answers, k)), missing)
+
+    def _collapsed_search(
+        self, kwargs: dict[str, Any], k: int, threshold: np.float32, allow_partial: bool
+    ) -> Hits:
+        """``search`` with ``collapse``: uncollapsed shard rankings, collapsed here, deepened
+        until ``k`` distinct hits are certain."""
+        for depth in _depths(k):
+            answers, missing = self._fan_out(
+                "search_with_vectors", _deeper(kwargs, depth), allow_partial
+            )
+            rankings = [[(h[0], h[1]) for h in hits] for hits, _ in answers]
+            units = _units(answers)
+            kept, certain = _collapse(rankings, depth, units, k, threshold)
+            if certain or depth == MAX_K:
+                fields = {h[0]: h for hits, _ in answers for h in hits}
+                return Hits((Hit(*fields[i]) for i, _ in kept), missing)
+        raise AssertionError("unreachable")
 
     def search_batch(
         self,
         vectors: hivlp.ArrayLike,
         target: Literal["image", "text"] = "image",
         k: int = 10,
-        candidates: Optional[int] = None,
-        exact: bool = False,
-        coarse_vectors: Optional[hivlp.ArrayLike] = None,
-        allow_ids: Optional[Sequence[int]] = None,
-        deny_ids: Optional[Sequence[int]] = None,
+        *,
         allow_partial: bool = False,
+        **options: Any,
     ) -> BatchHits:
         """Searches ``(q, dim)`` fine vectors over every shard; see ``Database.search_batch``.
 
         Returns ``(ids, scores)`` of shape ``(q, min(k, len(collection)))``, padded as there;
-        ``allow_partial`` as in ``search``.
+        other keywords (``where``, ``min_score``, ``collapse``, ...) and ``allow_partial`` as in
+        ``search``.
         """
-        kwargs = {
-            "vectors": vectors,
-            "target": target,
-            "k": k,
-            "candidates": candidates,
-            "exact": exact,
-            "coarse_vectors": coarse_vectors,
-            "allow_ids": allow_ids,
-            "deny_ids": deny_ids,
-        }
-        answers, missing = self._fan_out("search_batch", kwargs, allow_partial)
-        ids = np.concatenate([a[0] for a in answers], axis=1)
-        scores = np.concatenate([a[1] for a in answers], axis=1)
-        # Score descending, then id ascending: the order one database returns.
-        order = np.lexsort((ids, -scores), axis=1)[:, :k]
-        return BatchHits(
-            np.take_along_axis(ids, order, axis=1),
-            np.take_along_axis(scores, order, axis=1),
-            missing,
+        kwargs = _search_options(
+            _SEARCH_BATCH, {"vectors": vectors, "target": target, "k": k, **options}
         )
+        collapse = kwargs.pop("collapse", None)
+        if collapse is not None:
+            return self._collapsed_search_batch(kwargs, k, _threshold(collapse), allow_partial)
+        answers, missing = self._fan_out("search_batch", kwargs, allow_partial)
+        ids, scores = _best_batch(answers, k)
+        return BatchHits(ids, scores, missing)
+
+    def _collapsed_search_batch(
+        self, kwargs: dict[str, Any], k: int, threshold: np.float32, allow_partial: bool
+    ) -> BatchHits:
+        """``search_batch`` with ``collapse``, query by query as ``_collapsed_search``; deeper
+        rounds send only the queries still without a certain answer."""
+        depths = iter(_depths(k))
+        depth = next(depths)
+        answers, lost = self._fan_out(
+            "search_batch_with_vectors", _deeper(kwargs, depth), allow_partial
+        )
+        missing = set(lost)
+        queries = answers[0][0][0].shape[0]
+        width = min(k, sum(a[0][0].shape[1] for a in answers))
+        ids = np.full((queries, width), hivlp.NO_ID, dtype=np.uint64)
+        scores = np.full((queries, width), -np.inf, dtype=np.float32)
+        short = list(range(queries))
+        while True:
+            units = _units(answers)
+            still = []
+            for row, query in enumerate(short):
+                rankings = [
+                    [
+                        (int(i), float(s))
+                        for i, s in zip(shard_ids[row], shard_scores[row])
+                        if i != hivlp.NO_ID
+                    ]
+                    for (shard_ids, shard_scores), _ in answers
+                ]
+                kept, certain = _collapse(rankings, depth, units, k, threshold)
+                if certain or depth == MAX_K:
+                    ids[query, : len(kept)] = [i for i, _ in kept]
+                    scores[query, : len(kept)] = [s for _, s in kept]
+                else:
+                    still.append(query)
+            if not still:
+                return BatchHits(ids, scores, sorted(missing))
+            short = still
+            depth = next(depths)
+            call = _deeper(kwargs, depth)
+            for name in ("vectors", "coarse_vectors"):  # arrays the shards accepted already
+                if call.get(name) is not None:
+                    call[name] = np.asarray(call[name], dtype=np.float32)[short]
+            answers, lost = self._fan_out("search_batch_with_vectors", call, allow_partial)
+            missing.update(lost)
 
     def _fan_out(
         self, method: str, kwargs: dict[str, Any], allow_partial: bool
@@ -726,6 +833,133 @@ class Collection:
             if progress is not None:
                 progress(count)
         return count
+
+
+#: The native module: ``_export_rows`` reads stored vectors by id (as ``to_arrow`` does).
+_NATIVE = import_module("hivlp._hivlp")
+_SEARCH = inspect.signature(hivlp.Database.search)
+_SEARCH_BATCH = inspect.signature(hivlp.Database.search_batch)
+
+
+def _search_options(signature: inspect.Signature, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keywords for every shard's search, checked against ``Database``'s own signature, so
+    a misspelt name fails on the driver and a keyword ``Database`` gains needs no change here."""
+    try:
+        signature.bind(None, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"search: {e}") from None
+    return kwargs
+
+
+def _query_images(
+    image: Union[hivlp.ImageLike, Sequence[hivlp.ImageLike], None],
+) -> Union[bytes, list[bytes], None]:
+    """Query images as bytes: shards need not see the driver's files."""
+    if image is None:
+        return None
+    if isinstance(image, (str, bytes, os.PathLike)):
+        return _image_bytes(image)
+    return [_image_bytes(im) for im in image]
+
+
+def _best(answers: Sequence[list[HitFields]], k: int) -> list[HitFields]:
+    """The top ``k`` of the shards' hits in one database's order: score descending, id
+    ascending."""
+    return sorted((h for a in answers for h in a), key=lambda h: (-h[1], h[0]))[:k]
+
+
+def _best_batch(
+    answers: Sequence[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]], k: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+    """``_best`` row by row over the shards' padded ``(ids, scores)`` arrays."""
+    ids = np.concatenate([a[0] for a in answers], axis=1)
+    scores = np.concatenate([a[1] for a in answers], axis=1)
+    order = np.lexsort((ids, -scores), axis=1)[:, :k]
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+def _threshold(collapse: Any) -> np.float32:
+    """``collapse`` as the engine compares it (float32), refused with the engine's message: the
+    shards never see it, since they are asked for uncollapsed rankings."""
+    try:
+        threshold = float(collapse)
+    except (TypeError, ValueError) as e:
+        raise hivlp.InvalidInputError(f"collapse must be a number: {e}") from None
+    if not -1.0 <= threshold <= 1.0:
+        raise hivlp.InvalidInputError(
+            f"collapse must be a cosine similarity between -1 and 1, got {threshold}"
+        )
+    return np.float32(threshold)
+
+
+def _depths(k: int) -> Iterable[int]:
+    """How many uncollapsed hits to ask each shard for, round after round: twice ``k``, doubling
+    up to ``MAX_K`` (the last round's walk is taken as it stands, so a shard with more than
+    ``MAX_K`` rows of near-duplicates can return fewer than ``k``). An invalid ``k`` is sent as
+    it is, for the shards' usual error."""
+    if not 1 <= k <= MAX_K:
+        yield k
+        return
+    depth = min(2 * k, MAX_K)
+    while True:
+        yield depth
+        if depth == MAX_K:
+            return
+        depth = min(2 * depth, MAX_K)
+
+
+def _deeper(kwargs: dict[str, Any], depth: int) -> dict[str, Any]:
+    """The search asking for ``depth`` hits; a given ``candidates`` grows with it (it must be at
+    least ``k``), as one database's collapse grows its candidates."""
+    call = dict(kwargs, k=depth)
+    if call.get("candidates") is not None:
+        call["candidates"] = max(int(call["candidates"]), depth)
+    return call
+
+
+def _units(answers: Sequence[tuple[Any, FineRows]]) -> dict[int, npt.NDArray[np.float32]]:
+    """Each hit's fine vector at unit length, normalised as the engine's ``l2_normalize``
+    (norm in float64; vectors already within 2 float32 epsilons of unit length kept as
+    stored)."""
+    units: dict[int, npt.NDArray[np.float32]] = {}
+    for _, (ids, fine) in answers:
+        norms = np.sqrt(np.square(fine.astype(np.float64)).sum(axis=1))
+        for i, row, norm in zip(ids.tolist(), fine, norms):
+            if norm != 0.0 and abs(norm - 1.0) > 2.0 * np.finfo(np.float32).eps:
+                row = (row.astype(np.float64) / norm).astype(np.float32)
+            units[i] = row
+    return units
+
+
+def _collapse(
+    rankings: Sequence[Sequence[tuple[int, float]]],
+    depth: int,
+    units: Mapping[int, npt.NDArray[np.float32]],
+    k: int,
+    threshold: np.float32,
+) -> tuple[list[tuple[int, float]], bool]:
+    """One database's collapse walk over the shards' uncollapsed rankings (``(id, score)``, best
+    first): hits merged by (score descending, id ascending), each dropped when its unit fine
+    vector's cosine with a kept hit's is at least ``threshold`` (float64 dot, compared in
+    float32, as the engine). A shard that returned ``depth`` hits may hold more below its last
+    one, so the walk is certain only down to the highest such last hit. Returns the kept
+    ``(id, score)`` pairs and whether they are final (``k`` kept, or every ranking exhausted)."""
+    full = [(-r[-1][1], r[-1][0]) for r in rankings if len(r) == depth]
+    bound = min(full, default=None)
+    merged = sorted((-score, i) for ranking in rankings for i, score in ranking)
+    kept: list[tuple[int, float]] = []
+    kept_units: list[npt.NDArray[np.float64]] = []
+    for key in merged:
+        if len(kept) == k:
+            return kept, True
+        if bound is not None and key > bound:
+            return kept, False
+        unit = units[key[1]].astype(np.float64)
+        if kept_units and (np.stack(kept_units) @ unit).astype(np.float32).max() >= threshold:
+            continue
+        kept.append((key[1], -key[0]))
+        kept_units.append(unit)
+    return kept, len(kept) == k or bound is None
 
 
 def _column(values: npt.NDArray[Any]) -> Any:
