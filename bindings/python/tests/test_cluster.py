@@ -303,6 +303,30 @@ def _wait_until_dead(actor, timeout_s: float = 30.0) -> None:
     raise AssertionError("the killed actor still answers")
 
 
+def test_an_insert_cut_by_a_dead_actor_is_acknowledged_resent_or_refused(tmp_path):
+    """The three outcomes of an insert whose actor died mid-call, decided once Ray restarted it
+    (the kill test above meets them only when its timing catches a call in flight)."""
+    with cluster.open(tmp_path / "c", 2, actors=1, **VECTORS_ONLY) as collection:
+        rows = vector_rows(12, seed=31)
+        batch = collection._route(rows, list(range(12)), 12)[0]  # shard 0: ids 0, 2, ..., 10
+        actor = collection._actor_of[0]
+        # Committed before the death: acknowledged, not sent again (that would be refused).
+        ray.get(actor.insert_vectors.remote(0, batch))
+        ray.kill(actor, no_restart=False)
+        _wait_until_dead(actor)
+        collection._recover_insert("insert_vectors", 0, batch)  # Ray restarts the actor
+        assert len(collection) == 6
+        # Never committed: sent again.
+        other = collection._route(vector_rows(12, seed=32), list(range(12, 24)), 12)[0]
+        collection._recover_insert("insert_vectors", 0, other)
+        assert sorted(collection._call("present", 0, other["ids"])) == other["ids"]
+        # Half in (impossible for one batch, which commits whole): neither, so it is refused.
+        mixed = dict(batch, ids=[0, 2, 4, 24, 26, 28])
+        with pytest.raises(cluster.ShardUnavailableError, match="neither in nor out"):
+            collection._recover_insert("insert_vectors", 0, mixed)
+        assert len(collection) == 12
+
+
 def test_unreachable_shard_fails_loudly_or_flags_partial(tmp_path):
     collection = cluster.open(tmp_path / "c", 4, actors=2, max_restarts=0, **VECTORS_ONLY)
     ids = collection.insert_vectors(**vector_rows(100, seed=3))
