@@ -70,6 +70,13 @@ pub use params::{
 };
 pub use projection::{CoarseDerivation, retained_energy};
 
+/// The coarse scan of one column on its own, for the scan-bandwidth benchmark (not part of the
+/// database's API).
+#[doc(hidden)]
+pub mod coarse_scan {
+    pub use crate::scan::{Kernels, top_rows};
+}
+
 /// The README's Rust example, run as a doctest.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

@@ -223,6 +223,7 @@ mod tests {
             f16_scale: 1.0,
             i8: values,
             i8_scale: 1.0,
+            block: None,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The scan kernels: one generic loop over the rows of a [`VectorColumn`], instantiated per
-//! element type (`f32`, `f16`, `i8` with a per-row scale), with `simsimd` computing every dot
-//! product and the top-M threshold filter fused into the loop. A batch's tile of queries
-//! scores each block of rows together ([`TileScorer`]); for `i8` that is a multi-query AVX2
-//! kernel ([`batch_i8`]).
+//! element type (`f32`, `f16`, `i8` with a per-row scale), with the top-M threshold filter
+//! fused into the loop. A query scores each block of 64 rows with one call of its element
+//! type's block kernel ([`block`]: AVX2, `simsimd` per row as the portable fallback). A batch's
+//! tile of queries scores each block of rows together ([`TileScorer`]); for `i8` that is a
+//! multi-query AVX2 kernel ([`batch_i8`]).
 
 mod batch_i8;
+mod block;
 mod top;
 
 use std::ops::Range;
@@ -13,6 +15,8 @@ use hivlp_storage::{ElemType, VectorColumn, quantize_i8};
 use rayon::prelude::*;
 use simsimd::SpatialSimilarity;
 
+use block::BlockQuery;
+pub use block::Kernels;
 pub(crate) use top::{Candidate, TopM};
 
 /// Rows per parallel task. A multiple of 64 so that every task starts on a bitmap word.
@@ -30,10 +34,17 @@ pub(crate) struct QueryVec {
     /// scales approximates the `f32` dot product.
     i8: Vec<i8>,
     i8_scale: f32,
+    /// The widened copies the block kernels read; `None` selects the portable kernels.
+    block: Option<BlockQuery>,
 }
 
 impl QueryVec {
+    /// The query in every element type, scored with the block kernels where the CPU has them.
     pub fn new(values: &[f32]) -> Self {
+        Self::with_kernels(values, Kernels::Detected)
+    }
+
+    pub fn with_kernels(values: &[f32], kernels: Kernels) -> Self {
         let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let mut i8 = vec![0; values.len()];
         let i8_scale = quantize_i8(values, &mut i8);
@@ -43,12 +54,14 @@ impl QueryVec {
         } else {
             1.0
         };
+        let f16: Vec<half::f16> = values
+            .iter()
+            .map(|&v| half::f16::from_f32(v / f16_scale))
+            .collect();
         Self {
+            block: BlockQuery::new(kernels, values, &f16, &i8),
             f32: values.to_vec(),
-            f16: values
-                .iter()
-                .map(|&v| half::f16::from_f32(v / f16_scale))
-                .collect(),
+            f16,
             f16_scale,
             i8,
             i8_scale,
@@ -64,6 +77,8 @@ pub(crate) trait Element: bytemuck::Pod + Sync {
     /// queries are checked against the schema); should it ever, the row scores lowest instead
     /// of panicking.
     fn raw_dot(query: &QueryVec, row: &[Self]) -> f64;
+    /// The type's arithmetic in the block kernel ([`block::block_dots`]).
+    type Lanes: block::Lanes<Elem = Self>;
     /// Factor turning `raw_dot` into the query side of the real dot product.
     fn query_scale(query: &QueryVec) -> f32;
     /// How a tile of queries scores a block of rows: [`PerQuery`] unless the type has a
@@ -105,6 +120,7 @@ impl<E: Element> TileScorer<E> for PerQuery<'_> {
 
 impl Element for f32 {
     const TYPE: ElemType = ElemType::F32;
+    type Lanes = block::F32Lanes;
     type Tile<'q> = PerQuery<'q>;
     fn tile<'q>(queries: &'q [&'q QueryVec], _: usize) -> PerQuery<'q> {
         PerQuery(queries)
@@ -120,6 +136,7 @@ impl Element for f32 {
 
 impl Element for half::f16 {
     const TYPE: ElemType = ElemType::F16;
+    type Lanes = block::F16Lanes;
     type Tile<'q> = PerQuery<'q>;
     fn tile<'q>(queries: &'q [&'q QueryVec], _: usize) -> PerQuery<'q> {
         PerQuery(queries)
@@ -136,6 +153,7 @@ impl Element for half::f16 {
 
 impl Element for i8 {
     const TYPE: ElemType = ElemType::I8;
+    type Lanes = block::I8Lanes;
     type Tile<'q> = batch_i8::I8Tile<'q>;
     fn tile<'q>(queries: &'q [&'q QueryVec], dim: usize) -> Self::Tile<'q> {
         batch_i8::I8Tile::new(queries, dim)
@@ -181,18 +199,24 @@ impl<'a, E: Element> Rows<'a, E> {
     }
 
     /// Raw dot products (see [`Element::raw_dot`]) of rows `base..end` (at most 64) into
-    /// `out[row - base]` for the rows whose bit is set in `live`; the others get NaN. A tight
-    /// loop of `simsimd` calls with little state live across them.
+    /// `out[row - base]` for the rows whose bit is set in `live`; the others get NaN. One call
+    /// of the block kernel, or (portable) a tight loop of `simsimd` calls.
     #[inline(always)]
     fn raw_block(&self, query: &QueryVec, base: usize, end: usize, live: u64, out: &mut [f64; 64]) {
         let n = end - base;
-        if live == bit_range(0, n) {
+        let full = live == bit_range(0, n);
+        if !full {
+            out.fill(f64::NAN);
+        }
+        if block::block_dots::<E::Lanes>(query.block.as_ref(), self, base, live, out) {
+            return;
+        }
+        if full {
             let block = &self.elems[base * self.stride..end * self.stride];
             for (slot, row) in out[..n].iter_mut().zip(block.chunks_exact(self.stride)) {
                 *slot = E::raw_dot(query, &row[..self.dim]);
             }
         } else {
-            out.fill(f64::NAN);
             let mut bits = live;
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
@@ -359,6 +383,27 @@ pub(crate) fn top_m(
         tasks.into_iter().fold(fresh(), scan)
     };
     tops.into_iter().map(TopM::into_sorted).collect()
+}
+
+/// The best `m` rows of one column for one query, `(row, score)` best first, on the calling
+/// thread with the chosen kernels: the coarse stage of a search without a database around it,
+/// for `benches/src/bin/scan-bandwidth.rs` to time against the memory bandwidth.
+pub fn top_rows(
+    column: &VectorColumn<'_>,
+    query: &[f32],
+    m: usize,
+    kernels: Kernels,
+) -> Vec<(u32, f32)> {
+    let parts = [Part {
+        column: *column,
+        skip: &[],
+    }];
+    let query = QueryVec::with_kernels(query, kernels);
+    top_m(&parts, &[&query], m, &|_, _| true, false)
+        .swap_remove(0)
+        .into_iter()
+        .map(|c| (c.row, c.score))
+        .collect()
 }
 
 /// Exact scores of chosen rows of one column (the re-rank). `rows` should be ascending so the
@@ -559,6 +604,141 @@ mod tests {
                 (score - expected).abs() <= 1e-2 * expected.abs(),
                 "{score} vs {expected}"
             );
+        }
+    }
+
+    /// Dims covering every tail length of every register width, and long rows.
+    fn kernel_dims() -> impl Iterator<Item = usize> {
+        (1..=70).chain([128, 256, 300])
+    }
+
+    /// Checks `raw_block` with the block kernels and with the portable ones against a scalar
+    /// `f64` reference, for blocks of 1..=64 rows at a nonzero base, full and random live
+    /// masks. Rows are padded to 64 bytes with NaN (floats) or -1 (`i8`) so a read past `dim`
+    /// shows. `tolerance` is relative to the sum of the products' magnitudes; 0 means exact.
+    fn check_block_kernel<E: Element>(
+        padding: E,
+        element: impl Fn(f32) -> E,
+        wide: impl Fn(&QueryVec, usize) -> f64,
+        narrow: impl Fn(E) -> f64,
+        tolerance: f64,
+    ) {
+        for dim in kernel_dims() {
+            let stride = hivlp_storage::stride(E::TYPE, dim) / E::TYPE.size();
+            let rows = 128;
+            let raw = values(rows * dim, dim as u64);
+            let mut elems = vec![padding; rows * stride];
+            for (row, raw) in elems.chunks_exact_mut(stride).zip(raw.chunks_exact(dim)) {
+                for (e, &v) in row.iter_mut().zip(raw) {
+                    *e = element(v);
+                }
+                // Extremes: the largest `i8` products must stay exact.
+                row[0] = element(-1.0);
+            }
+            let block = Rows {
+                elems: &elems,
+                stride,
+                dim,
+                scales: None,
+            };
+            let query_values = values(dim, 1000 + dim as u64);
+            let queries = [Kernels::Detected, Kernels::Portable]
+                .map(|kernels| QueryVec::with_kernels(&query_values, kernels));
+            let masks = values(64, dim as u64 + 7);
+            for n in 1..=64 {
+                let base = 64;
+                let random = masks
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |m, (i, v)| m | (u64::from(*v > 0.0) << i));
+                for live in [bit_range(0, n), random & bit_range(0, n)] {
+                    for query in &queries {
+                        let mut out = [0.0f64; 64];
+                        block.raw_block(query, base, base + n, live, &mut out);
+                        for (i, &got) in out[..n].iter().enumerate() {
+                            if live & (1 << i) == 0 {
+                                assert!(got.is_nan(), "dim {dim}, n {n}, dead row {i}: {got}");
+                                continue;
+                            }
+                            let row = &elems[(base + i) * stride..][..dim];
+                            let products = row
+                                .iter()
+                                .enumerate()
+                                .map(|(j, &e)| wide(query, j) * narrow(e));
+                            let expected: f64 = products.clone().sum();
+                            let magnitude: f64 = products.map(f64::abs).sum();
+                            assert!(
+                                (got - expected).abs() <= tolerance * magnitude,
+                                "{:?} dim {dim}, n {n}, row {i}: {got} vs {expected}",
+                                E::TYPE
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn i8_block_kernel_equals_the_scalar_dot_product() {
+        check_block_kernel(
+            -1i8,
+            |v| if v <= -1.0 { -128 } else { (v * 127.0) as i8 },
+            |q, j| f64::from(q.i8[j]),
+            f64::from,
+            0.0,
+        );
+    }
+
+    #[test]
+    fn f16_block_kernel_matches_the_scalar_dot_product() {
+        check_block_kernel(
+            half::f16::NAN,
+            half::f16::from_f32,
+            |q, j| f64::from(q.f16[j].to_f32()),
+            |e| f64::from(e.to_f32()),
+            1e-5,
+        );
+    }
+
+    #[test]
+    fn f32_block_kernel_matches_the_scalar_dot_product() {
+        check_block_kernel(f32::NAN, |v| v, |q, j| f64::from(q.f32[j]), f64::from, 1e-5);
+    }
+
+    #[test]
+    fn block_and_portable_kernels_rank_alike() {
+        let m = 30;
+        for elem in [ElemType::F32, ElemType::F16, ElemType::I8] {
+            for dim in [16, 37, 64] {
+                let owned = Owned::new(elem, 3000, dim, dim as u64);
+                let mut skip = vec![0u64; 3000usize.div_ceil(64)];
+                skip[2] = 0x00ff_00ff_00ff_00ff;
+                let parts = [Part {
+                    column: owned.column(),
+                    skip: &skip,
+                }];
+                let query = values(dim, 77);
+                let [block, portable] = [Kernels::Detected, Kernels::Portable].map(|kernels| {
+                    let query = QueryVec::with_kernels(&query, kernels);
+                    top_m(&parts, &[&query], m, &|_, _| true, false).swap_remove(0)
+                });
+                let rows = |found: &[Candidate]| found.iter().map(|c| c.row).collect::<Vec<_>>();
+                assert_eq!(rows(&block), rows(&portable), "{elem:?}, dim {dim}");
+                for (b, p) in block.iter().zip(&portable) {
+                    let exact = elem == ElemType::I8;
+                    assert!(
+                        if exact {
+                            b.score == p.score
+                        } else {
+                            (b.score - p.score).abs() <= 1e-5 * p.score.abs().max(1.0)
+                        },
+                        "{elem:?}, dim {dim}: {} vs {}",
+                        b.score,
+                        p.score
+                    );
+                }
+            }
         }
     }
 
