@@ -4,8 +4,9 @@
 //! high-dimensional *fine* one. [`Database::search`] works in two stages:
 //!
 //! 1. **Coarse scan**: every live row's coarse vector (f32, f16 or i8 with a per-row scale, in
-//!    memory-mapped segments and the memtable) is scored against the query with `simsimd` dot
-//!    products — one generic loop instantiated per element type, parallel over row blocks,
+//!    memory-mapped segments and the memtable) is scored against the query by AVX2 kernels that
+//!    take a block of 64 rows per call (`simsimd` per row where the CPU lacks AVX2, FMA or
+//!    F16C) — one generic loop instantiated per element type, parallel over row blocks,
 //!    skipping deleted rows a 64-bit bitmap word at a time — and a threshold filter keeps the
 //!    best M ([`SearchParams::candidates`]) without ever materialising all scores. By default
 //!    M is chosen per query: the coarse ranks of the best re-ranked candidates estimate the

@@ -103,10 +103,14 @@ pub(crate) fn block_dots<L: Lanes>(
     // widened copy holds `dim` rounded up to whole `L::LANES` chunks, as `dots` requires.
     unsafe {
         dots::<L>(L::query(query), rows, base, live, out);
+        true
     }
+    // No block kernels off x86-64: `detected()` is false there, so no `BlockQuery` exists.
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (query, base, live, out);
-    true
+    {
+        let _ = (query, base, live, out);
+        false
+    }
 }
 
 /// One element type's arithmetic in [`dots`]. Its functions are `unsafe` because they use
@@ -366,5 +370,29 @@ impl Lanes for F32Lanes {
     unsafe fn totals(acc: [__m256; GROUP]) -> [f64; GROUP] {
         // SAFETY: the caller's contract (AVX).
         unsafe { float_totals(acc) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel tests in `scan` compare both paths: this checks they really are two.
+    #[test]
+    fn kernels_choose_the_block_form_only_where_detected() {
+        let values = [0.5f32, -1.0, 2.0];
+        let f16 = values.map(half::f16::from_f32);
+        let i8 = [32i8, -64, 127];
+        assert!(BlockQuery::new(Kernels::Portable, &values, &f16, &i8).is_none());
+        let detected_query = BlockQuery::new(Kernels::Detected, &values, &f16, &i8);
+        assert_eq!(detected_query.is_some(), detected());
+        if let Some(query) = detected_query {
+            assert_eq!(
+                query.i8,
+                [32, -64, 127, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            );
+            assert_eq!(query.f16, [0.5, -1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+            assert_eq!(query.f32, query.f16);
+        }
     }
 }
