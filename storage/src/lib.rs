@@ -102,7 +102,8 @@ pub use data::column::VectorColumn;
 pub use data::segment::RowMeta;
 pub use data::source::{Source, View};
 pub use data::vectors::{
-    ROW_ALIGN, UNIT_NORM_TOLERANCE, encode_row, l2_norm, l2_normalize, quantize_i8, stride,
+    ROW_ALIGN, UNIT_NORM_TOLERANCE, encode_row, file_stride, l2_norm, l2_normalize, packed_stride,
+    padded_stride, quantize_i8, rows_region_len,
 };
 pub use error::{
     CommitError, CompactionError, CorruptionError, Error, ForkedError, InvalidInput, IoError,

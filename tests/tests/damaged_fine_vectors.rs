@@ -11,7 +11,7 @@ use hivlp::{
     Database, ElemType, Embedding, Error, Item, Metric, Options, Query, Schema, SearchParams,
     Target,
 };
-use hivlp_storage::{Store, StoreOptions, Tier, segment::vector_file_name, stride};
+use hivlp_storage::{Store, StoreOptions, Tier, file_stride, segment::vector_file_name};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -47,7 +47,7 @@ fn damage_target(dir: &Path, fine_type: ElemType, id: u64) -> (std::path::PathBu
     let (source, row) = view.locate(id).unwrap();
     let segment = source.segment().expect("flushed into a segment");
     let file = dir.join(vector_file_name(segment.id(), Target::Image, Tier::Fine));
-    let stride = stride(fine_type, FINE_DIM) as u64;
+    let stride = file_stride(Tier::Fine, fine_type, FINE_DIM) as u64;
     let offset = match fine_type {
         ElemType::I8 => source.rows() as u64 * stride + row as u64 * 4,
         _ => row as u64 * stride,

@@ -614,8 +614,8 @@ mod tests {
 
     /// Checks `raw_block` with the block kernels and with the portable ones against a scalar
     /// `f64` reference, for blocks of 1..=64 rows at a nonzero base, full and random live
-    /// masks. Rows are padded to 64 bytes with NaN (floats) or -1 (`i8`) so a read past `dim`
-    /// shows. `tolerance` is relative to the sum of the products' magnitudes; 0 means exact.
+    /// masks, with rows padded to 64 bytes with NaN (floats) or -1 (`i8`) so a read past `dim`
+    /// shows, and packed back to back as coarse files store them. `tolerance` is relative to the sum of the products' magnitudes; 0 means exact.
     fn check_block_kernel<E: Element>(
         padding: E,
         element: impl Fn(f32) -> E,
@@ -623,8 +623,14 @@ mod tests {
         narrow: impl Fn(E) -> f64,
         tolerance: f64,
     ) {
-        for dim in kernel_dims() {
-            let stride = hivlp_storage::stride(E::TYPE, dim) / E::TYPE.size();
+        let layouts = |dim| {
+            [
+                hivlp_storage::padded_stride(E::TYPE, dim),
+                hivlp_storage::packed_stride(E::TYPE, dim),
+            ]
+            .map(|stride| (dim, stride / E::TYPE.size()))
+        };
+        for (dim, stride) in kernel_dims().flat_map(layouts) {
             let rows = 128;
             let raw = values(rows * dim, dim as u64);
             let mut elems = vec![padding; rows * stride];
@@ -657,7 +663,10 @@ mod tests {
                         block.raw_block(query, base, base + n, live, &mut out);
                         for (i, &got) in out[..n].iter().enumerate() {
                             if live & (1 << i) == 0 {
-                                assert!(got.is_nan(), "dim {dim}, n {n}, dead row {i}: {got}");
+                                assert!(
+                                    got.is_nan(),
+                                    "dim {dim} stride {stride}, n {n}, dead row {i}: {got}"
+                                );
                                 continue;
                             }
                             let row = &elems[(base + i) * stride..][..dim];
@@ -669,7 +678,7 @@ mod tests {
                             let magnitude: f64 = products.map(f64::abs).sum();
                             assert!(
                                 (got - expected).abs() <= tolerance * magnitude,
-                                "{:?} dim {dim}, n {n}, row {i}: {got} vs {expected}",
+                                "{:?} dim {dim} stride {stride}, n {n}, row {i}: {got} vs {expected}",
                                 E::TYPE
                             );
                         }

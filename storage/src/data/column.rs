@@ -5,7 +5,8 @@ use crate::schema::ElemType;
 
 /// Rows of equal-length vectors laid out back to back, `stride` bytes apart.
 ///
-/// `bytes` starts 64-byte aligned and `stride` is a multiple of the element size, so a row can
+/// `bytes` starts 64-byte aligned and `stride` (padded to 64 bytes, or packed: see
+/// [`file_stride`](crate::file_stride)) is a multiple of the element size, so a row can
 /// be reinterpreted as `&[f32]`, `&[half::f16]` or `&[i8]` without copying.
 #[derive(Debug, Clone, Copy)]
 pub struct VectorColumn<'a> {
@@ -79,7 +80,8 @@ impl<'a> VectorColumn<'a> {
         self.dim
     }
 
-    /// Bytes from one row's start to the next (a multiple of 64).
+    /// Bytes from one row's start to the next: padded to a multiple of 64, or packed (see
+    /// [`file_stride`](crate::file_stride)).
     pub fn stride(&self) -> usize {
         self.stride
     }
@@ -111,8 +113,8 @@ impl<'a> VectorColumn<'a> {
     }
 
     /// The byte offset of the first non-finite value of row `row`, in the layout of a vector
-    /// file's body (rows of `stride` bytes, then for `I8` one `f32` scale per row; see
-    /// FORMAT.md); `None` if the row is finite. hivlp stores only finite values, so `Some`
+    /// file's body (rows of `stride` bytes, zeros to a multiple of 64, then for `I8` one `f32`
+    /// scale per row; see FORMAT.md); `None` if the row is finite. hivlp stores only finite values, so `Some`
     /// means the bytes were damaged.
     pub fn non_finite_offset(&self, row: usize) -> Option<u64> {
         let start = (row * self.stride) as u64;
@@ -129,7 +131,9 @@ impl<'a> VectorColumn<'a> {
                 .map(at),
             ElemType::I8 => {
                 let scale = self.scales.map_or(1.0, |s| s[row]);
-                (!scale.is_finite()).then(|| (self.bytes.len() + row * 4) as u64)
+                let scales_at =
+                    crate::rows_region_len(self.len(), self.stride).unwrap_or(self.bytes.len());
+                (!scale.is_finite()).then(|| (scales_at + row * 4) as u64)
             }
         }
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
 use crate::data::fields::OwnedFields;
-use crate::data::vectors::stride;
+use crate::data::vectors::{packed_stride, padded_stride, rows_region_len};
 use crate::error::{CorruptionError, IoError, StorageError};
 use crate::format::codec::{self, Decoder, FOOTER_LEN, FileKind, VerifyLevel};
 use crate::format::field_column::FieldColumn;
@@ -38,13 +38,15 @@ struct VectorFile {
     dim: usize,
     stride: usize,
     rows: usize,
+    /// Offset of the `i8` scales: the end of the rows region.
+    scales_at: usize,
 }
 
 impl VectorFile {
     fn column(&self) -> VectorColumn<'_> {
         let data = &self.map[..self.rows * self.stride];
         let scales = (self.elem == ElemType::I8).then(|| {
-            let at = self.rows * self.stride;
+            let at = self.scales_at;
             bytemuck::try_cast_slice(&self.map[at..at + self.rows * 4]).unwrap_or(&[])
         });
         VectorColumn::from_parts(self.elem, self.dim, self.stride, data, scales)
@@ -155,15 +157,17 @@ impl Segment {
                     Tier::Fine => Access::Random,
                 };
                 let (map, id) = map_file(io.as_ref(), &path, access)?;
-                check_vector_file(&map, &path, elem, dim, info.rows as usize, level)?;
+                let (stride, scales_at) =
+                    check_vector_file(&map, &path, elem, dim, info.rows as usize, level)?;
                 files.push(path);
                 identities.push(id);
                 Ok(VectorFile {
                     map,
                     elem,
                     dim,
-                    stride: stride(elem, dim),
+                    stride,
                     rows: info.rows as usize,
+                    scales_at,
                 })
             };
             let coarse = open_tier(Tier::Coarse)?;
@@ -474,6 +478,9 @@ fn validate_meta(
     Ok([bitmap(&a.has_image), bitmap(&a.has_text)])
 }
 
+/// Checks a vector file's footer, descriptor and length against the schema and returns its
+/// stride and the length of its rows region. The stride is the descriptor's, which must be the padded one (fine files, and every file of a
+/// database written before coarse rows were packed) or the packed one (coarse files now).
 fn check_vector_file(
     bytes: &[u8],
     path: &Path,
@@ -481,42 +488,49 @@ fn check_vector_file(
     dim: usize,
     rows: usize,
     level: VerifyLevel,
-) -> Result<(), CorruptionError> {
+) -> Result<(usize, usize), CorruptionError> {
     let body = codec::check_footer(bytes, FileKind::Vectors, path, level == VerifyLevel::Full)?;
-    let stride = stride(elem, dim);
+    let Some(at) = body.len().checked_sub(DESCRIPTOR_LEN) else {
+        return Err(CorruptionError::new(
+            path,
+            0,
+            format!("body is {} bytes, shorter than the descriptor", body.len()),
+        ));
+    };
+    let mut d = Decoder::new(&body[at..], at as u64, path);
+    let file_elem = decode_elem(d.u8("element type")?).ok_or_else(|| d.error("element type"))?;
+    d.take(3, "padding")?;
+    let file_dim = d.u32("dim")? as usize;
+    let stride = d.u32("stride")? as usize;
+    d.take(4, "padding")?;
+    let file_rows = d.u64("rows")?;
+    let known_stride = stride == padded_stride(elem, dim) || stride == packed_stride(elem, dim);
+    if (file_elem, file_dim, file_rows) != (elem, dim, rows as u64) || !known_stride {
+        return Err(CorruptionError::new(
+            path,
+            at as u64,
+            format!(
+                "descriptor says {file_elem:?}×{file_dim} stride {stride}, {file_rows} rows; \
+                 expected {elem:?}×{dim} stride {} or {}, {rows} rows",
+                padded_stride(elem, dim),
+                packed_stride(elem, dim)
+            ),
+        ));
+    }
     let scales = if elem == ElemType::I8 { rows * 4 } else { 0 };
-    let expected = rows
-        .checked_mul(stride)
-        .and_then(|n| n.checked_add(scales + DESCRIPTOR_LEN));
+    let region = rows_region_len(rows, stride);
+    let expected = region.and_then(|n| n.checked_add(scales + DESCRIPTOR_LEN));
     if expected != Some(body.len()) {
         return Err(CorruptionError::new(
             path,
             0,
             format!(
-                "body is {} bytes, {rows} rows of {elem:?}×{dim} need {expected:?}",
+                "body is {} bytes, {rows} rows of {elem:?}×{dim} at stride {stride} need {expected:?}",
                 body.len()
             ),
         ));
     }
-    let at = body.len() - DESCRIPTOR_LEN;
-    let mut d = Decoder::new(&body[at..], at as u64, path);
-    let file_elem = decode_elem(d.u8("element type")?).ok_or_else(|| d.error("element type"))?;
-    d.take(3, "padding")?;
-    let file_dim = d.u32("dim")? as usize;
-    let file_stride = d.u32("stride")? as usize;
-    d.take(4, "padding")?;
-    let file_rows = d.u64("rows")?;
-    if (file_elem, file_dim, file_stride, file_rows) != (elem, dim, stride, rows as u64) {
-        return Err(CorruptionError::new(
-            path,
-            at as u64,
-            format!(
-                "descriptor says {file_elem:?}×{file_dim} stride {file_stride}, {file_rows} rows; \
-                 expected {elem:?}×{dim} stride {stride}, {rows} rows"
-            ),
-        ));
-    }
-    Ok(())
+    Ok((stride, region.unwrap_or(0)))
 }
 
 /// Reads and fully checks a tombstone file for a segment of `rows` rows.

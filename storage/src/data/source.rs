@@ -7,7 +7,7 @@ use crate::data::bitmap::Bitmap;
 use crate::data::column::VectorColumn;
 use crate::data::fields::OwnedFields;
 use crate::data::segment::{RowMeta, Segment};
-use crate::data::vectors::{OwnedColumn, stride};
+use crate::data::vectors::{OwnedColumn, padded_stride};
 use crate::error::CorruptionError;
 use crate::format::field_column::FieldColumn;
 use crate::schema::{ElemType, Modality, Properties, Row, Schema, Tier};
@@ -263,7 +263,7 @@ impl Source {
     fn empty_column(&self, tier: Tier) -> VectorColumn<'static> {
         let (elem, dim) = self.schema.tier(tier);
         let scales: Option<&'static [f32]> = (elem == ElemType::I8).then_some(&[]);
-        VectorColumn::from_parts(elem, dim, stride(elem, dim), &[], scales)
+        VectorColumn::from_parts(elem, dim, padded_stride(elem, dim), &[], scales)
     }
 
     fn column(&self, m: Modality, tier: Tier) -> VectorColumn<'_> {

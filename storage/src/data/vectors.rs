@@ -2,14 +2,41 @@
 //! columns (the memtable's equivalent of a mapped vector file).
 
 use crate::data::column::VectorColumn;
-use crate::schema::ElemType;
+use crate::schema::{ElemType, Tier};
 
-/// Row alignment of every vector column, in memory and on disk.
+/// Alignment of every in-memory column and of the start of a vector file's rows and of its
+/// `i8` scales.
 pub const ROW_ALIGN: usize = 64;
 
-/// Bytes from one row's start to the next: the row rounded up to [`ROW_ALIGN`].
-pub fn stride(elem: ElemType, dim: usize) -> usize {
+/// Bytes from one row's start to the next in memtable columns and fine vector files (and in
+/// the coarse files of databases written before coarse rows were packed): the row rounded up
+/// to [`ROW_ALIGN`]. Fine rows are read a few hundred per query, so padding costs nothing.
+pub fn padded_stride(elem: ElemType, dim: usize) -> usize {
     (dim * elem.size()).div_ceil(ROW_ALIGN).max(1) * ROW_ALIGN
+}
+
+/// Bytes per row of the coarse vector files written now: the row's own size, no padding. The
+/// coarse scan streams every row of the collection, and padding a 16-d `i8` row to 64 bytes
+/// would quadruple the bytes it reads; the scan kernels' loads need no alignment, and every
+/// element stays aligned to its size because the rows start 64-byte aligned.
+pub fn packed_stride(elem: ElemType, dim: usize) -> usize {
+    (dim * elem.size()).max(elem.size())
+}
+
+/// The stride a vector file of `tier` is written with: packed for coarse, padded for fine.
+pub fn file_stride(tier: Tier, elem: ElemType, dim: usize) -> usize {
+    match tier {
+        Tier::Coarse => packed_stride(elem, dim),
+        Tier::Fine => padded_stride(elem, dim),
+    }
+}
+
+/// Bytes of a vector file's rows region: `rows × stride` rounded up to [`ROW_ALIGN`] (zero
+/// padded), so the `i8` scales that follow start aligned whatever the stride. `None` on
+/// overflow (a corrupt descriptor).
+pub fn rows_region_len(rows: usize, stride: usize) -> Option<usize> {
+    rows.checked_mul(stride)?
+        .checked_next_multiple_of(ROW_ALIGN)
 }
 
 /// Encodes `values` as `elem` into `out` (exactly `values.len() * elem.size()` bytes) and
@@ -136,7 +163,7 @@ pub(crate) struct OwnedColumn {
 impl OwnedColumn {
     /// `rows` all-zero rows.
     pub fn zeroed(elem: ElemType, dim: usize, rows: usize) -> Self {
-        let stride = stride(elem, dim);
+        let stride = padded_stride(elem, dim);
         Self {
             elem,
             dim,
@@ -190,12 +217,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strides_are_aligned() {
-        assert_eq!(stride(ElemType::F32, 1), 64);
-        assert_eq!(stride(ElemType::F32, 16), 64);
-        assert_eq!(stride(ElemType::F32, 17), 128);
-        assert_eq!(stride(ElemType::I8, 64), 64);
-        assert_eq!(stride(ElemType::F16, 33), 128);
+    fn strides_are_aligned_or_packed() {
+        assert_eq!(padded_stride(ElemType::F32, 1), 64);
+        assert_eq!(padded_stride(ElemType::F32, 16), 64);
+        assert_eq!(padded_stride(ElemType::F32, 17), 128);
+        assert_eq!(padded_stride(ElemType::I8, 64), 64);
+        assert_eq!(padded_stride(ElemType::F16, 33), 128);
+        assert_eq!(packed_stride(ElemType::I8, 16), 16);
+        assert_eq!(packed_stride(ElemType::F16, 33), 66);
+        assert_eq!(file_stride(Tier::Coarse, ElemType::F32, 3), 12);
+        assert_eq!(file_stride(Tier::Fine, ElemType::F32, 3), 64);
+        assert_eq!(rows_region_len(3, 15), Some(64));
+        assert_eq!(rows_region_len(2, 64), Some(128));
+        assert_eq!(rows_region_len(0, 16), Some(0));
+        assert_eq!(rows_region_len(usize::MAX, 2), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::data::bitmap::Bitmap;
 use crate::data::fields::field_values;
 use crate::data::source::Source;
-use crate::data::vectors::{encode_row, stride};
+use crate::data::vectors::{encode_row, file_stride, rows_region_len};
 use crate::error::{CompactionError, IoError};
 use crate::format::codec::FileKind;
 use crate::format::field_column::encode_column;
@@ -101,7 +101,7 @@ fn write_segment_files<E: From<IoError>>(
         modalities |= modality_bit(m);
         for tier in Tier::ALL {
             let (elem, dim) = schema.tier(tier);
-            let stride = stride(elem, dim);
+            let stride = file_stride(tier, elem, dim);
             let path = dir.join(vector_file_name(id, m, tier));
             written.push(path.clone());
             let mut w = FileWriter::create(io, path)?;
@@ -150,6 +150,8 @@ fn write_segment_files<E: From<IoError>>(
                     scales.push(scale);
                 }
             }
+            let region = rows_region_len(n, stride).unwrap_or(n * stride);
+            w.write(&vec![0u8; region - n * stride])?;
             w.write(bytemuck::cast_slice(&scales))?;
             let mut desc = [0u8; DESCRIPTOR_LEN];
             desc[0] = encode_elem(elem);

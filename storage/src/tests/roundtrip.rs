@@ -72,9 +72,10 @@ fn columns_are_aligned_and_skip_masks_match() {
     assert_eq!(view.sources().len(), 2);
     let seg = &view.sources()[0];
     for m in Modality::ALL {
-        for col in [seg.coarse(m), seg.fine(m)] {
+        for (tier, col) in [(Tier::Coarse, seg.coarse(m)), (Tier::Fine, seg.fine(m))] {
+            let (elem, dim) = s.tier(tier);
             assert_eq!(col.bytes().as_ptr() as usize % ROW_ALIGN, 0);
-            assert_eq!(col.stride() % ROW_ALIGN, 0);
+            assert_eq!(col.stride(), file_stride(tier, elem, dim));
             assert_eq!(col.len(), seg.rows());
         }
     }
