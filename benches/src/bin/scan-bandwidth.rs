@@ -1,7 +1,9 @@
 //! How close the single-query coarse scan comes to memory bandwidth: for each element type and
-//! coarse dimension, the scan of one column of random rows (stored as storage stores them, each
-//! row padded to 64 bytes) on one thread, with the block kernels and with the portable `simsimd`
-//! fallback, against a streaming read of a buffer of the same size measured in the same run.
+//! coarse dimension, the scan of one column of random rows on one thread, with the block kernels
+//! and with the portable `simsimd` fallback, against a streaming read of the same bytes measured
+//! in the same run. Rows are laid out as coarse files store them now (packed, `dim × element
+//! size` bytes) and, where that differs, as databases written before packing store them (each
+//! row padded to 64 bytes).
 //! See benches/README.md, section "Coarse scan bandwidth".
 //!
 //! ```sh
@@ -15,7 +17,7 @@ use clap::Parser;
 use hivlp::ElemType;
 use hivlp::coarse_scan::{Kernels, top_rows};
 use hivlp_benches::search::percentile;
-use hivlp_storage::{VectorColumn, encode_row, stride};
+use hivlp_storage::{VectorColumn, encode_row, packed_stride, padded_stride};
 
 #[derive(Parser)]
 struct Args {
@@ -55,13 +57,13 @@ struct Column {
     scales: Option<Vec<f32>>,
     elem: ElemType,
     dim: usize,
+    rows: usize,
     stride: usize,
 }
 
 impl Column {
-    fn random(elem: ElemType, rows: usize, dim: usize) -> Self {
-        let stride = stride(elem, dim);
-        let mut words = vec![0u64; rows * stride / 8];
+    fn random(elem: ElemType, rows: usize, dim: usize, stride: usize) -> Self {
+        let mut words = vec![0u64; (rows * stride).div_ceil(8)];
         let mut scales = Vec::with_capacity(rows);
         let row_bytes = dim * elem.size();
         for (r, row) in bytemuck::cast_slice_mut::<u64, u8>(&mut words)
@@ -79,6 +81,7 @@ impl Column {
             scales: (elem == ElemType::I8).then_some(scales),
             elem,
             dim,
+            rows,
             stride,
         }
     }
@@ -88,7 +91,7 @@ impl Column {
             self.elem,
             self.dim,
             self.stride,
-            bytemuck::cast_slice(&self.words),
+            &bytemuck::cast_slice(&self.words)[..self.rows * self.stride],
             self.scales.as_deref(),
         )
         .expect("a consistent column")
@@ -124,12 +127,21 @@ fn main() {
     }
     cases.push((ElemType::I8, 16, args.small_rows));
     println!(
-        "| rows | type | dim | row bytes (stored) | read GB/s | kernel | ms/query | GB/s streamed | \
-         GB/s useful | % of read | speed-up |"
+        "| rows | type | dim | layout | row bytes (stored) | read GB/s | kernel | ms/query | \
+         GB/s streamed | GB/s useful | % of read | speed-up |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (elem, dim, rows) in cases {
-        let column = Column::random(elem, rows, dim);
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let layouts = cases.into_iter().flat_map(|(elem, dim, rows)| {
+        let packed = packed_stride(elem, dim);
+        let padded = padded_stride(elem, dim);
+        let mut layouts = vec![(elem, dim, rows, "packed", packed)];
+        if padded != packed {
+            layouts.push((elem, dim, rows, "padded", padded));
+        }
+        layouts
+    });
+    for (elem, dim, rows, layout, stride) in layouts {
+        let column = Column::random(elem, rows, dim, stride);
         let view = column.view();
         let read = best_read(&column.words, args.reads);
         let streamed = (rows * column.stride) as f64;
@@ -158,7 +170,8 @@ fn main() {
         for (name, &median) in ["block", "simsimd per row"].iter().zip(&medians) {
             let gbs = streamed / median / 1e9;
             println!(
-                "| {rows} | {elem:?} | {dim} | {} ({}) | {read_gbs:.1} | {name} | {:.3} | {gbs:.1} | \
+                "| {rows} | {elem:?} | {dim} | {layout} | {} ({}) | {read_gbs:.1} | {name} | {:.3} | \
+                 {gbs:.1} | \
                  {:.1} | {:.0}% | {:.2}× |",
                 dim * elem.size(),
                 column.stride,
