@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use hivlp::synthetic::Clustered;
-use hivlp::{Database, Options, Query, SearchParams};
+use hivlp::{Database, Embedding, Item, Options, Query, SearchParams};
 
 const ITEMS: u64 = 24;
 
@@ -36,14 +36,17 @@ fn expected_hits(name: &str) -> Vec<Vec<u64>> {
         .collect()
 }
 
+fn pairs() -> Vec<hivlp::synthetic::Pair> {
+    Clustered::new(32, 16, 50, 1.0, 11).pairs(0, 0..ITEMS)
+}
+
 fn hits(db: &Database) -> Vec<Vec<u64>> {
     let params = SearchParams {
         k: 3,
         candidates: Some(3),
         ..SearchParams::default()
     };
-    Clustered::new(32, 16, 50, 1.0, 11)
-        .pairs(0, 0..ITEMS)
+    pairs()
         .into_iter()
         .map(|p| {
             let query = Query {
@@ -67,5 +70,46 @@ fn padded_fixtures_search_as_written() {
         db.close().unwrap();
         let report = hivlp::verify(&path).expect("verify");
         assert_eq!(report.segment_rows, ITEMS, "{name}");
+    }
+}
+
+/// Bytes of the one coarse image vector file in `dir`.
+fn coarse_file_len(dir: &Path) -> u64 {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".image.coarse"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::metadata(&files[0]).unwrap().len()
+}
+
+#[test]
+fn compaction_rewrites_padded_rows_packed() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["padded_rows_i8", "padded_rows_f16"] {
+        let db = open_copy(name, tmp.path());
+        let padded_len = coarse_file_len(db.path());
+        // A second segment, so compaction merges both into one new segment; its row is
+        // deleted afterwards so the searches see only the fixture's rows.
+        let extra = pairs().swap_remove(0);
+        let item = Item {
+            id: Some(1000),
+            image: Some(Embedding {
+                fine: extra.fine,
+                coarse: Some(extra.coarse),
+            }),
+            ..Item::default()
+        };
+        db.insert(vec![item]).unwrap();
+        db.flush().unwrap();
+        db.compact().unwrap();
+        db.delete(&[1000]).unwrap();
+        let packed_len = coarse_file_len(db.path());
+        assert!(
+            packed_len < padded_len,
+            "{name}: {packed_len} vs {padded_len}"
+        );
+        assert_eq!(hits(&db), expected_hits(name), "{name}");
     }
 }
