@@ -5,10 +5,13 @@ Sources (all installed through registries, see train.sh):
   * Debian openclipart-svg            /usr/share/openclipart/svg      public domain
   * Debian tuxpaint-stamps-default    /usr/share/tuxpaint/stamps      GPL-2
   * npm openmoji@17.0.0 (npm pack)    <openmoji>/data/openmoji.json   CC-BY-SA-4.0
+  * with --v3-npm DIR: the v3 sources of sources_v3.py (iconify colour sets, fluent-emoji-3d,
+    and the unseen-style set, split "unseen")
 
 Output (git-ignored): data/rendered/
-  img/<id>.png      RGBA, rendered to fit a 128x128 box (aspect kept)
-  pairs.jsonl       one JSON object per usable pair, with a fixed split ("train"/"test")
+  img/<id>.png      RGBA, rendered to fit a --box x --box box (default 128, aspect kept)
+  pairs.jsonl       one JSON object per usable pair, with a fixed split ("train"/"test"[/"unseen"])
+  manifest.tsv      id, split, source, package, license, attribution of every pair
   stats.json        counts after each cleaning step
 
 Cleaning:
@@ -21,6 +24,10 @@ Cleaning:
   * duplicate captions (case/space-insensitive) -> first in sorted order kept
 Split: pairs sorted by id, shuffled with random.Random(20240601); the first 1,000 are the
 held-out test split that training never sees.
+With --v3-npm the same caption may come from several sources (one emoji in many styles), so
+captions are deduplicated within a source only and the split is drawn over caption groups: a
+test caption has exactly one pair (the others of its group are dropped), so no test caption
+is seen in training in another style.
 """
 import argparse
 import collections
@@ -35,6 +42,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sources_v3  # noqa: E402
 
 SEED = 20240601
 N_TEST = 1000
@@ -218,13 +228,13 @@ def build_caption(it, label_titles):
 
 
 def render(args):
-    it, out = args
+    it, out, box = args
     if os.path.exists(out):
         return True
     src = it["src"]
     try:
         if src.endswith(".svg"):
-            r = subprocess.run(["rsvg-convert", "-w", str(BOX), "-h", str(BOX), "--keep-aspect-ratio",
+            r = subprocess.run(["rsvg-convert", "-w", str(box), "-h", str(box), "--keep-aspect-ratio",
                                 "-o", out + ".tmp", src], capture_output=True, timeout=20)
             if r.returncode != 0:
                 return False
@@ -234,7 +244,7 @@ def render(args):
             im = Image.open(src)
             im.load()
             im = im.convert("RGBA")
-            im.thumbnail((BOX, BOX), Image.BILINEAR)
+            im.thumbnail((box, box), Image.BILINEAR)
         im = im.convert("RGBA")
         # reject blank renders (fully transparent or single colour)
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -251,11 +261,70 @@ def render(args):
             os.remove(out + ".tmp")
 
 
+V2_ID_PREFIX = {"openclipart": "oc", "tuxpaint": "tp", "openmoji": "om"}
+
+
+def caption_key(caption):
+    return re.sub(r"[^a-z0-9]+", " ", caption.lower()).strip()
+
+
+def v2_attribution(it):
+    """Attribution of a v2 pair (v3 items carry theirs from sources_v3)."""
+    if it["source"] == "openclipart":
+        return f'{it["author"] or "unknown"} (openclipart), public domain'
+    if it["source"] == "tuxpaint":
+        return "Tux Paint contributors, GPL-2.0"
+    return f'{it["author"]}, CC-BY-SA-4.0'
+
+
+def split_v2(good, rng):
+    """v2's split: one shuffle of the pairs, the first N_TEST are the test split."""
+    order = list(range(len(good)))
+    rng.shuffle(order)
+    test = set(order[:N_TEST])
+    return [dict(it, split="test" if i in test else "train") for i, it in enumerate(good)]
+
+
+def group_key(it):
+    """Emoji and icon sets name one concept the same way across styles (their titles); the
+    free-text openclipart/tuxpaint captions group by the whole caption."""
+    if it["source"] in ("openclipart", "tuxpaint") or not it["title"]:
+        return caption_key(it["caption"])
+    return caption_key(it["title"])
+
+
+def split_by_caption_group(good, rng):
+    """v3's split: N_TEST caption groups (group_key) go to test with one pair each (the rest
+    of each such group is dropped); every other pair trains. Unseen-style pairs keep split "unseen"."""
+    groups = collections.defaultdict(list)
+    for it in good:
+        if it.get("split") != "unseen":
+            groups[group_key(it)].append(it)
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    test_pick = {id(groups[k][rng.randrange(len(groups[k]))]) for k in keys[:N_TEST]}
+    test_keys = set(keys[:N_TEST])
+    out = []
+    for it in good:
+        if it.get("split") == "unseen":
+            out.append(it)
+            continue
+        key = group_key(it)
+        if key not in test_keys:
+            out.append(dict(it, split="train"))
+        elif id(it) in test_pick:
+            out.append(dict(it, split="test"))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--openmoji", required=True, help="unpacked npm openmoji package dir")
     ap.add_argument("--out", default="data/rendered")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--box", type=int, default=BOX, help="render box in px (v2: 128)")
+    ap.add_argument("--v3-npm", default=None,
+                    help="dir of unpacked npm packages: add the v3 sources (sources_v3.py)")
     a = ap.parse_args()
     os.makedirs(os.path.join(a.out, "img"), exist_ok=True)
     stats = collections.OrderedDict()
@@ -267,6 +336,13 @@ def main():
     stats["tuxpaint_stamps_with_txt"] = len(tp)
     stats["openmoji_without_skintone"] = len(om)
     stats["openmoji_skintone_dropped"] = n_skin
+    extra, unseen = [], []
+    if a.v3_npm:
+        extra, unseen = sources_v3.v3_items(a.v3_npm, a.openmoji, os.path.join(a.out, "svg"))
+        for it in unseen:
+            it["split"] = "unseen"
+        for src, n in sorted(collections.Counter(it["source"] for it in extra + unseen).items()):
+            stats[f"{src}_items"] = n
 
     title_count = collections.Counter(it["title"].lower() for it in oc if it["title"])
     label_titles = {t for t, c in title_count.items() if c > 3}
@@ -274,19 +350,21 @@ def main():
     stats["openclipart_files_with_label_title"] = sum(title_count[t] for t in label_titles)
 
     items = []
-    for it in oc + tp + om:
+    for it in oc + tp + om + extra + unseen:
         cap, variants = build_caption(it, label_titles if it["source"] == "openclipart" else set())
         if not cap:
             continue
         it["caption"], it["variants"] = cap, variants
-        it["id"] = {"openclipart": "oc", "tuxpaint": "tp", "openmoji": "om"}[it["source"]] + "_" + it["hash"][:12]
+        prefix = V2_ID_PREFIX.get(it["source"])
+        it["id"] = prefix + "_" + it["hash"][:12] if prefix else it["source"] + "_" + it["hash"]
         items.append(it)
     stats["with_caption"] = len(items)
 
     items.sort(key=lambda x: x["id"])
     seen_cap, seen_id, dedup = set(), set(), []
     for it in items:
-        key = re.sub(r"[^a-z0-9]+", " ", it["caption"].lower()).strip()
+        # v2: one pair per caption over all sources; v3: per source (styles of one concept)
+        key = (it["source"], caption_key(it["caption"])) if a.v3_npm else caption_key(it["caption"])
         if key in seen_cap or it["id"] in seen_id:
             continue
         seen_cap.add(key)
@@ -294,7 +372,7 @@ def main():
         dedup.append(it)
     stats["after_caption_dedupe"] = len(dedup)
 
-    jobs = [(it, os.path.join(a.out, "img", it["id"] + ".png")) for it in dedup]
+    jobs = [(it, os.path.join(a.out, "img", it["id"] + ".png"), a.box) for it in dedup]
     with ThreadPoolExecutor(a.jobs) as ex:
         ok = list(ex.map(render, jobs))
     good = [it for it, k in zip(dedup, ok) if k]
@@ -302,16 +380,19 @@ def main():
     stats["usable_pairs"] = len(good)
 
     rng = random.Random(SEED)
-    order = list(range(len(good)))
-    rng.shuffle(order)
-    test = set(order[:N_TEST])
+    split = split_by_caption_group(good, rng) if a.v3_npm else split_v2(good, rng)
     by_src = collections.Counter()
-    with open(os.path.join(a.out, "pairs.jsonl"), "w", encoding="utf-8") as f:
-        for i, it in enumerate(good):
-            it["split"] = "test" if i in test else "train"
+    with open(os.path.join(a.out, "pairs.jsonl"), "w", encoding="utf-8") as f, \
+            open(os.path.join(a.out, "manifest.tsv"), "w", encoding="utf-8") as man:
+        man.write("id\tsplit\tsource\tpackage\tlicense\tattribution\n")
+        for it in split:
             it["image"] = "img/" + it["id"] + ".png"
             by_src[(it["source"], it["split"])] += 1
             del it["hash"]
+            attribution = it.pop("attribution", None) or v2_attribution(it)
+            package = it.pop("package", None) or it["source"]
+            man.write("\t".join(x.replace("\t", " ") for x in (
+                it["id"], it["split"], it["source"], package, it["license"], attribution)) + "\n")
             f.write(json.dumps(it, ensure_ascii=False) + "\n")
     stats["by_source_split"] = {f"{s}/{sp}": n for (s, sp), n in sorted(by_src.items())}
     json.dump(stats, open(os.path.join(a.out, "stats.json"), "w"), indent=1)
