@@ -19,8 +19,14 @@ fn options() -> EncoderOptions {
 
 /// fp32 image graph, PNG inputs: identical pixels, so only kernel-level float noise remains.
 const IMAGE_TOLERANCE: f32 = 1e-4;
-/// int8 text graph, one text per run as in the reference: same ONNX Runtime version and kernels.
-const TEXT_TOLERANCE: f32 = 1e-4;
+/// int8 text graph, one text per run as in the reference. The same ONNX Runtime version still
+/// picks its int8 GEMM kernel by CPU: with AVX-512 VNNI (where the reference was written) the
+/// products sum exactly, with plain AVX2 (`vpmaddubsw`) pairs of products saturate at `i16`, so
+/// the vectors differ by up to 6.1e-2 per element (cosine 0.965, the empty caption) on an AVX2
+/// EPYC, where Python's onnxruntime on the reference's token ids gives the same differences. A
+/// pipeline bug (pooling, head, normalisation, token ids) moves them far more.
+const TEXT_TOLERANCE: f32 = 1e-1;
+const TEXT_MIN_COSINE: f32 = 0.95;
 /// JPEG decoders differ (zune-jpeg here, libjpeg-turbo in Pillow) by ±1 on some pixels.
 const JPEG_MIN_COSINE: f32 = 0.999;
 
@@ -198,5 +204,7 @@ fn text_embeddings_match_python() {
             cosine(&embedding.fine, &expected)
         );
         assert!(diff <= TEXT_TOLERANCE, "{caption:?}: max abs diff {diff}");
+        let cos = cosine(&embedding.fine, &expected);
+        assert!(cos >= TEXT_MIN_COSINE, "{caption:?}: cosine {cos}");
     }
 }
