@@ -80,10 +80,12 @@ pub mod manifest {
 /// Segments (kept at their old path): descriptors and file names from `format/segment.rs`,
 /// the reader from `data/segment.rs`, the rewrite hook of the writer in `store/`.
 pub mod segment {
+    pub use crate::data::kmeans::ROWS_PER_PARTITION;
     pub use crate::data::segment::Segment;
+    pub use crate::format::partitions::{MAX_PARTITIONS, PartitionIndex};
     pub use crate::format::segment::{
         FIELD_COLUMNS, SegmentInfo, field_column_file_name, field_directory_file_name,
-        meta_file_name, tombstone_file_name, vector_file_name,
+        meta_file_name, partition_file_name, tombstone_file_name, vector_file_name,
     };
     pub use crate::store::{CoarseRewrite, Rewrite};
 }
@@ -120,9 +122,9 @@ pub use schema::{
 };
 pub use store::{CoarseRewrite, Rewrite};
 pub use store::{
-    CompactionReport, Durability, MAX_CAPTION_BYTES, MAX_ID, MAX_METADATA_BYTES,
-    MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, MetadataUpdate, Occupancy, Store, StoreOptions,
-    StoreStats, occupancy,
+    CompactionReport, DEFAULT_PARTITION_MIN_ROWS, Durability, MAX_CAPTION_BYTES, MAX_ID,
+    MAX_METADATA_BYTES, MAX_PROPERTY_KEY_BYTES, MAX_URI_BYTES, MetadataUpdate, Occupancy, Store,
+    StoreOptions, StoreStats, occupancy,
 };
 pub use store::{DefaultMergePolicy, MergeAll, MergePolicy, SegmentStats, TieredMergePolicy};
 pub use verify::{VerifyReport, verify, verify_in};

@@ -5,6 +5,7 @@
 pub(crate) mod bitmap;
 pub(crate) mod column;
 pub(crate) mod fields;
+pub(crate) mod kmeans;
 pub(crate) mod segment;
 pub(crate) mod source;
 pub(crate) mod vectors;

@@ -15,9 +15,11 @@ use crate::data::vectors::{packed_stride, padded_stride, rows_region_len};
 use crate::error::{CorruptionError, IoError, StorageError};
 use crate::format::codec::{self, Decoder, FOOTER_LEN, FileKind, VerifyLevel};
 use crate::format::field_column::FieldColumn;
+use crate::format::partitions::PartitionIndex;
 use crate::format::segment::{
     ArchivedSegmentMeta, DESCRIPTOR_LEN, FieldDirectory, SegmentInfo, decode_elem,
-    field_column_file_name, field_directory_file_name, meta_file_name, vector_file_name,
+    field_column_file_name, field_directory_file_name, meta_file_name, partition_file_name,
+    vector_file_name,
 };
 use crate::io::dir::{Access, Dir, FileId, FsDir, MappedBytes};
 use crate::schema::{ElemType, Modality, Schema, Tier};
@@ -32,7 +34,7 @@ pub struct RowMeta<'a> {
 
 /// One mapped vector file, validated.
 #[derive(Debug)]
-struct VectorFile {
+pub(crate) struct VectorFile {
     map: Box<dyn MappedBytes>,
     elem: ElemType,
     dim: usize,
@@ -43,7 +45,37 @@ struct VectorFile {
 }
 
 impl VectorFile {
-    fn column(&self) -> VectorColumn<'_> {
+    /// Maps `path` and checks it holds `rows` rows of `tier`'s vectors (see
+    /// [`check_vector_file`]).
+    pub(crate) fn open(
+        io: &dyn Dir,
+        path: &Path,
+        schema: &Schema,
+        tier: Tier,
+        rows: usize,
+        level: VerifyLevel,
+    ) -> Result<(VectorFile, FileId), StorageError> {
+        let (elem, dim) = schema.tier(tier);
+        // A query touches a few hundred scattered fine rows: read-around would map far more
+        // pages than it uses.
+        let access = match tier {
+            Tier::Coarse => Access::Scan,
+            Tier::Fine => Access::Random,
+        };
+        let (map, id) = map_file(io, path, access)?;
+        let (stride, scales_at) = check_vector_file(&map, path, elem, dim, rows, level)?;
+        let file = VectorFile {
+            map,
+            elem,
+            dim,
+            stride,
+            rows,
+            scales_at,
+        };
+        Ok((file, id))
+    }
+
+    pub(crate) fn column(&self) -> VectorColumn<'_> {
         let data = &self.map[..self.rows * self.stride];
         let scales = (self.elem == ElemType::I8).then(|| {
             let at = self.scales_at;
@@ -83,6 +115,8 @@ pub struct Segment {
     identities: Vec<FileId>,
     /// `None` for a segment written before field columns existed.
     field_files: Option<FieldFiles>,
+    /// Per modality, its coarse vectors' partitions (read whole at open: 4 bytes a row).
+    partitions: [Option<PartitionIndex>; 2],
     /// Fields derived from the metadata archive on first use (segments without column files).
     derived_fields: OnceLock<OwnedFields>,
     obsolete: AtomicBool,
@@ -149,26 +183,11 @@ impl Segment {
             }
             let mut open_tier = |tier: Tier| -> Result<VectorFile, StorageError> {
                 let path = dir.join(vector_file_name(info.id, m, tier));
-                let (elem, dim) = schema.tier(tier);
-                // A query touches a few hundred scattered fine rows: read-around would map
-                // far more pages than it uses.
-                let access = match tier {
-                    Tier::Coarse => Access::Scan,
-                    Tier::Fine => Access::Random,
-                };
-                let (map, id) = map_file(io.as_ref(), &path, access)?;
-                let (stride, scales_at) =
-                    check_vector_file(&map, &path, elem, dim, info.rows as usize, level)?;
+                let rows = info.rows as usize;
+                let (file, id) = VectorFile::open(io.as_ref(), &path, schema, tier, rows, level)?;
                 files.push(path);
                 identities.push(id);
-                Ok(VectorFile {
-                    map,
-                    elem,
-                    dim,
-                    stride,
-                    rows: info.rows as usize,
-                    scales_at,
-                })
+                Ok(file)
             };
             let coarse = open_tier(Tier::Coarse)?;
             let fine = open_tier(Tier::Fine)?;
@@ -182,6 +201,16 @@ impl Segment {
         } else {
             None
         };
+        let mut partitions: [Option<PartitionIndex>; 2] = [None, None];
+        for m in Modality::ALL
+            .into_iter()
+            .filter(|&m| info.has_partitions(m))
+        {
+            let path = dir.join(partition_file_name(info.id, m));
+            let index = read_partitions(io.as_ref(), &path, schema, &has[m.index()])?;
+            files.push(path);
+            partitions[m.index()] = Some(index);
+        }
         Ok(Segment {
             info: info.clone(),
             io: io.clone(),
@@ -192,6 +221,7 @@ impl Segment {
             files,
             identities,
             field_files,
+            partitions,
             derived_fields: OnceLock::new(),
             obsolete: AtomicBool::new(false),
         })
@@ -212,8 +242,8 @@ impl Segment {
         self.info.rows as usize
     }
 
-    /// Files of this segment (metadata, vectors, field directory and columns; tombstones are
-    /// tracked by the store).
+    /// Files of this segment (metadata, vectors, field directory and columns, partitions;
+    /// tombstones are tracked by the store).
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
@@ -254,6 +284,11 @@ impl Segment {
         self.vectors[m.index()]
             .as_ref()
             .map(|tiers| tiers[tier.index()].column())
+    }
+
+    /// The partitions of modality `m`'s coarse vectors; `None` for a segment scanned flat.
+    pub fn partitions(&self, m: Modality) -> Option<&PartitionIndex> {
+        self.partitions[m.index()].as_ref()
     }
 
     pub(crate) fn id_at(&self, row: usize) -> u64 {
@@ -365,6 +400,18 @@ impl Drop for Segment {
             }
         }
     }
+}
+
+/// Reads and fully checks a partition file for the rows of `has`.
+fn read_partitions(
+    io: &dyn Dir,
+    path: &Path,
+    schema: &Schema,
+    has: &Bitmap,
+) -> Result<PartitionIndex, StorageError> {
+    let bytes = io.read(path).map_err(|e| IoError::at(path, "read", e))?;
+    let body = codec::check_footer(&bytes, FileKind::Partitions, path, true)?;
+    Ok(PartitionIndex::decode(body, path, schema.coarse_dim, has)?)
 }
 
 /// Reads and checks `seg-<id>.fields` (small: names only; the columns are mapped on use).

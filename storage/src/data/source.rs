@@ -10,6 +10,7 @@ use crate::data::segment::{RowMeta, Segment};
 use crate::data::vectors::{OwnedColumn, padded_stride};
 use crate::error::CorruptionError;
 use crate::format::field_column::FieldColumn;
+use crate::format::partitions::PartitionIndex;
 use crate::schema::{ElemType, Modality, Properties, Row, Schema, Tier};
 
 #[derive(Debug, Clone)]
@@ -286,6 +287,12 @@ impl Source {
     /// Fine vectors of modality `m`; same shape rules as [`coarse`](Self::coarse).
     pub fn fine(&self, m: Modality) -> VectorColumn<'_> {
         self.column(m, Tier::Fine)
+    }
+
+    /// The partitions of modality `m`'s coarse vectors: `None` for a memtable batch and a
+    /// segment scanned flat.
+    pub fn partitions(&self, m: Modality) -> Option<&PartitionIndex> {
+        self.segment().and_then(|s| s.partitions(m))
     }
 
     /// Rows a scan of modality `m` must ignore: deleted, or without vectors of `m`.

@@ -36,6 +36,8 @@ pub(crate) enum FileKind {
     FieldDirectory,
     /// One field column, `seg-<id>.field-<n>`.
     FieldColumn,
+    /// The partitions of one modality, `seg-<id>.<modality>.parts`.
+    Partitions,
 }
 
 impl FileKind {
@@ -47,6 +49,7 @@ impl FileKind {
             FileKind::Manifest => *b"MANI",
             FileKind::FieldDirectory => *b"FDIR",
             FileKind::FieldColumn => *b"FCOL",
+            FileKind::Partitions => *b"PART",
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum FileName {
     FieldDirectory(u64),
     /// `seg-<id>.field-<column>`: column `column` of the segment's field directory.
     FieldColumn { id: u64, column: u64 },
+    /// `seg-<id>.<image|text>.parts`: the partitions of the modality's coarse vectors.
+    SegmentPartitions { id: u64, modality: Modality },
 }
 
 impl FileName {
@@ -68,6 +70,9 @@ impl FileName {
         }
         let (modality, tier) = kind.split_once('.')?;
         let modality = Modality::ALL.into_iter().find(|m| m.name() == modality)?;
+        if tier == "parts" {
+            return Some(FileName::SegmentPartitions { id, modality });
+        }
         let tier = Tier::ALL.into_iter().find(|t| t.name() == tier)?;
         Some(FileName::SegmentVectors { id, modality, tier })
     }
@@ -98,6 +103,9 @@ impl fmt::Display for FileName {
             }
             FileName::FieldDirectory(id) => write!(f, "seg-{id:06}.fields"),
             FileName::FieldColumn { id, column } => write!(f, "seg-{id:06}.field-{column:06}"),
+            FileName::SegmentPartitions { id, modality } => {
+                write!(f, "seg-{id:06}.{}.parts", modality.name())
+            }
         }
     }
 }
@@ -131,6 +139,10 @@ mod tests {
             },
             FileName::FieldDirectory(5),
             FileName::FieldColumn { id: 5, column: 0 },
+            FileName::SegmentPartitions {
+                id: 6,
+                modality: Modality::Text,
+            },
             FileName::FieldColumn {
                 id: 5,
                 column: 1_000_000,

@@ -132,6 +132,7 @@ impl Manifest {
             if seg.rows == 0
                 || seg.rows > u32::MAX as u64
                 || seg.modalities & !ALL_SEGMENT_FLAGS != 0
+                || (seg.modalities >> 3) & 3 & !seg.modalities != 0
             {
                 return Err(d.error(format!("segment {} has an impossible shape", seg.id)));
             }

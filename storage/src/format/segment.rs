@@ -20,7 +20,9 @@ pub struct SegmentInfo {
     /// Bit 0: some row has image vectors (the `image.*` files exist); bit 1: text; bit 2
     /// ([`FIELD_COLUMNS`]): the segment was written with field columns (`seg-<id>.fields`
     /// exists). Segments written before field columns existed lack bit 2 and derive their
-    /// fields from the metadata archive.
+    /// fields from the metadata archive. Bits 3 and 4 ([`partitions_bit`]): the image / text
+    /// coarse vectors are partitioned (`seg-<id>.<image|text>.parts` exists); segments
+    /// written before partitions existed, and small ones, lack them and are scanned flat.
     pub modalities: u8,
     /// Tombstone file generation; 0 means no tombstone file (no deleted rows).
     pub del_gen: u64,
@@ -35,12 +37,22 @@ impl SegmentInfo {
     pub fn has_field_columns(&self) -> bool {
         self.modalities & FIELD_COLUMNS != 0
     }
+
+    /// Whether the segment has a partition file for modality `m`.
+    pub fn has_partitions(&self, m: Modality) -> bool {
+        self.modalities & partitions_bit(m) != 0
+    }
 }
 
 /// [`SegmentInfo::modalities`] bit: the segment has field column files.
 pub const FIELD_COLUMNS: u8 = 4;
 /// Every bit [`SegmentInfo::modalities`] may hold.
-pub(crate) const ALL_SEGMENT_FLAGS: u8 = 1 | 2 | FIELD_COLUMNS;
+pub(crate) const ALL_SEGMENT_FLAGS: u8 = 1 | 2 | FIELD_COLUMNS | 8 | 16;
+
+/// [`SegmentInfo::modalities`] bit: modality `m`'s coarse vectors have a partition file.
+pub(crate) fn partitions_bit(m: Modality) -> u8 {
+    modality_bit(m) << 3
+}
 
 /// Most field columns one segment gets: the most frequent fields (ties by name) up to this
 /// many, so that metadata with thousands of distinct keys cannot explode into as many files.
@@ -124,6 +136,11 @@ pub(crate) fn modality_bit(m: Modality) -> u8 {
 /// `seg-<id>.<image|text>.<coarse|fine>`.
 pub fn vector_file_name(id: u64, modality: Modality, tier: Tier) -> String {
     FileName::SegmentVectors { id, modality, tier }.to_string()
+}
+
+/// `seg-<id>.<image|text>.parts`.
+pub fn partition_file_name(id: u64, modality: Modality) -> String {
+    FileName::SegmentPartitions { id, modality }.to_string()
 }
 
 /// `seg-<id>.meta`.

@@ -50,7 +50,8 @@ pub(super) fn remove_orphans(io: &dyn Dir, dir: &Path, w: &Writer) -> Result<(),
         FileName::SegmentMeta(id)
         | FileName::SegmentVectors { id, .. }
         | FileName::FieldDirectory(id)
-        | FileName::FieldColumn { id, .. } => wanted(id).is_none(),
+        | FileName::FieldColumn { id, .. }
+        | FileName::SegmentPartitions { id, .. } => wanted(id).is_none(),
         FileName::Tombstones { id, generation } => {
             wanted(id).is_none_or(|info| info.del_gen != generation)
         }

@@ -55,6 +55,11 @@ impl Store {
                     rows: s.seg.rows(),
                     deleted: s.source.deleted().count_ones(),
                     bytes: file_bytes(self.io(), s.seg.files()),
+                    unpartitioned: Modality::ALL.into_iter().any(|m| {
+                        s.source.partitions(m).is_none()
+                            && s.source.has(m).count_ones()
+                                >= self.options.partition_min_rows.max(1)
+                    }),
                 })
                 .collect();
             let mut taken = std::collections::HashSet::new();
@@ -138,6 +143,7 @@ impl Store {
                 &self.schema,
                 &rows,
                 compaction_rewrite(rewrite),
+                self.options.partition_min_rows,
             )?;
             let seg = Segment::open_in(
                 &self.options.io,

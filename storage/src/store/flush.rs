@@ -132,13 +132,14 @@ impl Store {
         if rows.is_empty() {
             return Ok(None);
         }
-        let info = write_segment::<IoError>(
+        let info = write_segment::<StorageError>(
             self.io(),
             &self.dir,
             frozen.segment_id,
             &self.schema,
             &rows,
             None,
+            self.options.partition_min_rows,
         )?;
         let seg = Segment::open_in(
             &self.options.io,

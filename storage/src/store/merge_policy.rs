@@ -10,6 +10,10 @@ pub struct SegmentStats {
     pub deleted: usize,
     /// Bytes of the segment's files.
     pub bytes: u64,
+    /// A modality of the segment has enough rows for partitions
+    /// ([`StoreOptions::partition_min_rows`](crate::StoreOptions::partition_min_rows)) but
+    /// none: a rewrite builds them.
+    pub unpartitioned: bool,
 }
 
 impl SegmentStats {
@@ -30,7 +34,8 @@ pub trait MergePolicy: Send + Sync + std::fmt::Debug {
     fn plan(&self, segments: &[SegmentStats]) -> Vec<Vec<u64>>;
 }
 
-/// Merges every segment into one (if there is more than one segment, or any deleted row).
+/// Merges every segment into one (if there is more than one segment, any deleted row, or a
+/// segment that lacks the partitions it would get now).
 /// What an explicit "compact now" wants, and what a [`CoarseRewrite`](crate::CoarseRewrite)
 /// needs so that every row gets the new coarse vector.
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,7 +43,7 @@ pub struct MergeAll;
 
 impl MergePolicy for MergeAll {
     fn plan(&self, segments: &[SegmentStats]) -> Vec<Vec<u64>> {
-        if segments.len() > 1 || segments.iter().any(|s| s.deleted > 0) {
+        if segments.len() > 1 || segments.iter().any(|s| s.deleted > 0 || s.unpartitioned) {
             vec![segments.iter().map(|s| s.id).collect()]
         } else {
             Vec::new()
@@ -198,6 +203,7 @@ mod tests {
             rows,
             deleted,
             bytes,
+            unpartitioned: false,
         }
     }
 
@@ -230,6 +236,11 @@ mod tests {
         assert_eq!(p.plan(&segs), vec![vec![5, 2, 4]]);
         assert!(MergeAll.plan(&[seg(1, 10, 0)]).is_empty());
         assert_eq!(MergeAll.plan(&[seg(1, 10, 1)]), vec![vec![1]]);
+        let unpartitioned = SegmentStats {
+            unpartitioned: true,
+            ..seg(1, 10, 0)
+        };
+        assert_eq!(MergeAll.plan(&[unpartitioned]), vec![vec![1]]);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::format::manifest::Manifest;
 use crate::format::wal::DroppedWalTail;
 use crate::io::dir::{Dir, FsDir, LockGuard};
 use crate::io::wal::WalWriter;
-use crate::schema::{Properties, Schema};
+use crate::schema::{Modality, Properties, Schema};
 
 mod cleanup;
 mod compaction;
@@ -83,6 +83,10 @@ pub enum Durability {
     Buffered,
 }
 
+/// Below this many rows a flat scan of a segment costs about what scoring its centroids and
+/// probing would (see [`StoreOptions::partition_min_rows`]).
+pub const DEFAULT_PARTITION_MIN_ROWS: usize = 32_768;
+
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -97,6 +101,11 @@ pub struct StoreOptions {
     pub verify: VerifyLevel,
     /// See [`Durability::Buffered`].
     pub buffered_sync_interval: Duration,
+    /// A segment written by a flush, a compaction or a snapshot with at least this many rows
+    /// of a modality gets that modality's coarse vectors partitioned (k-means, about
+    /// [`ROWS_PER_PARTITION`](crate::segment::ROWS_PER_PARTITION) rows each), so that a search can scan only the partitions
+    /// nearest its query; smaller segments are scanned flat. `usize::MAX` turns it off.
+    pub partition_min_rows: usize,
     /// The file system every file operation of the store goes through: [`FsDir`] for real
     /// use; tests pass a [`FaultyDir`](crate::io::FaultyDir) to fail or cut short any of them.
     /// Snapshots are written through it too.
@@ -111,6 +120,7 @@ impl Default for StoreOptions {
             memtable_rows: 50_000,
             verify: VerifyLevel::Cheap,
             buffered_sync_interval: Duration::from_millis(100),
+            partition_min_rows: DEFAULT_PARTITION_MIN_ROWS,
             io: FsDir::shared(),
         }
     }
@@ -137,6 +147,12 @@ pub struct StoreStats {
     /// What the open of this handle dropped from the end of the WAL: a torn record, or the
     /// `Buffered` writes after the last fsync that a power cut cut short.
     pub dropped_wal_tail: Option<DroppedWalTail>,
+    /// Segments with partitioned coarse vectors (of either modality).
+    pub partitioned_segments: usize,
+    /// Partitions over all segments and modalities.
+    pub partitions: usize,
+    /// Time spent clustering those partitions when their segments were written.
+    pub partition_build: Duration,
 }
 
 /// What [`Store::compact`] did.
@@ -342,6 +358,9 @@ impl Store {
             disk_bytes: dir_bytes(self.io(), &self.dir),
             next_id: self.next_id(),
             dropped_wal_tail: self.dropped_wal_tail.clone(),
+            partitioned_segments: 0,
+            partitions: 0,
+            partition_build: Duration::ZERO,
         };
         for src in view.sources() {
             if src.is_memtable() {
@@ -350,6 +369,13 @@ impl Store {
             } else {
                 s.segments += 1;
                 s.segment_rows += src.rows();
+                let indexes: Vec<_> = Modality::ALL
+                    .into_iter()
+                    .filter_map(|m| src.partitions(m))
+                    .collect();
+                s.partitioned_segments += usize::from(!indexes.is_empty());
+                s.partitions += indexes.iter().map(|i| i.len()).sum::<usize>();
+                s.partition_build += indexes.iter().map(|i| i.build_time()).sum();
             }
             s.deleted_rows += src.deleted().count_ones();
         }

@@ -5,15 +5,18 @@ use std::path::{Path, PathBuf};
 
 use crate::data::bitmap::Bitmap;
 use crate::data::fields::field_values;
+use crate::data::kmeans::partition;
+use crate::data::segment::VectorFile;
 use crate::data::source::Source;
 use crate::data::vectors::{encode_row, file_stride, rows_region_len};
-use crate::error::{CompactionError, IoError};
-use crate::format::codec::FileKind;
+use crate::error::{CompactionError, IoError, StorageError};
+use crate::format::codec::{FileKind, VerifyLevel};
 use crate::format::field_column::encode_column;
+use crate::format::partitions::PartitionIndex;
 use crate::format::segment::{
     DESCRIPTOR_LEN, FIELD_COLUMNS, FieldDirectory, MAX_FIELD_COLUMNS, SegmentInfo, SegmentMeta,
     encode_elem, field_column_file_name, field_directory_file_name, meta_file_name, modality_bit,
-    tombstone_file_name, vector_file_name,
+    partition_file_name, partitions_bit, tombstone_file_name, vector_file_name,
 };
 use crate::io::dir::Dir;
 use crate::io::file_writer::FileWriter;
@@ -52,18 +55,25 @@ pub(crate) fn compaction_rewrite(
     hook.map(|h| (h, CompactionError::Rewrite as fn(String) -> CompactionError))
 }
 
-/// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory).
+/// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory),
+/// with a partition file for each modality of at least `partition_min_rows` rows.
 /// On error the files written so far are removed.
-pub(crate) fn write_segment<E: From<IoError>>(
+pub(crate) fn write_segment<E: From<IoError> + From<StorageError>>(
     io: &dyn Dir,
     dir: &Path,
     id: u64,
     schema: &Schema,
     rows: &[RowRef<'_>],
     rewrite: Option<RewriteWith<'_, E>>,
+    partition_min_rows: usize,
 ) -> Result<SegmentInfo, E> {
     let mut written = Vec::new();
-    let result = write_segment_files(io, dir, id, schema, rows, rewrite, &mut written);
+    let result = write_segment_files(io, dir, id, schema, rows, rewrite, &mut written).and_then(
+        |(info, has)| {
+            let min_rows = partition_min_rows;
+            write_partition_files(io, dir, info, &has, schema, min_rows, &mut written)
+        },
+    );
     if result.is_err() {
         for f in written {
             let _ = io.remove_file(&f);
@@ -80,7 +90,7 @@ fn write_segment_files<E: From<IoError>>(
     rows: &[RowRef<'_>],
     rewrite: Option<RewriteWith<'_, E>>,
     written: &mut Vec<PathBuf>,
-) -> Result<SegmentInfo, E> {
+) -> Result<(SegmentInfo, [Bitmap; 2]), E> {
     let n = rows.len();
     let mut has = [Bitmap::new(n), Bitmap::new(n)];
     for (i, r) in rows.iter().enumerate() {
@@ -189,12 +199,54 @@ fn write_segment_files<E: From<IoError>>(
     w.finish(FileKind::Meta)?;
     let metadata = meta.metadata.iter().map(Vec::as_slice);
     write_field_files(io, dir, id, n, metadata, written)?;
-    Ok(SegmentInfo {
+    let info = SegmentInfo {
         id,
         rows: n as u64,
         modalities: modalities | FIELD_COLUMNS,
         del_gen: 0,
-    })
+    };
+    Ok((info, has))
+}
+
+/// Clusters the coarse vectors of each modality of segment `info` that has at least
+/// `min_rows` rows with vectors, read back from the file just written (so a compaction's
+/// rewritten vectors are what is clustered), and writes its partition file.
+fn write_partition_files<E: From<IoError> + From<StorageError>>(
+    io: &dyn Dir,
+    dir: &Path,
+    mut info: SegmentInfo,
+    has: &[Bitmap; 2],
+    schema: &Schema,
+    min_rows: usize,
+    written: &mut Vec<PathBuf>,
+) -> Result<SegmentInfo, E> {
+    let rows = info.rows as usize;
+    for m in Modality::ALL {
+        let has = &has[m.index()];
+        if has.count_ones() < min_rows.max(1) {
+            continue;
+        }
+        let path = dir.join(vector_file_name(info.id, m, Tier::Coarse));
+        let level = VerifyLevel::Cheap;
+        let (file, _) = VectorFile::open(io, &path, schema, Tier::Coarse, rows, level)?;
+        let index = partition(&file.column(), has);
+        let path = dir.join(partition_file_name(info.id, m));
+        written.push(path.clone());
+        write_partition_file(io, path, &index)?;
+        info.modalities |= partitions_bit(m);
+    }
+    Ok(info)
+}
+
+/// Writes one partition file (fsynced).
+pub(crate) fn write_partition_file(
+    io: &dyn Dir,
+    path: PathBuf,
+    index: &PartitionIndex,
+) -> Result<PathBuf, IoError> {
+    let mut w = FileWriter::create(io, path)?;
+    w.write(&index.encode())?;
+    w.finish(FileKind::Partitions)
 }
 
 /// Writes the field columns of segment `id` from its rows' metadata (in row order): one

@@ -4,13 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use super::Store;
-use super::segment_writer::{live_rows, write_field_files, write_segment, write_tombstones};
+use super::segment_writer::{
+    live_rows, write_field_files, write_partition_file, write_segment, write_tombstones,
+};
 use crate::data::source::View;
 use crate::error::{CommitError, IoError, SnapshotError};
 use crate::format::manifest::Manifest;
-use crate::format::segment::FIELD_COLUMNS;
+use crate::format::segment::{FIELD_COLUMNS, partition_file_name};
 use crate::io::dir::{Dir, FileId};
 use crate::io::manifest::sync_dir;
+use crate::schema::Modality;
 
 impl Store {
     /// Writes a consistent copy of the database as it is at this moment into `dest`, a new
@@ -69,6 +72,13 @@ impl Store {
             // predates them, needs nothing from files that may have been deleted since.
             let metadata = (0..s.rows()).map(|r| s.meta(r).metadata);
             write_field_files(io, dest, seg.id(), s.rows(), metadata, &mut Vec::new())?;
+            // Partitions too: the index this handle read is what the files held.
+            for m in Modality::ALL {
+                if let Some(index) = seg.partitions(m) {
+                    let path = dest.join(partition_file_name(seg.id(), m));
+                    write_partition_file(io, path, index)?;
+                }
+            }
             let mut info = seg.info().clone();
             info.modalities |= FIELD_COLUMNS;
             info.del_gen = 0;
@@ -81,7 +91,16 @@ impl Store {
         if !mem_rows.is_empty() {
             let id = manifest.next_segment_id;
             manifest.next_segment_id += 1;
-            let info = write_segment::<IoError>(io, dest, id, &self.schema, &mem_rows, None)?;
+            let min_rows = self.options.partition_min_rows;
+            let info = write_segment::<SnapshotError>(
+                io,
+                dest,
+                id,
+                &self.schema,
+                &mem_rows,
+                None,
+                min_rows,
+            )?;
             segments.push(info);
         }
         manifest.segments = segments;
