@@ -15,6 +15,13 @@
 //! are censored at M (a neighbour ranked beyond M is not among them), so a sample that
 //! crowds towards M moves the fit beyond it. The estimated recall is the fitted probability
 //! of a rank within M.
+//!
+//! Where a segment's rows are partitioned, a pass reads only the partitions nearest the
+//! query, up to a share of the rows, and a true neighbour can also be missed because its
+//! partition was not read. Each candidate carries the depth at which the probe reached its
+//! partition; the same censored fit over those depths estimates the share of neighbours
+//! beyond the probe, and the estimated recall is the product of the two. A query whose
+//! probe falls short reads more partitions (all of them once that is half the rows).
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +29,7 @@ use hivlp_storage::{CorruptionError, Schema, Source};
 use rayon::prelude::*;
 
 use crate::params::SearchParams;
+use crate::probe::{FLAT_PROBE, INITIAL_PROBE};
 use crate::scan::Candidate;
 use crate::search::{PreparedQuery, Scored, Shortlisted, fine_scores};
 
@@ -69,6 +77,8 @@ pub struct Outcome {
     /// Whether the flat scan of the fine vectors produced the hits (asked for, or chosen
     /// because the candidates needed would have cost as much).
     pub exact: bool,
+    /// Share of each partitioned segment's rows the last coarse pass read (1: every row).
+    pub probe: f64,
     /// Estimated recall@k of the hits against the exact search: 1 for an exact search.
     pub estimated_recall: f64,
 }
@@ -80,27 +90,51 @@ impl Outcome {
             candidates: 0,
             passes,
             exact: true,
+            probe: 1.0,
             estimated_recall: 1.0,
         }
     }
 }
 
+/// How much one coarse pass reads and keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Stages {
+    /// Candidates re-ranked by their fine vectors.
+    pub candidates: usize,
+    /// Share of each partitioned segment's rows read (best partitions first); 1: every row.
+    pub probe: f64,
+}
+
+/// What a scan of [`search`] reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Pass {
+    /// The coarse vectors, of this share of each partitioned segment's rows.
+    Coarse(f64),
+    /// The fine vectors, every row.
+    Exact,
+}
+
 /// What to do after a pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Next {
-    /// The hits are good enough (or the caller fixed M): the estimated recall.
+    /// The hits are good enough (or the caller fixed the stages): the estimated recall.
     Done(f64),
-    /// Run a coarse pass keeping this many candidates.
-    Grow(usize),
+    /// Run a coarse pass of these stages.
+    Grow(Stages),
     /// Run the exact fine scan.
     Exact,
 }
 
-/// Whether the candidate count is the database's choice, and what the exact scan costs.
+/// Whether the stage sizes are the database's choice, and what the exact scan costs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
     /// `SearchParams::candidates` was `None`.
     pub adaptive: bool,
+    /// Some source of the view has partitions for the target; then the first pass reads
+    /// `probe` of each partitioned segment, and the default search grows it as it grows M.
+    pub partitioned: bool,
+    /// `SearchParams::probe`: a share the caller fixed.
+    pub probe: Option<f64>,
     /// Rows of the view.
     pub rows: usize,
     /// Bytes of one fine and one coarse row.
@@ -109,59 +143,132 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
-    pub fn new(schema: &Schema, rows: usize, adaptive: bool) -> Self {
+    pub fn new(schema: &Schema, rows: usize, params: &SearchParams, partitioned: bool) -> Self {
         let scale = if schema.coarse_type == hivlp_storage::ElemType::I8 {
             4
         } else {
             0
         };
         Self {
-            adaptive,
+            adaptive: params.candidates.is_none(),
+            partitioned,
+            probe: params.probe,
             rows,
             fine_row: (schema.fine_dim * schema.fine_type.size()) as f64,
             coarse_row: (schema.coarse_dim * schema.coarse_type.size() + scale) as f64,
         }
     }
 
-    /// Whether `passes` coarse scans and a re-rank of `candidates` rows read at least as many
-    /// bytes (random reads weighted) as one flat scan of the fine vectors.
-    fn exact_is_cheaper(&self, passes: u32, candidates: usize) -> bool {
+    /// The share of partitioned segments the first pass reads: the caller's, else a small
+    /// share for the default search, else (a caller who fixed M) every row.
+    pub fn first_probe(&self) -> f64 {
+        match self.probe {
+            _ if !self.partitioned => 1.0,
+            Some(share) => share,
+            None if self.adaptive => INITIAL_PROBE,
+            None => 1.0,
+        }
+    }
+
+    /// Whether the probe share is the database's to grow.
+    fn adaptive_probe(&self) -> bool {
+        self.adaptive && self.partitioned && self.probe.is_none()
+    }
+
+    /// Whether coarse passes that read `read` times the coarse vectors (the sum of their
+    /// probe shares) and a re-rank of `candidates` rows read at least as many bytes (random
+    /// reads weighted) as one flat scan of the fine vectors.
+    fn exact_is_cheaper(&self, read: f64, candidates: usize) -> bool {
         let rows = self.rows as f64;
-        let two_stage = f64::from(passes) * rows * self.coarse_row
-            + candidates as f64 * self.fine_row * RANDOM_READ_COST;
+        let two_stage =
+            read * rows * self.coarse_row + candidates as f64 * self.fine_row * RANDOM_READ_COST;
         two_stage >= rows * self.fine_row
     }
 
-    /// The decision after pass number `passes` kept `scored` candidates (coarse, fine score
+    /// The decision after pass number `passes` (of stages `stages`, all passes together
+    /// reading `read` times the coarse vectors) kept `scored` candidates (coarse, fine score
     /// pairs, best coarse first) out of `eligible` rows (`scored.len() < eligible` unless
-    /// every eligible row is a candidate).
-    pub fn next(&self, scored: &[(f32, f32)], k: usize, eligible: usize, passes: u32) -> Next {
+    /// every eligible row is a candidate); `depths` pairs each candidate of a partitioned
+    /// source with its depth (see [`Candidate::depth`], here scaled to rows of the view so
+    /// that a probe's last partition lies at `stages.probe` of them) and its fine score;
+    /// `exhausted`
+    /// says that the probed partitions held no more rows than were kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn next(
+        &self,
+        scored: &[(f32, f32)],
+        depths: &[(f64, f32)],
+        stages: Stages,
+        exhausted: bool,
+        k: usize,
+        eligible: usize,
+        passes: u32,
+        read: f64,
+    ) -> Next {
         if scored.len() >= eligible {
             return Next::Done(1.0);
         }
-        let model = RankModel::fit(scored, k, eligible);
-        let recall = model.within(scored.len());
+        let ranks: Vec<(f64, f32)> = scored
+            .iter()
+            .enumerate()
+            .map(|(rank, &(_, fine))| ((rank + 1) as f64, fine))
+            .collect();
+        let coarse = RankModel::fit(&ranks, k, scored.len() as f64, eligible as f64);
+        let coarse_recall = coarse.within(scored.len() as f64);
+        let probed = stages.probe < 1.0;
+        let rows = self.rows as f64;
+        let probe = probed.then(|| RankModel::fit(depths, k, stages.probe * rows, rows));
+        let probe_recall = probe.map_or(1.0, |m| m.within(stages.probe * rows));
+        let recall = coarse_recall * probe_recall;
         if !self.adaptive {
             return Next::Done(recall);
         }
+        // The misses of the two stages add up: with a probe to grow, each gets half of what
+        // the target allows.
         let allowed_miss = (1.0 - TARGET_RECALL) * STOP_MARGIN;
+        let grows_probe = probed && self.adaptive_probe();
+        let stage_miss = if grows_probe {
+            allowed_miss / 2.0
+        } else {
+            allowed_miss
+        };
         // The model's word alone is not enough: a few log ranks can agree by chance. While
-        // one of the best k still ranks in the lower half of the candidates, the neighbours
-        // are likely to go on beyond them.
-        if 1.0 - recall <= allowed_miss && model.deepest <= scored.len() / 4 {
+        // one of the best k still ranks in the lower half of the candidates (or of the rows
+        // probed), the neighbours are likely to go on beyond them.
+        let coarse_done =
+            1.0 - coarse_recall <= stage_miss && coarse.deepest <= scored.len() as f64 / 4.0;
+        let probe_done = !grows_probe
+            || !depths.is_empty()
+                && probe.is_some_and(|m| {
+                    1.0 - probe_recall <= stage_miss && m.deepest <= stages.probe * rows / 4.0
+                });
+        if coarse_done && probe_done {
             return Next::Done(recall);
         }
-        let grown = model
-            .rank_quantile(1.0 - allowed_miss)
-            .max(scored.len() as f64 * MIN_GROWTH);
-        if passes >= MAX_PASSES || !grown.is_finite() || grown >= eligible as f64 {
-            return Next::Exact;
+        let mut next = stages;
+        if !coarse_done {
+            let grown = coarse
+                .quantile(1.0 - stage_miss)
+                .max(scored.len() as f64 * MIN_GROWTH);
+            if passes >= MAX_PASSES || !grown.is_finite() || grown >= eligible as f64 {
+                return Next::Exact;
+            }
+            next.candidates = grown.ceil() as usize;
         }
-        let grown = grown.ceil() as usize;
-        if self.exact_is_cheaper(passes + 1, grown) {
+        // More candidates than the probed partitions hold need more partitions.
+        if grows_probe && (!probe_done || (exhausted && !coarse_done)) {
+            let share = probe.map_or(f64::INFINITY, |m| m.quantile(1.0 - stage_miss) / rows);
+            let share = share.max(stages.probe * MIN_GROWTH);
+            next.probe = if share >= FLAT_PROBE { 1.0 } else { share };
+        }
+        let progress = next.candidates > stages.candidates || next.probe > stages.probe;
+        if passes >= MAX_PASSES
+            || !progress
+            || self.exact_is_cheaper(read + next.probe, next.candidates)
+        {
             Next::Exact
         } else {
-            Next::Grow(grown)
+            Next::Grow(next)
         }
     }
 }
@@ -171,26 +278,32 @@ impl Policy {
 struct Progress {
     /// The last pass's rows, best coarse first.
     scanned: Vec<Candidate>,
-    /// Candidates asked for by the last pass (more than it kept: no more rows are eligible).
+    /// Candidates asked for by the last pass (more than it kept: no more rows are eligible,
+    /// or, in a probe, in the partitions read).
     asked: usize,
+    /// The share of partitioned segments the last pass read.
+    probe: f64,
     /// The first `candidates` of `scanned` are re-ranked (or about to be).
     candidates: usize,
     scored: Vec<Scored>,
     passes: u32,
+    /// Sum of the probe shares of the passes so far.
+    read: f64,
     next: Next,
 }
 
 /// The default search's step after the first coarse pass, called from `search::search`: coarse
 /// passes and re-ranks until each query's [`Policy`] is satisfied. The first pass re-ranks
 /// `keep` candidates; a query whose estimated recall falls short re-ranks more (of what the
-/// pass kept in reserve, else of a larger pass), or gets the exact scan.
+/// pass kept in reserve, else of a larger pass, reading more partitions where the rows are
+/// partitioned), or gets the exact scan.
 pub(crate) fn search(
     sources: &[Source],
     queries: &[&PreparedQuery],
     params: &SearchParams,
     keep: usize,
     policy: &Policy,
-    scan: &(impl Fn(&[&PreparedQuery], usize, bool) -> Vec<Vec<Candidate>> + Sync),
+    scan: &(impl Fn(&[&PreparedQuery], usize, Pass) -> Vec<Vec<Candidate>> + Sync),
     parallel: bool,
 ) -> Result<Shortlisted, CorruptionError> {
     let target = params.target;
@@ -198,22 +311,30 @@ pub(crate) fn search(
     let reserve = if policy.adaptive { SCAN_RESERVE } else { 1 };
     let started = Instant::now();
     let asked = keep.saturating_mul(reserve).min(policy.rows);
-    let mut progress: Vec<Progress> = scan(queries, asked, false)
+    let probe = policy.first_probe();
+    let mut progress: Vec<Progress> = scan(queries, asked, Pass::Coarse(probe))
         .into_iter()
         .map(|scanned| Progress {
             candidates: keep.min(scanned.len()),
             scanned,
             asked,
+            probe,
             scored: Vec::new(),
             passes: 1,
-            next: Next::Grow(keep),
+            read: probe,
+            next: Next::Grow(Stages {
+                candidates: keep,
+                probe,
+            }),
         })
         .collect();
     coarse_time += started.elapsed();
+    let rows = policy.rows as f64;
     loop {
         let started = Instant::now();
-        // Re-rank what each growing query's candidates gained (passes are nested: the best M
-        // of a total order are a prefix of the best M' > M) and decide its next step.
+        // Re-rank what each growing query's candidates gained (passes of one probe are
+        // nested: the best M of a total order are a prefix of the best M' > M) and decide
+        // its next step.
         let step = |(query, p): (&&PreparedQuery, &mut Progress)| -> Result<(), CorruptionError> {
             if !matches!(p.next, Next::Grow(_)) {
                 return Ok(());
@@ -223,17 +344,32 @@ pub(crate) fn search(
             p.scored.extend(scored);
             let mut pairs: Vec<(f32, f32)> = p.scored.iter().map(|s| (s.coarse, s.fine)).collect();
             pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-            let eligible = if p.scanned.len() < p.asked && p.candidates == p.scanned.len() {
+            // Only candidates of probed sources tell how far the probe had to go.
+            let depths: Vec<(f64, f32)> = p
+                .scored
+                .iter()
+                .filter(|s| s.depth > 0.0)
+                .map(|s| ((f64::from(s.depth) * p.probe * rows).max(1.0), s.fine))
+                .collect();
+            let exhausted = p.scanned.len() < p.asked && p.candidates == p.scanned.len();
+            let eligible = if exhausted && p.probe >= 1.0 {
                 p.candidates
             } else {
                 policy.rows
             };
-            p.next = policy.next(&pairs, params.k, eligible, p.passes);
+            let stages = Stages {
+                candidates: p.candidates,
+                probe: p.probe,
+            };
+            p.next = policy.next(
+                &pairs, &depths, stages, exhausted, params.k, eligible, p.passes, p.read,
+            );
             // More candidates from the reserve need no new pass.
-            if let Next::Grow(m) = p.next
-                && (m <= p.scanned.len() || p.scanned.len() < p.asked)
+            if let Next::Grow(s) = p.next
+                && s.probe <= p.probe
+                && (s.candidates <= p.scanned.len() || p.scanned.len() < p.asked)
             {
-                p.candidates = m.min(p.scanned.len());
+                p.candidates = s.candidates.min(p.scanned.len());
             }
             Ok(())
         };
@@ -250,29 +386,35 @@ pub(crate) fn search(
         if !progress.iter().any(growing) {
             break;
         }
-        // One pass for the queries whose reserve is used up, at the largest size any of them
-        // asked for.
+        // One pass for the queries whose reserve is used up (or whose probe grows), at the
+        // largest stages any of them asked for.
         let started = Instant::now();
         let rescan: Vec<usize> = (0..queries.len())
             .filter(|&q| {
                 let p = &progress[q];
-                matches!(p.next, Next::Grow(m) if m > p.candidates && p.scanned.len() >= p.asked)
+                matches!(p.next, Next::Grow(s) if s.probe > p.probe
+                    || (s.candidates > p.candidates && p.scanned.len() >= p.asked))
             })
             .collect();
+        let grown = |q: &usize| match progress[*q].next {
+            Next::Grow(s) => s,
+            _ => Stages {
+                candidates: 0,
+                probe: 0.0,
+            },
+        };
         let size = rescan
             .iter()
-            .map(|&q| match progress[q].next {
-                Next::Grow(m) => m,
-                _ => 0,
-            })
+            .map(|q| grown(q).candidates)
             .max()
             .unwrap_or(keep);
+        let probe = rescan.iter().map(|q| grown(q).probe).fold(0.0, f64::max);
         let asked = size.saturating_mul(reserve).min(policy.rows);
         let chosen: Vec<&PreparedQuery> = rescan.iter().map(|&q| queries[q]).collect();
         let scans = if chosen.is_empty() {
             Vec::new()
         } else {
-            scan(&chosen, asked, false)
+            scan(&chosen, asked, Pass::Coarse(probe))
         };
         for (&q, scanned) in rescan.iter().zip(scans) {
             let p = &mut progress[q];
@@ -288,6 +430,8 @@ pub(crate) fn search(
             p.scanned = scanned;
             p.passes += 1;
             p.asked = asked;
+            p.probe = probe;
+            p.read += probe;
         }
         coarse_time += started.elapsed();
     }
@@ -307,7 +451,7 @@ pub(crate) fn search(
     let mut exact_lists = if chosen.is_empty() {
         Vec::new()
     } else {
-        scan(&chosen, exact_keep, true)
+        scan(&chosen, exact_keep, Pass::Exact)
     }
     .into_iter();
     coarse_time += started.elapsed();
@@ -324,6 +468,7 @@ pub(crate) fn search(
                     candidates: p.candidates,
                     passes: p.passes,
                     exact: false,
+                    probe: p.probe,
                     estimated_recall,
                 });
             }
@@ -348,34 +493,34 @@ pub(crate) fn search(
 pub(crate) struct RankModel {
     mean: f64,
     spread: f64,
-    /// The largest coarse rank among the best k fine candidates.
-    deepest: usize,
+    /// The largest rank among the best k fine candidates.
+    deepest: f64,
 }
 
 impl RankModel {
-    /// Fits the model on the coarse ranks (1-based, in `scored`'s order) of the best
-    /// `max(k, MIN_FITTED)` fine scores among `scored`; ranks are censored at `scored.len()`,
-    /// and the mean is kept within the `eligible` rows.
-    pub fn fit(scored: &[(f32, f32)], k: usize, eligible: usize) -> Self {
-        let fitted = k.max(MIN_FITTED).min(scored.len()).max(1);
-        let mut by_fine: Vec<(f32, usize)> = scored
-            .iter()
-            .enumerate()
-            .map(|(rank, &(_, fine))| (fine, rank + 1))
-            .collect();
+    /// Fits the model on the ranks (at least 1) of the best `max(k, MIN_FITTED)` fine scores
+    /// among `ranked`, `(rank, fine score)` pairs: coarse ranks, or depths of a probe in rows.
+    /// Ranks are censored at `censor` (none beyond it was kept), and the mean is kept within
+    /// `ceiling`, the rows there are.
+    pub fn fit(ranked: &[(f64, f32)], k: usize, censor: f64, ceiling: f64) -> Self {
+        let fitted = k.max(MIN_FITTED).min(ranked.len()).max(1);
+        let mut by_fine: Vec<(f32, f64)> =
+            ranked.iter().map(|&(rank, fine)| (fine, rank)).collect();
+        if by_fine.is_empty() {
+            by_fine.push((0.0, 1.0));
+        }
         by_fine.select_nth_unstable_by(fitted - 1, |a, b| b.0.total_cmp(&a.0));
         by_fine[..fitted].sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         let deepest = by_fine[..k.min(fitted)]
             .iter()
             .map(|&(_, rank)| rank)
-            .max()
-            .unwrap_or(0);
+            .fold(0.0, f64::max);
         let logs: Vec<f64> = by_fine[..fitted]
             .iter()
-            .map(|&(_, rank)| (rank as f64).ln())
+            .map(|&(_, rank)| rank.max(1.0).ln())
             .collect();
-        let censor = (scored.len() as f64).ln();
-        let ceiling = (eligible.max(1) as f64).ln();
+        let censor = censor.max(1.0).ln();
+        let ceiling = ceiling.max(1.0).ln();
         // Log-likelihood of a normal truncated above at `censor`.
         let likelihood = |mean: f64, spread: f64| {
             let within = upper_tail((mean - censor) / spread).max(f64::MIN_POSITIVE);
@@ -415,12 +560,12 @@ impl RankModel {
     }
 
     /// Probability that a true neighbour's coarse rank is at most `m`.
-    pub fn within(&self, m: usize) -> f64 {
-        upper_tail((self.mean - (m as f64).ln()) / self.spread)
+    pub fn within(&self, m: f64) -> f64 {
+        upper_tail((self.mean - m.max(1.0).ln()) / self.spread)
     }
 
     /// The coarse rank within which a true neighbour lies with probability `p` (< 1).
-    pub fn rank_quantile(&self, p: f64) -> f64 {
+    pub fn quantile(&self, p: f64) -> f64 {
         // Bisection on the standard normal quantile: `upper_tail` is monotone.
         let (mut lo, mut hi) = (-10.0, 10.0);
         for _ in 0..60 {
@@ -489,14 +634,26 @@ mod tests {
 
     const POLICY: Policy = Policy {
         adaptive: true,
+        partitioned: false,
+        probe: None,
         rows: 1_000_000,
         fine_row: 2048.0,
         coarse_row: 68.0,
     };
 
+    /// The decision after a flat pass of `scored.len()` candidates.
+    fn flat(policy: &Policy, scored: &[(f32, f32)], eligible: usize, passes: u32) -> Next {
+        let stages = Stages {
+            candidates: scored.len(),
+            probe: 1.0,
+        };
+        let read = f64::from(passes);
+        policy.next(scored, &[], stages, false, 10, eligible, passes, read)
+    }
+
     #[test]
     fn a_precise_coarse_score_needs_no_more_candidates() {
-        match POLICY.next(&scored(200, 0.001), 10, 1_000_000, 1) {
+        match flat(&POLICY, &scored(200, 0.001), 1_000_000, 1) {
             Next::Done(recall) => assert!(recall > 0.995, "{recall}"),
             other => panic!("{other:?}"),
         }
@@ -504,21 +661,18 @@ mod tests {
 
     #[test]
     fn a_noisy_coarse_score_grows_the_candidates_or_goes_exact() {
-        match POLICY.next(&scored(200, 1.0), 10, 1_000_000, 1) {
-            Next::Grow(m) => assert!(m >= 400, "{m}"),
+        match flat(&POLICY, &scored(200, 1.0), 1_000_000, 1) {
+            Next::Grow(s) => assert!(s.candidates >= 400 && s.probe == 1.0, "{s:?}"),
             other => panic!("{other:?}"),
         }
         // Past the passes allowed, the exact scan.
-        assert_eq!(
-            POLICY.next(&scored(200, 1.0), 10, 1_000_000, 4),
-            Next::Exact
-        );
+        assert_eq!(flat(&POLICY, &scored(200, 1.0), 1_000_000, 4), Next::Exact);
         // A caller's fixed M is kept, and told its estimated recall.
         let fixed = Policy {
             adaptive: false,
             ..POLICY
         };
-        match fixed.next(&scored(200, 1.0), 10, 1_000_000, 1) {
+        match flat(&fixed, &scored(200, 1.0), 1_000_000, 1) {
             Next::Done(recall) => assert!(recall < 0.99, "{recall}"),
             other => panic!("{other:?}"),
         }
@@ -526,17 +680,45 @@ mod tests {
 
     #[test]
     fn every_row_a_candidate_is_exact() {
-        assert_eq!(POLICY.next(&scored(150, 0.5), 10, 150, 1), Next::Done(1.0));
+        assert_eq!(flat(&POLICY, &scored(150, 0.5), 150, 1), Next::Done(1.0));
     }
 
     #[test]
-    fn rank_quantile_inverts_within() {
+    fn neighbours_deep_in_the_probe_grow_the_probe() {
+        let policy = Policy {
+            partitioned: true,
+            ..POLICY
+        };
+        let scored = scored(200, 0.001);
+        let stages = Stages {
+            candidates: 200,
+            probe: INITIAL_PROBE,
+        };
+        let rows = 1_000_000.0 * INITIAL_PROBE;
+        // Every candidate from the first partition read: nothing to grow.
+        let shallow: Vec<(f64, f32)> = scored.iter().map(|&(_, f)| (1_000.0, f)).collect();
+        let next = policy.next(&scored, &shallow, stages, false, 10, 1_000_000, 1, 0.06);
+        assert!(matches!(next, Next::Done(r) if r > 0.99), "{next:?}");
+        // The best fine scores spread up to the end of the probe: read more partitions.
+        let deep: Vec<(f64, f32)> = scored
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, f))| (rows * ((i % 10) as f64 + 1.0) / 10.0, f))
+            .collect();
+        match policy.next(&scored, &deep, stages, false, 10, 1_000_000, 1, 0.06) {
+            Next::Grow(s) => assert!(s.probe >= 2.0 * INITIAL_PROBE, "{s:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn quantile_inverts_within() {
         let model = RankModel {
             mean: 3.0,
             spread: 1.2,
-            deepest: 0,
+            deepest: 0.0,
         };
-        let m = model.rank_quantile(0.995);
-        assert!((model.within(m.round() as usize) - 0.995).abs() < 1e-3);
+        let m = model.quantile(0.995);
+        assert!((model.within(m) - 0.995).abs() < 1e-3);
     }
 }

@@ -177,6 +177,12 @@ impl Stats {
             ("segments", count(store.segments)),
             ("segment_rows", count(store.segment_rows)),
             ("memtable_rows", count(store.memtable_rows)),
+            ("partitioned_segments", count(store.partitioned_segments)),
+            ("partitions", count(store.partitions)),
+            (
+                "partition_build_ms",
+                Count(store.partition_build.as_millis() as u64),
+            ),
             ("wal_bytes", Count(store.wal_bytes)),
             ("disk_bytes", Count(store.disk_bytes)),
             ("next_id", Count(store.next_id)),
@@ -232,6 +238,7 @@ fn store_options(opts: &Options) -> StoreOptions {
         durability: opts.durability,
         read_only: opts.read_only,
         memtable_rows: opts.memtable_rows,
+        partition_min_rows: opts.partition_min_rows,
         ..StoreOptions::default()
     }
 }
@@ -928,6 +935,7 @@ impl Database {
             passes: outcome.passes,
             exact: outcome.exact,
             estimated_recall: outcome.estimated_recall,
+            probe: outcome.probe,
             ..timing
         };
         Ok((hits.pop().unwrap_or_default(), timing))

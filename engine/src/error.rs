@@ -180,6 +180,9 @@ pub enum InvalidInput {
     /// `SearchParams::collapse` is not a cosine similarity (-1 to 1).
     #[error("collapse must be a cosine similarity between -1 and 1, got {0}")]
     CollapseOutOfRange(f32),
+    /// `SearchParams::probe` is not a share of rows in (0, 1].
+    #[error("probe must be a share of rows greater than 0 and at most 1, got {0}")]
+    ProbeOutOfRange(f64),
     /// A composed query ([`Database::compose_query`](crate::Database::compose_query)) has no
     /// parts.
     #[error("a composed query needs at least one part")]

@@ -45,6 +45,7 @@ mod error;
 pub mod exif_metadata;
 pub mod filter;
 mod params;
+mod probe;
 mod projection;
 mod scan;
 mod search;

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hivlp_storage::{Durability, ElemType, Metric, Modality as Target, TieredMergePolicy};
+use hivlp_storage::{
+    DEFAULT_PARTITION_MIN_ROWS, Durability, ElemType, Metric, Modality as Target, TieredMergePolicy,
+};
 
 use crate::error::InvalidInput;
 use crate::filter::Predicate;
@@ -91,6 +93,11 @@ pub struct Options {
     /// disk it holds at once (its output is at most its input). Larger segments are not
     /// merged in the background.
     pub compaction_budget_bytes: u64,
+    /// Segments with at least this many rows of a modality get its coarse vectors
+    /// partitioned when a flush or a compaction writes them, so that the default search
+    /// reads only the partitions nearest each query (see [`SearchParams::probe`]);
+    /// `usize::MAX` keeps every segment flat.
+    pub partition_min_rows: usize,
 }
 
 impl Default for Options {
@@ -106,6 +113,7 @@ impl Default for Options {
             projection_fit_rows: 4096,
             auto_compaction: true,
             compaction_budget_bytes: TieredMergePolicy::default().max_merge_bytes,
+            partition_min_rows: DEFAULT_PARTITION_MIN_ROWS,
         }
     }
 }
@@ -177,6 +185,13 @@ pub struct SearchParams {
     /// `k` if larger) and growing (or switching to the exact scan) until the estimated recall
     /// reaches [`TARGET_RECALL`](crate::TARGET_RECALL).
     pub candidates: Option<usize>,
+    /// Share (0 to 1) of each partitioned segment's rows the coarse stage reads, the
+    /// partitions whose centroids score best first; `1.0` reads every row (a flat scan).
+    /// `None`: with `candidates` `None`, chosen per query together with M (starting at 1/16
+    /// and growing until the estimated recall reaches the target); with a fixed
+    /// `candidates`, every row. The memtable and segments too small to be partitioned are
+    /// always read whole.
+    pub probe: Option<f64>,
     /// Flat scan of the fine vectors instead: exact, slower (the ground truth).
     pub exact: bool,
     pub filter: Option<Filter>,
@@ -199,6 +214,7 @@ impl Default for SearchParams {
             target: Target::Image,
             k: 10,
             candidates: None,
+            probe: None,
             exact: false,
             filter: None,
             predicate: None,
@@ -216,6 +232,9 @@ impl SearchParams {
         }
         if let Some(threshold) = self.collapse.filter(|t| !(-1.0..=1.0).contains(t)) {
             return Err(InvalidInput::CollapseOutOfRange(threshold));
+        }
+        if let Some(share) = self.probe.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(InvalidInput::ProbeOutOfRange(share));
         }
         if self.k == 0 {
             return Err(InvalidInput::ZeroK);
@@ -282,4 +301,7 @@ pub struct SearchTiming {
     /// model of how well the coarse scores predicted the fine ones. Below
     /// [`TARGET_RECALL`](crate::TARGET_RECALL) when a fixed `candidates` was too small.
     pub estimated_recall: f64,
+    /// Share of each partitioned segment's rows the last coarse pass read (see
+    /// [`SearchParams::probe`]); 1 when every row was read.
+    pub probe: f64,
 }

@@ -9,10 +9,11 @@ use hivlp_storage::{CorruptionError, ElemType, Modality, Source, Tier, View, l2_
 use rayon::prelude::*;
 use simsimd::SpatialSimilarity;
 
-use crate::adaptive::{self, Outcome, Policy};
+use crate::adaptive::{self, Outcome, Pass, Policy};
 use crate::error::Error;
 use crate::filter::{self, MatchCache, Predicate};
 use crate::params::{Filter, Hit, SearchParams, SearchTiming};
+use crate::probe::Probe;
 use crate::scan::{self, Candidate, Part, QueryVec};
 
 /// Candidates re-ranked per parallel task.
@@ -158,7 +159,11 @@ fn search_round(
         }
         _ => None,
     };
-    let scan = |queries: &[&PreparedQuery], keep: usize, exact: bool| -> Vec<Vec<Candidate>> {
+    let scan = |queries: &[&PreparedQuery], keep: usize, pass: Pass| -> Vec<Vec<Candidate>> {
+        let (exact, probe) = match pass {
+            Pass::Coarse(share) => (false, share),
+            Pass::Exact => (true, 1.0),
+        };
         let sparse = predicate
             .filter(|(_, matching)| matching * DENSE_RATIO < view.len())
             .map(|(skips, _)| skips);
@@ -175,6 +180,7 @@ fn search_round(
                     Some(skips) => &skips[i],
                     None => s.skip(target).words(),
                 },
+                listed: None,
             })
             .collect();
         let tier: Vec<&QueryVec> = queries
@@ -188,11 +194,42 @@ fn search_round(
             dense.is_none_or(|(skips, _)| !is_set(&skips[source as usize], row))
                 && accept(source, row)
         };
-        // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
-        // stay in cache while its rows stream through.
-        tier.chunks(QUERY_TILE)
-            .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept_matching, parallel))
-            .collect()
+        let partitioned = probe < 1.0 && sources.iter().any(|s| s.partitions(target).is_some());
+        if !partitioned {
+            // Tiles of queries share each pass over the coarse data; a tile's top-M buffers
+            // stay in cache while its rows stream through.
+            return tier
+                .chunks(QUERY_TILE)
+                .flat_map(|tile| scan::top_m(&parts, tile, keep, &accept_matching, parallel))
+                .collect();
+        }
+        // Each query reads its own partitions of each partitioned segment, flat sources whole.
+        let probe_one = |query: &&QueryVec| {
+            let probes: Vec<Option<Probe<'_>>> = sources
+                .iter()
+                .map(|s| {
+                    let index = s.partitions(target)?;
+                    Some(Probe::plan(index, query.values(), probe))
+                })
+                .collect();
+            let probed: Vec<Part<'_>> = parts
+                .iter()
+                .zip(&probes)
+                .map(|(part, p)| Part {
+                    listed: p.as_ref().map(|p| p.listed.as_slice()),
+                    ..*part
+                })
+                .collect();
+            let mut found = scan::top_m(&probed, &[*query], keep, &accept_matching, parallel);
+            let mut found = found.swap_remove(0);
+            for c in &mut found {
+                if let Some(p) = &probes[c.source as usize] {
+                    c.depth = p.relative_depth(c.row as usize);
+                }
+            }
+            found
+        };
+        tier.iter().map(probe_one).collect()
     };
     let (scored, outcomes, timing) = match complete {
         Some(listed) => {
@@ -200,6 +237,7 @@ fn search_round(
                 candidates: listed.len(),
                 passes: 0,
                 exact: false,
+                probe: 1.0,
                 estimated_recall: 1.0,
             };
             let lists = vec![listed; queries.len()];
@@ -208,14 +246,15 @@ fn search_round(
             )?
         }
         None if params.exact => {
-            let lists = scan(queries, keep, true);
+            let lists = scan(queries, keep, Pass::Exact);
             let outcome = Outcome::exact(0);
             score_lists(
                 sources, target, queries, lists, keep, outcome, started, parallel,
             )?
         }
         None => {
-            let policy = Policy::new(view.schema(), view.len(), params.candidates.is_none());
+            let partitioned = sources.iter().any(|s| s.partitions(target).is_some());
+            let policy = Policy::new(view.schema(), view.len(), params, partitioned);
             adaptive::search(
                 sources, queries, params, scan_keep, &policy, &scan, parallel,
             )?
@@ -339,6 +378,7 @@ fn unskipped_rows(
                 bits &= bits - 1;
                 if row < source.rows() && accept(s as u32, row) {
                     rows.push(Candidate {
+                        depth: 0.0,
                         score: 0.0,
                         source: s as u32,
                         row: row as u32,
@@ -375,6 +415,7 @@ fn allowed_rows(
             sources.iter().enumerate().find_map(|(s, source)| {
                 let row = source.locate(id)?;
                 (!source.skip(target).get(row)).then_some(Candidate {
+                    depth: 0.0,
                     score: 0.0,
                     source: s as u32,
                     row: row as u32,
@@ -398,6 +439,8 @@ struct Ranked {
 pub(crate) struct Scored {
     pub fine: f32,
     pub coarse: f32,
+    /// The candidate's [`Candidate::depth`].
+    pub depth: f32,
     id: u64,
     source: u32,
     row: u32,
@@ -433,6 +476,7 @@ pub(crate) fn fine_scores(
                 out.push(Scored {
                     fine: score,
                     coarse: candidate.score,
+                    depth: candidate.depth,
                     id: source.id(row),
                     source: candidate.source,
                     row: candidate.row,

@@ -448,7 +448,8 @@ impl PyDatabase {
     #[pyo3(signature = (
         text = None, image = None, vector = None, k = SearchCount(10), candidates = None, target = "image",
         exact = false, coarse_vector = None, allow_ids = None, deny_ids = None,
-        min_score = None, collapse = None, minus_text = None, weights = None, r#where = None
+        min_score = None, collapse = None, minus_text = None, weights = None, r#where = None,
+        probe = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn search(
@@ -469,12 +470,14 @@ impl PyDatabase {
         minus_text: Option<Texts>,
         weights: Option<Vec<f32>>,
         r#where: Option<Bound<'_, PyAny>>,
+        probe: Option<f64>,
     ) -> PyResult<Vec<PyHit>> {
         let db = self.db()?;
         let params = SearchParams {
             target: parse_target(target)?,
             k: k.0,
             candidates: candidates.map(|c| c.0),
+            probe,
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
             min_score,
@@ -508,10 +511,11 @@ impl PyDatabase {
 
     /// `search(vector=...)`, also returning a dict of what the search did: `filter_ms`,
     /// `coarse_ms`, `fine_ms` (stage times), `candidates` (rows re-ranked; chosen per query unless given),
-    /// `passes` (coarse passes), `exact` (the fine scan ran) and `estimated_recall`.
+    /// `passes` (coarse passes), `exact` (the fine scan ran), `estimated_recall` and `probe`
+    /// (the share of each partitioned segment's rows read; 1: every row).
     #[pyo3(signature = (
         vector, k = SearchCount(10), candidates = None, target = "image", exact = false,
-        coarse_vector = None, allow_ids = None, deny_ids = None, r#where = None
+        coarse_vector = None, allow_ids = None, deny_ids = None, r#where = None, probe = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn search_with_timing<'py>(
@@ -526,12 +530,14 @@ impl PyDatabase {
         allow_ids: Option<Vec<u64>>,
         deny_ids: Option<Vec<u64>>,
         r#where: Option<Bound<'py, PyAny>>,
+        probe: Option<f64>,
     ) -> PyResult<(Vec<PyHit>, Bound<'py, PyDict>)> {
         let db = self.db()?;
         let params = SearchParams {
             target: parse_target(target)?,
             k: k.0,
             candidates: candidates.map(|c| c.0),
+            probe,
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
             predicate: convert::predicate(r#where.as_ref())?,
@@ -549,6 +555,7 @@ impl PyDatabase {
         stats.set_item("passes", timing.passes)?;
         stats.set_item("exact", timing.exact)?;
         stats.set_item("estimated_recall", timing.estimated_recall)?;
+        stats.set_item("probe", timing.probe)?;
         let hits = hits
             .into_iter()
             .map(|h| PyHit::from_hit(py, h))
@@ -562,7 +569,8 @@ impl PyDatabase {
     #[pyo3(signature = (
         vectors, target = "image", k = SearchCount(10), candidates = None, exact = false,
         coarse_vectors = None,
-        allow_ids = None, deny_ids = None, min_score = None, collapse = None, r#where = None
+        allow_ids = None, deny_ids = None, min_score = None, collapse = None, r#where = None,
+        probe = None
     ))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search_batch<'py>(
@@ -579,12 +587,14 @@ impl PyDatabase {
         min_score: Option<f32>,
         collapse: Option<f32>,
         r#where: Option<Bound<'py, PyAny>>,
+        probe: Option<f64>,
     ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
         let db = self.db()?;
         let params = SearchParams {
             target: parse_target(target)?,
             k: k.0,
             candidates: candidates.map(|c| c.0),
+            probe,
             exact,
             filter: convert::filter(allow_ids, deny_ids)?,
             min_score,

@@ -11,7 +11,7 @@ def test_reports_candidates_passes_and_estimated_recall(vec_db):
     query = unit_rows(1, FINE_DIM, seed=99)[0]
     hits, timing = vec_db.search_with_timing(query, k=10)
     assert [h.id for h in hits] == [h.id for h in vec_db.search(vector=query, k=10)]
-    assert set(timing) == {"filter_ms", "coarse_ms", "fine_ms", "candidates", "passes", "exact", "estimated_recall"}
+    assert set(timing) == {"filter_ms", "coarse_ms", "fine_ms", "candidates", "passes", "exact", "estimated_recall", "probe"}
     assert timing["coarse_ms"] >= 0 and timing["fine_ms"] >= 0
     # The default search reaches the target recall or runs the exact scan.
     assert timing["estimated_recall"] >= 0.99 or timing["exact"]

@@ -44,6 +44,11 @@ impl QueryVec {
         Self::with_kernels(values, Kernels::Detected)
     }
 
+    /// The query as given.
+    pub fn values(&self) -> &[f32] {
+        &self.f32
+    }
+
     pub fn with_kernels(values: &[f32], kernels: Kernels) -> Self {
         let max_abs = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let mut i8 = vec![0; values.len()];
@@ -243,6 +248,113 @@ pub(crate) struct Part<'a> {
     pub column: VectorColumn<'a>,
     /// Bit `i` of word `i / 64` set: skip row `i`. Missing words mean "scan".
     pub skip: &'a [u64],
+    /// Only these rows (the probed partitions of a partitioned segment, each ascending);
+    /// `None`: every row.
+    pub listed: Option<&'a [&'a [u32]]>,
+}
+
+/// Scores the raw dot products of one block of rows (`raw[query][i]`, NaN for rows not
+/// scanned) and offers the rows that beat each query's threshold to its top-M; `row_of(i)`
+/// is the row of slot `i` and `scales` the rows' `i8` scales, slot by slot.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn offer<E: Element>(
+    raw: &[[f64; 64]],
+    n: usize,
+    scales: Option<&[f32]>,
+    row_of: impl Fn(usize) -> usize,
+    source: u32,
+    queries: &[&QueryVec],
+    accept: &(impl Fn(u32, usize) -> bool + ?Sized),
+    tops: &mut [TopM],
+) {
+    for ((query, top), raw) in queries.iter().zip(tops.iter_mut()).zip(raw) {
+        let query_scale = E::query_scale(query);
+        let mut scores = [0.0f32; 64];
+        match scales {
+            Some(scales) => {
+                for ((score, &dot), &scale) in scores.iter_mut().zip(&raw[..n]).zip(scales) {
+                    *score = dot as f32 * query_scale * scale;
+                }
+            }
+            None => {
+                for (score, &dot) in scores.iter_mut().zip(&raw[..n]) {
+                    *score = dot as f32 * query_scale;
+                }
+            }
+        }
+        let scores = &scores[..n];
+        let mut threshold = top.threshold();
+        // Once the top-M fills, most blocks hold no row that beats it: one vectorised pass
+        // settles them. Rows not scanned hold NaN, which never passes.
+        if !scores.iter().fold(false, |any, &s| any | (s >= threshold)) {
+            continue;
+        }
+        for (i, &score) in scores.iter().enumerate() {
+            let row = row_of(i);
+            if score >= threshold && accept(source, row) {
+                top.push(Candidate {
+                    score,
+                    source,
+                    row: row as u32,
+                    depth: 0.0,
+                });
+                threshold = top.threshold();
+            }
+        }
+    }
+}
+
+/// Scores the rows `listed` (ascending) of one column against every query, as
+/// [`scan_rows`] does for a range: 64 rows at a time are copied into a block (the probed rows
+/// of a partition are scattered through the file) and scored with one kernel call.
+fn scan_listed<E: Element>(
+    rows: &Rows<'_, E>,
+    skip: &[u64],
+    listed: &[u32],
+    source: u32,
+    queries: &[&QueryVec],
+    accept: &(impl Fn(u32, usize) -> bool + ?Sized),
+    tops: &mut [TopM],
+) {
+    let mut raw = vec![[0.0f64; 64]; queries.len()];
+    let mut tile = E::tile(queries, rows.dim);
+    let mut elems = vec![E::zeroed(); 64 * rows.stride];
+    let mut scales = [0f32; 64];
+    for chunk in listed.chunks(64) {
+        let mut live = 0u64;
+        for (i, &row) in chunk.iter().enumerate() {
+            let row = row as usize;
+            if is_skipped(skip, row) {
+                continue;
+            }
+            live |= 1 << i;
+            let at = row * rows.stride;
+            elems[i * rows.stride..(i + 1) * rows.stride]
+                .copy_from_slice(&rows.elems[at..at + rows.stride]);
+            if let Some(s) = rows.scales {
+                scales[i] = s[row];
+            }
+        }
+        if live == 0 {
+            continue;
+        }
+        let block = Rows {
+            elems: &elems,
+            stride: rows.stride,
+            dim: rows.dim,
+            scales: rows.scales.map(|_| &scales[..]),
+        };
+        let n = chunk.len();
+        tile.raw_blocks(&block, 0, n, live, &mut raw);
+        let scales = rows.scales.map(|_| &scales[..n]);
+        let row_of = |i: usize| chunk[i] as usize;
+        offer::<E>(&raw, n, scales, row_of, source, queries, accept, tops);
+    }
+}
+
+fn is_skipped(skip: &[u64], row: usize) -> bool {
+    skip.get(row / 64).is_some_and(|w| w >> (row % 64) & 1 == 1)
 }
 
 /// Scores rows `range` of one column against every query, feeding each query's top-M.
@@ -269,42 +381,18 @@ fn scan_rows<E: Element>(
         let live = !skip.get(word).copied().unwrap_or(0) & bit_range(start - base, end - base);
         if live != 0 {
             tile.raw_blocks(rows, base, end, live, &mut raw);
-            for ((query, top), raw) in queries.iter().zip(tops.iter_mut()).zip(&raw) {
-                let n = end - base;
-                let query_scale = E::query_scale(query);
-                let mut scores = [0.0f32; 64];
-                match rows.scales {
-                    Some(scales) => {
-                        for ((score, &dot), &scale) in
-                            scores.iter_mut().zip(&raw[..n]).zip(&scales[base..end])
-                        {
-                            *score = dot as f32 * query_scale * scale;
-                        }
-                    }
-                    None => {
-                        for (score, &dot) in scores.iter_mut().zip(&raw[..n]) {
-                            *score = dot as f32 * query_scale;
-                        }
-                    }
-                }
-                let scores = &scores[..n];
-                let mut threshold = top.threshold();
-                // Once the top-M fills, most blocks hold no row that beats it: one vectorised
-                // pass settles them. Rows not scanned hold NaN, which never passes.
-                if !scores.iter().fold(false, |any, &s| any | (s >= threshold)) {
-                    continue;
-                }
-                for (i, &score) in scores.iter().enumerate() {
-                    if score >= threshold && accept(source, base + i) {
-                        top.push(Candidate {
-                            score,
-                            source,
-                            row: (base + i) as u32,
-                        });
-                        threshold = top.threshold();
-                    }
-                }
-            }
+            let scales = rows.scales.map(|s| &s[base..end]);
+            let row_of = |i: usize| base + i;
+            offer::<E>(
+                &raw,
+                end - base,
+                scales,
+                row_of,
+                source,
+                queries,
+                accept,
+                tops,
+            );
         }
         start = end;
     }
@@ -317,30 +405,46 @@ fn bit_range(from: usize, to: usize) -> u64 {
     upper & !((1u64 << from) - 1)
 }
 
+/// What one parallel task of [`top_m`] scans of a part: a range of its rows, or one of its
+/// probed partitions.
+#[derive(Clone)]
+enum Task {
+    Range(Range<usize>),
+    Listed(usize),
+}
+
 fn scan_part(
     part: &Part<'_>,
-    range: Range<usize>,
+    task: Task,
     source: u32,
     queries: &[&QueryVec],
     accept: &(impl Fn(u32, usize) -> bool + ?Sized),
     tops: &mut [TopM],
 ) {
-    /// `scan_rows` for the element type `E` the column holds.
+    /// `scan_rows` or `scan_listed` for the element type `E` the column holds.
     fn typed<E: Element>(
         part: &Part<'_>,
-        range: Range<usize>,
+        task: Task,
         source: u32,
         queries: &[&QueryVec],
         accept: &(impl Fn(u32, usize) -> bool + ?Sized),
         tops: &mut [TopM],
     ) {
         let rows = Rows::<E>::of(&part.column);
-        scan_rows(&rows, part.skip, range, source, queries, accept, tops);
+        match task {
+            Task::Range(range) => {
+                scan_rows(&rows, part.skip, range, source, queries, accept, tops);
+            }
+            Task::Listed(i) => {
+                let listed = part.listed.map_or(&[][..], |l| l[i]);
+                scan_listed(&rows, part.skip, listed, source, queries, accept, tops);
+            }
+        }
     }
     match part.column.elem() {
-        ElemType::F32 => typed::<f32>(part, range, source, queries, accept, tops),
-        ElemType::F16 => typed::<half::f16>(part, range, source, queries, accept, tops),
-        ElemType::I8 => typed::<i8>(part, range, source, queries, accept, tops),
+        ElemType::F32 => typed::<f32>(part, task, source, queries, accept, tops),
+        ElemType::F16 => typed::<half::f16>(part, task, source, queries, accept, tops),
+        ElemType::I8 => typed::<i8>(part, task, source, queries, accept, tops),
     }
 }
 
@@ -356,20 +460,25 @@ pub(crate) fn top_m(
     accept: &(impl Fn(u32, usize) -> bool + Sync + ?Sized),
     parallel: bool,
 ) -> Vec<Vec<Candidate>> {
-    let tasks: Vec<(u32, Range<usize>)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(i, part)| {
-            let rows = part.column.len();
-            (0..rows)
-                .step_by(TASK_ROWS)
-                .map(move |start| (i as u32, start..(start + TASK_ROWS).min(rows)))
-        })
-        .collect();
+    let mut tasks: Vec<(u32, Task)> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let source = i as u32;
+        match part.listed {
+            Some(listed) => tasks.extend((0..listed.len()).map(|p| (source, Task::Listed(p)))),
+            None => {
+                let rows = part.column.len();
+                tasks.extend(
+                    (0..rows)
+                        .step_by(TASK_ROWS)
+                        .map(|start| (source, Task::Range(start..(start + TASK_ROWS).min(rows)))),
+                );
+            }
+        }
+    }
     let fresh = || vec![TopM::new(m); queries.len()];
-    let scan = |mut tops: Vec<TopM>, (source, range): (u32, Range<usize>)| {
+    let scan = |mut tops: Vec<TopM>, (source, task): (u32, Task)| {
         let part = &parts[source as usize];
-        scan_part(part, range, source, queries, accept, &mut tops);
+        scan_part(part, task, source, queries, accept, &mut tops);
         tops
     };
     let tops = if parallel {
@@ -397,6 +506,7 @@ pub fn top_rows(
     let parts = [Part {
         column: *column,
         skip: &[],
+        listed: None,
     }];
     let query = QueryVec::with_kernels(query, kernels);
     top_m(&parts, &[&query], m, &|_, _| true, false)
@@ -525,6 +635,7 @@ mod tests {
             let parts = [Part {
                 column: owned.column(),
                 skip: &skip,
+                listed: None,
             }];
             let found = top_m(&parts, &[&QueryVec::new(&query)], m, &|_, _| true, true);
             let rows_found: Vec<u32> = found[0].iter().map(|c| c.row).collect();
@@ -548,10 +659,12 @@ mod tests {
             Part {
                 column: owned.column(),
                 skip: &[],
+                listed: None,
             },
             Part {
                 column: owned.column(),
                 skip: &[u64::MAX; 10],
+                listed: None,
             },
         ];
         let queries: Vec<QueryVec> = (0..5).map(|s| QueryVec::new(&values(64, s))).collect();
@@ -575,6 +688,7 @@ mod tests {
         let parts = [Part {
             column: owned.column(),
             skip: &[],
+            listed: None,
         }];
         let query = QueryVec::new(&values(64, 5));
         let run = |threads| {
@@ -726,6 +840,7 @@ mod tests {
                 let parts = [Part {
                     column: owned.column(),
                     skip: &skip,
+                    listed: None,
                 }];
                 let query = values(dim, 77);
                 let [block, portable] = [Kernels::Detected, Kernels::Portable].map(|kernels| {

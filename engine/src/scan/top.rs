@@ -9,6 +9,9 @@ pub(crate) struct Candidate {
     pub score: f32,
     pub source: u32,
     pub row: u32,
+    /// How deep into a probe of its source's partitions (best first) this row's partition
+    /// lies, as a share of what the probe read: in (0, 1], 0 for a source scanned flat.
+    pub depth: f32,
 }
 
 impl Candidate {
@@ -99,6 +102,7 @@ mod tests {
 
     fn cand(score: f32, row: u32) -> Candidate {
         Candidate {
+            depth: 0.0,
             score,
             source: 0,
             row,

@@ -213,6 +213,7 @@ class Database:
         minus_text: Union[str, Sequence[str], None] = None,
         weights: Optional[Sequence[float]] = None,
         where: Optional[Where] = None,
+        probe: Optional[float] = None,
     ) -> list[Hit]:
         """Top ``k`` items for ``text``, ``image`` or a fine ``vector``, or for a query composed
         of several of them.
@@ -222,6 +223,9 @@ class Database:
         restricts the results to those ids, ``deny_ids`` leaves those out. ``k`` and
         ``candidates`` must be between 1 and 2**24 (``candidates`` at least ``k``), else
         ``InvalidInputError``; values beyond the number of items return every item.
+        ``probe`` (0 to 1) is the share of each partitioned segment's rows the coarse scan
+        reads, nearest partitions first (1: every row); by default it is chosen per query with
+        ``candidates`` (or every row when ``candidates`` is given).
 
         ``where`` keeps only items whose metadata fields match, as a string
         (``"year >= 2020 AND 'beach' IN tags"``) or a dict
@@ -260,15 +264,17 @@ class Database:
         allow_ids: Optional[Sequence[int]] = None,
         deny_ids: Optional[Sequence[int]] = None,
         where: Optional[Where] = None,
+        probe: Optional[float] = None,
     ) -> tuple[list[Hit], dict[str, Any]]:
         """``search(vector=...)`` and a dict of what it did.
 
         Keys: ``filter_ms``, ``coarse_ms``, ``fine_ms`` (stage times: evaluating ``where``,
         the coarse scan, the re-rank), ``candidates`` (rows re-ranked with fine
         vectors: chosen per query unless ``candidates`` is given, 0 when the fine scan ran),
-        ``passes`` (coarse passes), ``exact`` (the fine scan produced the hits) and
+        ``passes`` (coarse passes), ``exact`` (the fine scan produced the hits),
         ``estimated_recall`` (of recall@k against an exact search; the default search aims at
-        0.99 or falls back to the fine scan).
+        0.99 or falls back to the fine scan) and ``probe`` (the share of each partitioned
+        segment's rows the last coarse pass read; 1 when every row was read).
         """
     def search_batch(
         self,
@@ -283,12 +289,13 @@ class Database:
         min_score: Optional[float] = None,
         collapse: Optional[float] = None,
         where: Optional[Where] = None,
+        probe: Optional[float] = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         """Searches ``(q, dim)`` fine vectors; returns ``(ids, scores)`` of shape ``(q, min(k, len(db)))``.
 
         Rows with fewer hits (e.g. through ``allow_ids``, ``where``, ``min_score`` or
         ``collapse``) are padded with ``NO_ID`` and ``-inf``. ``k``, ``candidates``, ``where``,
-        ``min_score`` and ``collapse`` are as in ``search``.
+        ``min_score``, ``collapse`` and ``probe`` are as in ``search``.
         """
     def get(self, id: int) -> Optional[Hit]:
         """The item with this id (score 0.0), or None."""

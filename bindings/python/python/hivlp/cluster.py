@@ -774,7 +774,7 @@ class Collection:
         total: dict[str, Any] = {
             key: sum(s[key] for s in per_shard)
             for key in ("items", "deleted", "segments", "segment_rows", "memtable_rows")
-            + ("wal_bytes", "disk_bytes")
+            + ("wal_bytes", "disk_bytes", "partitioned_segments", "partitions")
         }
         for key in ("fine_dim", "coarse_dim", "fine_dtype", "coarse_dtype", "metric", "model"):
             total[key] = per_shard[0][key]

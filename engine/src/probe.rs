@@ -1,0 +1,73 @@
+//! Which partitions of a partitioned segment a query's coarse stage reads: the partitions
+//! whose centroids score best against the coarse query, until a share of the segment's rows
+//! is covered. Each candidate remembers how deep into that order its partition lay (its
+//! *depth*, a share of the rows), which is what [`adaptive`](crate::adaptive) fits to tell
+//! whether the true neighbours may lie in partitions not read.
+
+use hivlp_storage::segment::PartitionIndex;
+
+/// Share of each partitioned segment's rows the default search's first coarse pass reads.
+pub(crate) const INITIAL_PROBE: f64 = 1.0 / 16.0;
+
+/// Partitions a probe reads at the least (or all there are): the depth of the best neighbours
+/// into the probe is the evidence that it read far enough, and a probe of one or two
+/// partitions has none.
+pub(crate) const MIN_PROBED: usize = 8;
+
+/// A probe that would read at least this share of a segment's rows reads all of them
+/// instead: a flat scan streams the file, a probe gathers rows from it.
+pub(crate) const FLAT_PROBE: f64 = 0.5;
+
+/// The partitions of one segment a query reads.
+pub(crate) struct Probe<'a> {
+    /// Rows of the probed partitions, best centroid first.
+    pub listed: Vec<&'a [u32]>,
+    /// Per partition, the share of the segment's rows read once the probe has read it.
+    depth: Vec<f32>,
+    /// Share of the segment's rows the probe reads.
+    read: f32,
+    index: &'a PartitionIndex,
+}
+
+impl<'a> Probe<'a> {
+    /// The best partitions of `index` for the coarse query `query`, enough to cover `share`
+    /// of its rows (at least [`MIN_PROBED`] partitions).
+    pub fn plan(index: &'a PartitionIndex, query: &[f32], share: f64) -> Self {
+        let mut order: Vec<(f32, usize)> = (0..index.len())
+            .map(|p| (dot(query, index.centroid(p)), p))
+            .collect();
+        order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let total = index.listed().max(1) as f64;
+        let mut depth = vec![1.0f32; index.len()];
+        let mut listed = Vec::new();
+        let mut read = 0usize;
+        let mut probed = 0usize;
+        for (_, p) in order {
+            let rows = index.rows_of(p);
+            if (read as f64) < share * total || listed.len() < MIN_PROBED {
+                listed.push(rows);
+                probed = read + rows.len();
+            }
+            read += rows.len();
+            depth[p] = (read as f64 / total) as f32;
+        }
+        Self {
+            listed,
+            depth,
+            read: (probed as f64 / total).max(f64::MIN_POSITIVE) as f32,
+            index,
+        }
+    }
+
+    /// How deep into the probe `row`'s partition lies, as a share of what the probe reads:
+    /// 1 for its last partition (and beyond).
+    pub fn relative_depth(&self, row: usize) -> f32 {
+        self.index
+            .partition_of(row)
+            .map_or(1.0, |p| (self.depth[p] / self.read).min(1.0))
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
