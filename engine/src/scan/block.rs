@@ -46,7 +46,7 @@ const MAX_LANES: usize = 16;
 pub(crate) struct BlockQuery {
     dim: usize,
     i8: Vec<i16>,
-    /// The query's `f16` copy, converted exactly to `f32`: the same products `simsimd` forms.
+    /// The query's `f16` copy, converted exactly to `f32`: the products the portable kernel forms.
     f16: Vec<f32>,
     f32: Vec<f32>,
 }

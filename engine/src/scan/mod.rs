@@ -77,10 +77,10 @@ impl QueryVec {
 /// An element type the scan can read.
 pub(crate) trait Element: bytemuck::Pod + Sync {
     const TYPE: ElemType;
-    /// `simsimd`'s dot product of the query (in this element type) with one stored row,
-    /// before the query's and the row's scales. A length mismatch cannot occur (columns and
-    /// queries are checked against the schema); should it ever, the row scores lowest instead
-    /// of panicking.
+    /// The dot product of the query (in this element type) with one stored row (`simsimd`'s
+    /// for `f32` and `i8`), before the query's and the row's scales. A length mismatch cannot
+    /// occur (columns and queries are checked against the schema); should it ever, the row
+    /// scores lowest instead of panicking.
     fn raw_dot(query: &QueryVec, row: &[Self]) -> f64;
     /// The type's arithmetic in the block kernel ([`block::block_dots`]).
     type Lanes: block::Lanes<Elem = Self>;
@@ -146,10 +146,20 @@ impl Element for half::f16 {
     fn tile<'q>(queries: &'q [&'q QueryVec], _: usize) -> PerQuery<'q> {
         PerQuery(queries)
     }
+    /// Widened to `f64` here rather than `simsimd`'s: on CPUs with AVX-512 FP16 (Sapphire
+    /// Rapids) its kernel multiplies and sums in `f16`, which loses digits and overflows for
+    /// queries scaled into the `f16` range. A product of two `f16` is exact in `f64`.
     #[inline(always)]
     fn raw_dot(query: &QueryVec, row: &[half::f16]) -> f64 {
-        simsimd::f16::dot(as_simsimd_f16(&query.f16), as_simsimd_f16(row))
-            .unwrap_or(f64::NEG_INFINITY)
+        if query.f16.len() != row.len() {
+            return f64::NEG_INFINITY;
+        }
+        query
+            .f16
+            .iter()
+            .zip(row)
+            .map(|(q, r)| f64::from(q.to_f32()) * f64::from(r.to_f32()))
+            .sum()
     }
     fn query_scale(query: &QueryVec) -> f32 {
         query.f16_scale
@@ -170,16 +180,6 @@ impl Element for i8 {
     fn query_scale(query: &QueryVec) -> f32 {
         query.i8_scale
     }
-}
-
-/// `half` and `simsimd` each define an IEEE binary16 type; the scan stores one and computes
-/// with the other.
-#[allow(unsafe_code)]
-#[inline(always)]
-fn as_simsimd_f16(values: &[half::f16]) -> &[simsimd::f16] {
-    // SAFETY: both types are `#[repr(transparent)]` wrappers of `u16` holding the same IEEE
-    // binary16 bit pattern, so the slices have identical size, alignment and validity.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<simsimd::f16>(), values.len()) }
 }
 
 /// The rows of a column as typed slices.
