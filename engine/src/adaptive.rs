@@ -386,52 +386,53 @@ pub(crate) fn search(
         if !progress.iter().any(growing) {
             break;
         }
-        // One pass for the queries whose reserve is used up (or whose probe grows), at the
-        // largest stages any of them asked for.
+        // One pass per probe share for the queries whose reserve is used up (or whose probe
+        // grows), at the largest size any of them asked for; each keeps the prefix it would
+        // have scanned alone, so a query's hits do not depend on the batch it came in.
         let started = Instant::now();
-        let rescan: Vec<usize> = (0..queries.len())
-            .filter(|&q| {
-                let p = &progress[q];
-                matches!(p.next, Next::Grow(s) if s.probe > p.probe
-                    || (s.candidates > p.candidates && p.scanned.len() >= p.asked))
-            })
-            .collect();
-        let grown = |q: &usize| match progress[*q].next {
-            Next::Grow(s) => s,
-            _ => Stages {
-                candidates: 0,
-                probe: 0.0,
-            },
-        };
-        let size = rescan
-            .iter()
-            .map(|q| grown(q).candidates)
-            .max()
-            .unwrap_or(keep);
-        let probe = rescan.iter().map(|q| grown(q).probe).fold(0.0, f64::max);
-        let asked = size.saturating_mul(reserve).min(policy.rows);
-        let chosen: Vec<&PreparedQuery> = rescan.iter().map(|&q| queries[q]).collect();
-        let scans = if chosen.is_empty() {
-            Vec::new()
-        } else {
-            scan(&chosen, asked, Pass::Coarse(probe))
-        };
-        for (&q, scanned) in rescan.iter().zip(scans) {
-            let p = &mut progress[q];
-            let nested = scanned.len() >= p.scored.len()
-                && scanned
-                    .iter()
-                    .zip(&p.scanned[..p.scored.len()])
-                    .all(|(a, b)| (a.source, a.row) == (b.source, b.row));
-            if !nested {
-                p.scored.clear();
+        let grown = |p: &Progress| match p.next {
+            Next::Grow(s)
+                if s.probe > p.probe
+                    || (s.candidates > p.candidates && p.scanned.len() >= p.asked) =>
+            {
+                Some(s)
             }
-            p.candidates = size.min(scanned.len());
-            p.scanned = scanned;
-            p.passes += 1;
-            p.asked = asked;
-            p.probe = probe;
-            p.read += probe;
+            _ => None,
+        };
+        let mut rescan: Vec<(usize, Stages)> = (0..queries.len())
+            .filter_map(|q| grown(&progress[q]).map(|s| (q, s)))
+            .collect();
+        rescan.sort_by(|a, b| a.1.probe.total_cmp(&b.1.probe).then(a.0.cmp(&b.0)));
+        for group in rescan.chunk_by(|a, b| a.1.probe == b.1.probe) {
+            let probe = group[0].1.probe;
+            let own_asked = |s: &Stages| s.candidates.saturating_mul(reserve).min(policy.rows);
+            let asked = group
+                .iter()
+                .map(|(_, s)| own_asked(s))
+                .max()
+                .unwrap_or(keep);
+            let chosen: Vec<&PreparedQuery> = group.iter().map(|&(q, _)| queries[q]).collect();
+            for (&(q, stages), mut scanned) in
+                group.iter().zip(scan(&chosen, asked, Pass::Coarse(probe)))
+            {
+                let asked = own_asked(&stages);
+                scanned.truncate(asked);
+                let p = &mut progress[q];
+                let nested = scanned.len() >= p.scored.len()
+                    && scanned
+                        .iter()
+                        .zip(&p.scanned[..p.scored.len()])
+                        .all(|(a, b)| (a.source, a.row) == (b.source, b.row));
+                if !nested {
+                    p.scored.clear();
+                }
+                p.candidates = stages.candidates.min(scanned.len());
+                p.scanned = scanned;
+                p.passes += 1;
+                p.asked = asked;
+                p.probe = probe;
+                p.read += probe;
+            }
         }
         coarse_time += started.elapsed();
     }

@@ -105,6 +105,13 @@ fn check_default(data: &dyn Fn(u64, std::ops::Range<u64>) -> Vec<Pair>) {
         measured += recall(&ids(&hits), &ids(&truth));
         probe += if timing.exact { 1.0 } else { timing.probe };
     }
+    // A query's hits do not depend on the batch it comes in (passes of other probe shares).
+    let batch = db
+        .search_batch(&queries(data), &SearchParams::default())
+        .unwrap();
+    for (q, hits) in queries(data).iter().zip(&batch) {
+        assert_eq!(&db.search(q, &SearchParams::default()).unwrap(), hits);
+    }
     let (measured, probe) = (measured / QUERIES as f64, probe / QUERIES as f64);
     eprintln!("default over partitions: recall {measured:.3}, rows read {probe:.3}");
     assert!(measured >= TARGET_RECALL, "recall {measured}");
