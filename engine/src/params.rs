@@ -96,7 +96,8 @@ pub struct Options {
     /// Segments with at least this many rows of a modality get its coarse vectors
     /// partitioned when a flush or a compaction writes them, so that the default search
     /// reads only the partitions nearest each query (see [`SearchParams::probe`]);
-    /// `usize::MAX` keeps every segment flat.
+    /// `usize::MAX`, the default for now, keeps every segment flat (32_768 is the smallest
+    /// size worth setting).
     pub partition_min_rows: usize,
 }
 
