@@ -298,6 +298,8 @@ def main():
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--only", default="", help="comma-separated system names (default: all installed)")
     ap.add_argument("--sets", default="clustered,unclustered,real")
+    ap.add_argument("--rows", default="", help="comma-separated N of the synthetic sets (default: the mode's)")
+    ap.add_argument("--name", default=None, help="file name of the results (default: peers)")
     ap.add_argument("--no-crash", action="store_true")
     ap.add_argument("--crash-cycles", type=int, default=None, help="kills per store (default 3 smoke, 8 otherwise)")
     ap.add_argument("--crash-only", action="store_true",
@@ -327,7 +329,7 @@ def main():
         print(f"[{time.time() - started:7.1f}s load {loads[-1]:.1f}] {msg}", flush=True)
 
     log(f"mode {args.mode}, work {work}, systems {len(sysdefs)} (not installed: {', '.join(missing) or 'none'})")
-    name = "peers" if args.mode != "smoke" else "peers-smoke"
+    name = args.name or ("peers" if args.mode != "smoke" else "peers-smoke")
     commit_id = commit()
 
     def save(rows, crash, partial):
@@ -359,6 +361,8 @@ def main():
             clusters = 1000 if label == "clustered" else 0
             noise = 1.1 if label == "clustered" else 1.0
             ns = mode["series"] if label == "clustered" else [mode["n"]]
+            if args.rows:
+                ns = [int(n) for n in args.rows.split(",")]
             x, q = synthetic(max(ns), 1000, 512, clusters, noise, seed=42 if label == "clustered" else 43)
         for n in ns:
             xs = x[:n]

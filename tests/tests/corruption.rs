@@ -1,5 +1,5 @@
 //! Damaged files never panic, hang or silently return wrong data. For every file kind of a
-//! database (WAL, MANIFEST, CURRENT, coarse and fine vectors, metadata, tombstones) the test
+//! database (WAL, MANIFEST, CURRENT, coarse and fine vectors, metadata, tombstones, partitions) the test
 //! truncates the file at many lengths and flips bits at many offsets, then opens the copy
 //! read-only (cheap and full checks) and read-write. Each attempt must either fail with an
 //! error that names the damaged file, or return exactly the original data — where cheap
@@ -46,7 +46,12 @@ fn state_of(store: &Store) -> Result<State, String> {
 fn build_fixture(dir: &Path) -> Vec<State> {
     // f16 fine and i8 coarse: vector files with scales after the rows, padded rows.
     let schema = small_schema(ElemType::F16, ElemType::I8);
-    let store = Store::create(dir, schema.clone(), StoreOptions::default()).unwrap();
+    // Both segments are partitioned (one partition each at this size): `.parts` files too.
+    let options = StoreOptions {
+        partition_min_rows: 16,
+        ..StoreOptions::default()
+    };
+    let store = Store::create(dir, schema.clone(), options).unwrap();
     store.insert(random_rows(&schema, SEED, 0..30)).unwrap();
     store.insert(random_rows(&schema, SEED, 30..50)).unwrap();
     store.flush().unwrap();
@@ -85,6 +90,7 @@ enum Kind {
     Fine,
     Meta,
     Tombstones,
+    Partitions,
 }
 
 fn kind_of(name: &str) -> Option<Kind> {
@@ -96,6 +102,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         n if n.ends_with(".fine") => Kind::Fine,
         n if n.ends_with(".meta") => Kind::Meta,
         n if n.contains(".del-") => Kind::Tombstones,
+        n if n.ends_with(".parts") => Kind::Partitions,
         _ => return None,
     })
 }
@@ -350,6 +357,7 @@ fn damaged_files_are_reported_never_misread() {
         Kind::Fine,
         Kind::Meta,
         Kind::Tombstones,
+        Kind::Partitions,
     ] {
         assert!(
             tally.keys().any(|(k, _)| *k == kind),

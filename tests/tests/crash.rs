@@ -339,6 +339,13 @@ fn acknowledged_writes_survive_sigkill() {
     );
     assert!(acked_rows > 0, "the child never got to write");
     assert!(acked_updates > 0, "the child never got to update");
+    assert!(
+        report
+            .files_checked
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "parts")),
+        "no partition file was written: the kills did not cover them"
+    );
 }
 
 /// Writes that fail with an I/O error (here: a file size limit, `ulimit -f`, so a WAL append, a

@@ -37,7 +37,7 @@ const NO_ID: u64 = u64::MAX;
     path, model = Some("default".to_string()), coarse_dtype = "i8", durability = "sync", *,
     coarse_dim = None, fine_dim = None, metric = "cosine", read_only = false,
     memtable_rows = None, threads = None, allow_model_mismatch = false,
-    auto_compaction = true, compaction_budget_bytes = None
+    auto_compaction = true, compaction_budget_bytes = None, partition_min_rows = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn open(
@@ -55,6 +55,7 @@ fn open(
     allow_model_mismatch: bool,
     auto_compaction: bool,
     compaction_budget_bytes: Option<u64>,
+    partition_min_rows: Option<usize>,
 ) -> PyResult<PyDatabase> {
     let coarse_type = parse_dtype(coarse_dtype)?;
     let metric: Metric = metric
@@ -86,6 +87,9 @@ fn open(
     }
     if let Some(bytes) = compaction_budget_bytes {
         options.compaction_budget_bytes = bytes;
+    }
+    if let Some(rows) = partition_min_rows {
+        options.partition_min_rows = rows;
     }
     let new = NewDatabase {
         coarse_type,

@@ -22,3 +22,28 @@ def test_reports_candidates_passes_and_estimated_recall(vec_db):
     _, exact = vec_db.search_with_timing(query, k=10, exact=True)
     assert exact["exact"] and exact["candidates"] == 0
     assert exact["estimated_recall"] == pytest.approx(1.0)
+
+
+def test_partitioned_segments_are_probed_and_agree_with_exact_search(db_path):
+    import hivlp
+    import numpy as np
+
+    db = hivlp.open(db_path, model=None, durability="buffered", fine_dim=FINE_DIM, coarse_dim=12,
+                    partition_min_rows=32768)
+    vectors = unit_rows(32768, FINE_DIM, seed=5)
+    db.insert_vectors(image_fine=vectors)
+    db.flush()
+    stats = db.stats()
+    assert stats["partitioned_segments"] == 1 and stats["partitions"] == 32
+    query = vectors[17] + 0.01 * unit_rows(1, FINE_DIM, seed=6)[0]
+    hits, timing = db.search_with_timing(query, k=10, probe=0.25, candidates=100)
+    assert timing["probe"] == pytest.approx(0.25, abs=0.1) and hits[0].id == 17
+    _, everything = db.search_with_timing(query, k=10, probe=1.0)
+    assert everything["probe"] == 1.0
+    exact = [h.id for h in db.search(vector=query, k=10, exact=True)]
+    assert [h.id for h in db.search(vector=query, k=10, probe=1.0, candidates=32768)] == exact
+    with pytest.raises(hivlp.InvalidInputError, match="probe"):
+        db.search(vector=query, k=10, probe=0.0)
+    ids, _ = db.search_batch(np.stack([query, vectors[3]]), k=10, probe=1.0, candidates=32768)
+    assert ids[0].tolist() == exact
+    db.close()

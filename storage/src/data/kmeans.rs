@@ -12,8 +12,10 @@ use crate::data::column::VectorColumn;
 use crate::format::partitions::{MAX_PARTITIONS, PartitionIndex};
 
 /// Rows per partition the clustering aims at: a probe of a few partitions then reads a few
-/// thousand rows, and scoring the centroids costs a small share of that.
-pub const ROWS_PER_PARTITION: usize = 1024;
+/// thousand rows, and scoring the centroids costs a small share of that. Measured on 1M
+/// clustered rows (1,000 clusters, 64-d coarse): of the true top 10, the best 1% of the rows
+/// held 86% with 1,024 rows a partition and 99% with 512.
+pub const ROWS_PER_PARTITION: usize = 512;
 
 /// Sample rows per partition the centroids are fitted on.
 const SAMPLE_PER_PARTITION: usize = 32;
@@ -200,7 +202,7 @@ mod tests {
 
     #[test]
     fn clusters_are_recovered_and_every_row_is_listed_once() {
-        // Four well-separated clusters of 2-d points, 1,024 rows each, row 5 without a vector.
+        // Four well-separated clusters of 2-d points, 512 rows each, row 5 without a vector.
         let centres = [(10.0f32, 0.0f32), (-10.0, 0.0), (0.0, 10.0), (0.0, -10.0)];
         let rows = 4 * ROWS_PER_PARTITION;
         let mut values = Vec::new();

@@ -35,6 +35,10 @@ use rand::{Rng, SeedableRng};
 /// Rows per memtable before an automatic flush: small, so that kills also land in flushes.
 pub const CRASH_MEMTABLE_ROWS: usize = 48;
 
+/// Rows of a modality from which a written segment gets a partition file: below the memtable
+/// size, so that kills also land while flushes and compactions write `.parts` files.
+pub const CRASH_PARTITION_MIN_ROWS: usize = 16;
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     // A parent that stopped reading is gone; nothing useful to do with the error.
@@ -52,6 +56,7 @@ fn writer_options() -> StoreOptions {
     StoreOptions {
         durability: Durability::Sync,
         memtable_rows: CRASH_MEMTABLE_ROWS,
+        partition_min_rows: CRASH_PARTITION_MIN_ROWS,
         ..StoreOptions::default()
     }
 }

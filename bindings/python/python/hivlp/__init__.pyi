@@ -366,6 +366,7 @@ def open(
     allow_model_mismatch: bool = False,
     auto_compaction: bool = True,
     compaction_budget_bytes: Optional[int] = None,
+    partition_min_rows: Optional[int] = None,
 ) -> Database:
     """Opens the database in folder ``path``, creating it if the folder holds none.
 
@@ -378,6 +379,11 @@ def open(
     writer handle; ``compaction_budget_bytes`` bounds the segment bytes one background merge
     reads (and so the extra disk it holds), 2 GiB by default. ``stats()`` reports it under
     ``auto_compaction``, ``background_merges`` and ``background_merge_error``.
+
+    ``partition_min_rows`` partitions every segment that flush, compaction or snapshot writes
+    with at least that many rows of a modality (k-means on the coarse vectors, one centroid per
+    512 rows), so that search reads the best partitions instead of every row; off (None) by
+    default, 32,768 is the smallest size worth setting. ``search(probe=...)`` fixes the share read.
 
     ``"default"`` is the model installed with the package (``hivlp/models/default``), or
     ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded, on first use of a model, from
