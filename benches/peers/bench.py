@@ -132,10 +132,10 @@ def worker_build(args):
     bucket = np.load(os.path.join(args.data, "bucket.npy"))
     os.makedirs(args.store, exist_ok=True)
     t = time.perf_counter()
-    sysdef.build(args.store, x, bucket)
+    extra = sysdef.build(args.store, x, bucket) or {}
     took = time.perf_counter() - t
     print(json.dumps({"build_s": took, "disk_bytes": systems.dir_size(args.store),
-                      "build_rss_mib": peak_rss_mib()}))
+                      "build_rss_mib": peak_rss_mib(), **extra}))
 
 
 def timed(fn, count, cap_s):

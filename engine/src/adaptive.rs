@@ -697,7 +697,7 @@ mod tests {
         };
         let rows = 1_000_000.0 * INITIAL_PROBE;
         // Every candidate from the first partition read: nothing to grow.
-        let shallow: Vec<(f64, f32)> = scored.iter().map(|&(_, f)| (1_000.0, f)).collect();
+        let shallow: Vec<(f64, f32)> = scored.iter().map(|&(_, f)| (rows / 64.0, f)).collect();
         let next = policy.next(&scored, &shallow, stages, false, 10, 1_000_000, 1, 0.06);
         assert!(matches!(next, Next::Done(r) if r > 0.99), "{next:?}");
         // The best fine scores spread up to the end of the probe: read more partitions.

@@ -188,7 +188,7 @@ pub struct SearchParams {
     pub candidates: Option<usize>,
     /// Share (0 to 1) of each partitioned segment's rows the coarse stage reads, the
     /// partitions whose centroids score best first; `1.0` reads every row (a flat scan).
-    /// `None`: with `candidates` `None`, chosen per query together with M (starting at 1/16
+    /// `None`: with `candidates` `None`, chosen per query together with M (starting at 1/64
     /// and growing until the estimated recall reaches the target); with a fixed
     /// `candidates`, every row. The memtable and segments too small to be partitioned are
     /// always read whole.
