@@ -34,7 +34,7 @@ def test_partitioned_segments_are_probed_and_agree_with_exact_search(db_path):
     db.insert_vectors(image_fine=vectors)
     db.flush()
     stats = db.stats()
-    assert stats["partitioned_segments"] == 1 and stats["partitions"] == 32
+    assert stats["partitioned_segments"] == 1 and stats["partitions"] == 64
     query = vectors[17] + 0.01 * unit_rows(1, FINE_DIM, seed=6)[0]
     hits, timing = db.search_with_timing(query, k=10, probe=0.25, candidates=100)
     assert timing["probe"] == pytest.approx(0.25, abs=0.1) and hits[0].id == 17
