@@ -76,8 +76,8 @@ class Hivlp(System):
             db.compact()
         stats = db.stats()
         db.close()
-        # What the partitions cost: their k-means time (all segments written, compaction's
-        # included) and count in the final store.
+        # What the partitions cost: the k-means time and count of the final store's segments
+        # (after compact(), the one segment a query probes).
         return {"partitions": stats["partitions"], "partition_build_s": stats["partition_build_ms"] / 1e3}
 
     class Searcher:
