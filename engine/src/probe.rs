@@ -7,8 +7,9 @@
 use hivlp_storage::segment::PartitionIndex;
 
 /// Share of each partitioned segment's rows the default search's first coarse pass reads:
-/// small, because a probe gathers rows one by one (at 1M rows, 1/16 cost more than a flat
-/// scan of the coarse file), and the search grows it where the depths say it fell short.
+/// small, because a probe gathers rows one by one (at 1M rows a 2% probe took 1.7 ms, a 10%
+/// one 8.6 ms against the flat scan's 6.5 ms), and the search grows it where the depths say it
+/// fell short.
 pub(crate) const INITIAL_PROBE: f64 = 1.0 / 64.0;
 
 /// Partitions a probe reads at the least (or all there are): the depth of the best neighbours

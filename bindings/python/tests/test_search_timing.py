@@ -1,7 +1,9 @@
 """search_with_timing: the hits of search(vector=...) and what the search did, with the estimated recall."""
 
+import numpy as np
 import pytest
 
+import hivlp
 from conftest import FINE_DIM, unit_rows
 
 
@@ -25,9 +27,6 @@ def test_reports_candidates_passes_and_estimated_recall(vec_db):
 
 
 def test_partitioned_segments_are_probed_and_agree_with_exact_search(db_path):
-    import hivlp
-    import numpy as np
-
     db = hivlp.open(db_path, model=None, durability="buffered", fine_dim=FINE_DIM, coarse_dim=12,
                     partition_min_rows=32768)
     vectors = unit_rows(32768, FINE_DIM, seed=5)

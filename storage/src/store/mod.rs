@@ -83,8 +83,9 @@ pub enum Durability {
     Buffered,
 }
 
-/// Partitions are opt-in for now (`usize::MAX`: none are built): until a benchmark at 1M+
-/// rows shows that probing pays at the default recall target, segments stay flat. 32,768 is
+/// Partitions are opt-in for now (`usize::MAX`: none are built): at 1M rows the default
+/// search over partitions was 1.9× the flat one on clustered data but 2× slower on
+/// unclustered data (benches/README.md), so segments stay flat until probing pays on both. 32,768 is
 /// the smallest size worth setting (below it a flat scan costs about what scoring centroids
 /// and probing would; see [`StoreOptions::partition_min_rows`]).
 pub const DEFAULT_PARTITION_MIN_ROWS: usize = usize::MAX;
