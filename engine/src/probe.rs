@@ -6,6 +6,8 @@
 
 use hivlp_storage::segment::PartitionIndex;
 
+use crate::scan::Listed;
+
 /// Share of each partitioned segment's rows the default search's first coarse pass reads:
 /// small, because a probe gathers rows one by one (at 1M rows a 2% probe took 1.7 ms, a 10%
 /// one 8.6 ms against the flat scan's 6.5 ms), and the search grows it where the depths say it
@@ -24,7 +26,7 @@ pub(crate) const FLAT_PROBE: f64 = 0.5;
 /// The partitions of one segment a query reads.
 pub(crate) struct Probe<'a> {
     /// Rows of the probed partitions, best centroid first.
-    pub listed: Vec<&'a [u32]>,
+    pub listed: Vec<Listed<'a>>,
     /// Per partition, the share of the segment's rows read once the probe has read it.
     depth: Vec<f32>,
     /// Share of the segment's rows the probe reads.
@@ -46,12 +48,15 @@ impl<'a> Probe<'a> {
         let mut read = 0usize;
         let mut probed = 0usize;
         for (_, p) in order {
-            let rows = index.rows_of(p);
+            let rows = index.rows_of(p).len();
             if (read as f64) < share * total || listed.len() < MIN_PROBED {
-                listed.push(rows);
-                probed = read + rows.len();
+                listed.push(match index.range_of(p) {
+                    Some(range) => Listed::Range(range),
+                    None => Listed::Rows(index.rows_of(p)),
+                });
+                probed = read + rows;
             }
-            read += rows.len();
+            read += rows;
             depth[p] = (read as f64 / total) as f32;
         }
         Self {

@@ -248,9 +248,17 @@ pub(crate) struct Part<'a> {
     pub column: VectorColumn<'a>,
     /// Bit `i` of word `i / 64` set: skip row `i`. Missing words mean "scan".
     pub skip: &'a [u64],
-    /// Only these rows (the probed partitions of a partitioned segment, each ascending);
-    /// `None`: every row.
-    pub listed: Option<&'a [&'a [u32]]>,
+    /// Only these rows (the probed partitions of a partitioned segment); `None`: every row.
+    pub listed: Option<&'a [Listed<'a>]>,
+}
+
+/// The rows of one probed partition.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Listed<'a> {
+    /// A partition of the modality whose rows the segment holds in partition order.
+    Range(Range<usize>),
+    /// A partition whose rows (ascending) lie scattered through the column.
+    Rows(&'a [u32]),
 }
 
 /// Scores the raw dot products of one block of rows (`raw[query][i]`, NaN for rows not
@@ -435,10 +443,16 @@ fn scan_part(
             Task::Range(range) => {
                 scan_rows(&rows, part.skip, range, source, queries, accept, tops);
             }
-            Task::Listed(i) => {
-                let listed = part.listed.map_or(&[][..], |l| l[i]);
-                scan_listed(&rows, part.skip, listed, source, queries, accept, tops);
-            }
+            Task::Listed(i) => match part.listed.map(|l| &l[i]) {
+                Some(Listed::Range(range)) => {
+                    let range = range.clone();
+                    scan_rows(&rows, part.skip, range, source, queries, accept, tops);
+                }
+                Some(Listed::Rows(listed)) => {
+                    scan_listed(&rows, part.skip, listed, source, queries, accept, tops);
+                }
+                None => {}
+            },
         }
     }
     match part.column.elem() {

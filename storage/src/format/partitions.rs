@@ -1,13 +1,16 @@
 //! The partition file of one modality of a segment, `seg-<id>.<image|text>.parts`: the
 //! centroids of a k-means clustering of the segment's coarse vectors and, per partition, the
 //! rows assigned to it. A query scores the centroids and scans only the rows of the best
-//! partitions (see `FORMAT.md`).
+//! partitions (see `FORMAT.md`). The writer puts the rows of one modality in partition order,
+//! so that its partitions are row ranges (listed rows `0, 1, 2, …`); the other modality's
+//! partitions list rows scattered through the segment.
 //!
 //! Body, little-endian: `[dim u32][partitions u32][segment rows u64][listed u64]
 //! [build micros u64][centroids f32 × partitions × dim][offsets u32 × (partitions + 1)]
 //! [rows u32 × listed]`, then the usual footer. Partition `p` holds `rows[offsets[p]..
 //! offsets[p + 1]]`, ascending, so a probe reads the coarse file forward.
 
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,6 +32,9 @@ pub struct PartitionIndex {
     rows: Vec<u32>,
     /// Row → partition, `u32::MAX` for a row without a vector of the modality.
     partition_of: Vec<u32>,
+    /// Partition `p` is rows `offsets[p]..offsets[p + 1]` (the rows were written in this
+    /// modality's partition order).
+    contiguous: bool,
     build_time: Duration,
 }
 
@@ -62,6 +68,7 @@ impl PartitionIndex {
             dim,
             centroids,
             offsets,
+            contiguous: is_contiguous(&rows),
             rows,
             partition_of,
             build_time,
@@ -91,6 +98,12 @@ impl PartitionIndex {
     /// Rows of partition `p`, ascending.
     pub fn rows_of(&self, p: usize) -> &[u32] {
         &self.rows[self.offsets[p] as usize..self.offsets[p + 1] as usize]
+    }
+
+    /// Rows of partition `p` as a range, when the rows were written in partition order.
+    pub fn range_of(&self, p: usize) -> Option<Range<usize>> {
+        self.contiguous
+            .then(|| self.offsets[p] as usize..self.offsets[p + 1] as usize)
     }
 
     /// Rows listed over all partitions (the segment's rows with a vector of the modality).
@@ -194,11 +207,17 @@ impl PartitionIndex {
             dim,
             centroids,
             offsets,
+            contiguous: is_contiguous(&rows),
             rows,
             partition_of,
             build_time: Duration::from_micros(build_micros),
         })
     }
+}
+
+/// Whether the listed rows are `0, 1, 2, …`: each partition is then a row range.
+fn is_contiguous(rows: &[u32]) -> bool {
+    rows.iter().enumerate().all(|(i, &r)| r as usize == i)
 }
 
 fn partition_of(offsets: &[u32], rows: &[u32], segment_rows: usize) -> Vec<u32> {
@@ -253,10 +272,28 @@ mod tests {
         assert_eq!(index.rows_of(1), &[0, 3]);
         assert_eq!(index.partition_of(3), Some(1));
         assert_eq!(index.partition_of(2), None);
+        assert_eq!(index.range_of(0), None);
         let p = Path::new("seg.parts");
         let back = PartitionIndex::decode(&index.encode(), p, 2, &has).unwrap();
         assert_eq!(back, index);
         assert!(PartitionIndex::decode(&index.encode(), p, 3, &has).is_err());
+    }
+
+    #[test]
+    fn rows_in_partition_order_make_ranges() {
+        let mut has = Bitmap::new(5);
+        for r in 0..4 {
+            has.set(r);
+        }
+        let (centroids, listed, assignment) =
+            (vec![1.0, 0.0, 0.0, 1.0], [0, 1, 2, 3], [0, 0, 0, 1]);
+        let index =
+            PartitionIndex::from_assignment(2, centroids, &listed, &assignment, 5, Duration::ZERO);
+        assert_eq!(index.range_of(0), Some(0..3));
+        assert_eq!(index.range_of(1), Some(3..4));
+        let p = Path::new("seg.parts");
+        let back = PartitionIndex::decode(&index.encode(), p, 2, &has).unwrap();
+        assert_eq!(back.range_of(1), Some(3..4));
     }
 
     #[test]

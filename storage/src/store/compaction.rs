@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::merge_policy::{MergePolicy, SegmentStats};
 use super::segment_writer::{
-    CoarseRewrite, Rewrite, compaction_rewrite, live_rows, write_segment, write_tombstones,
+    CoarseRewrite, Rewrite, RowOrder, compaction_rewrite, live_rows, write_segment,
+    write_tombstones,
 };
 use super::{CompactionReport, SegSlot, Store, Writer, poison};
 use crate::data::bitmap::Bitmap;
@@ -121,7 +122,7 @@ impl Store {
         first_id: u64,
         rewrite: Option<&CoarseRewrite>,
         report: &mut CompactionReport,
-        outputs: &mut Vec<Option<Arc<Segment>>>,
+        outputs: &mut Vec<Option<(Arc<Segment>, RowOrder)>>,
     ) -> Result<(), CompactionError> {
         for (i, group) in groups.iter().enumerate() {
             let sources: Vec<Source> = group.iter().map(|(_, s)| s.clone()).collect();
@@ -136,7 +137,7 @@ impl Store {
                 continue;
             }
             let id = first_id + i as u64;
-            let info = write_segment(
+            let (info, order) = write_segment(
                 self.io(),
                 &self.dir,
                 id,
@@ -162,7 +163,7 @@ impl Store {
             report.rows_written += rows.len();
             report.segments_written += 1;
             report.bytes_after += file_bytes(self.io(), seg.files());
-            outputs.push(Some(seg));
+            outputs.push(Some((seg, order)));
         }
         Ok(())
     }
@@ -174,7 +175,7 @@ impl Store {
         &self,
         w: &mut Writer,
         groups: &[Vec<(Arc<Segment>, Source)>],
-        outputs: Vec<Option<Arc<Segment>>>,
+        outputs: Vec<Option<(Arc<Segment>, RowOrder)>>,
         properties: &[(String, Vec<u8>)],
     ) -> Result<(), CompactionError> {
         let mut slots: Vec<Option<SegSlot>> = w.segments.iter().cloned().map(Some).collect();
@@ -183,7 +184,7 @@ impl Store {
         let mut new_tombstones: Vec<PathBuf> = Vec::new();
         let mut placed = Vec::new();
         for (group, output) in groups.iter().zip(&outputs) {
-            let mut carried = output.as_ref().map(|s| Bitmap::new(s.rows()));
+            let mut carried = output.as_ref().map(|(s, _)| Bitmap::new(s.rows()));
             let mut next_row = 0usize;
             let mut first_pos = None;
             for (seg, input) in group {
@@ -199,7 +200,11 @@ impl Store {
                     if slot.source.is_deleted(r)
                         && let Some(c) = carried.as_mut()
                     {
-                        c.set(next_row);
+                        c.set(
+                            output
+                                .as_ref()
+                                .map_or(next_row, |(_, o)| o.segment_row(next_row)),
+                        );
                     }
                     next_row += 1;
                 }
@@ -208,7 +213,7 @@ impl Store {
                 }
                 retired.push(slot.seg);
             }
-            let (Some(seg), Some(pos), Some(carried)) = (output, first_pos, carried) else {
+            let (Some((seg, _)), Some(pos), Some(carried)) = (output, first_pos, carried) else {
                 continue;
             };
             let mut del_gen = 0;
@@ -265,8 +270,8 @@ impl Store {
 
 /// Marks segments written by a compaction that will not be installed: their files go when
 /// the last reference does.
-fn discard(outputs: &[Option<Arc<Segment>>]) {
-    for seg in outputs.iter().flatten() {
+fn discard(outputs: &[Option<(Arc<Segment>, RowOrder)>]) {
+    for (seg, _) in outputs.iter().flatten() {
         seg.mark_obsolete();
     }
 }

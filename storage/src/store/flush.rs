@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::segment_writer::{live_rows, write_segment, write_tombstones};
+use super::segment_writer::{RowOrder, live_rows, write_segment, write_tombstones};
 use super::{SegSlot, Store, WAL_FLUSH_BYTES, Writer, poison};
 use crate::data::bitmap::Bitmap;
 use crate::data::segment::Segment;
@@ -124,7 +124,11 @@ impl Store {
     }
 
     /// Phase 2 of a flush, without the lock: write the frozen rows and tombstones.
-    fn write_frozen(&self, frozen: &Frozen) -> Result<Option<Arc<Segment>>, StorageError> {
+    /// Returns the new segment and where each frozen live row went in it.
+    fn write_frozen(
+        &self,
+        frozen: &Frozen,
+    ) -> Result<Option<(Arc<Segment>, RowOrder)>, StorageError> {
         for (seg, deleted, gen_) in &frozen.tombstones {
             write_tombstones(self.io(), &self.dir, seg.id(), *gen_, deleted)?;
         }
@@ -132,7 +136,7 @@ impl Store {
         if rows.is_empty() {
             return Ok(None);
         }
-        let info = write_segment::<StorageError>(
+        let (info, order) = write_segment::<StorageError>(
             self.io(),
             &self.dir,
             frozen.segment_id,
@@ -148,7 +152,7 @@ impl Store {
             &self.schema,
             VerifyLevel::Cheap,
         )?;
-        Ok(Some(Arc::new(seg)))
+        Ok(Some((Arc::new(seg), order)))
     }
 
     /// Phase 3 of a flush, under the writer lock: install the manifest naming the new segment,
@@ -157,19 +161,19 @@ impl Store {
         &self,
         w: &mut Writer,
         frozen: Frozen,
-        segment: Option<Arc<Segment>>,
+        segment: Option<(Arc<Segment>, RowOrder)>,
     ) -> Result<(), IoError> {
         let dir = &self.dir;
         let mut superseded = Vec::new();
         let mut new_slot = None;
-        if let Some(seg) = segment {
+        if let Some((seg, order)) = segment {
             // Rows of the frozen batches deleted since the freeze (the new WAL has them).
             let mut carried = Bitmap::new(seg.rows());
             let mut next_row = 0;
             for (then, now) in frozen.imm.iter().zip(&w.imm) {
                 for r in (0..then.rows()).filter(|&r| !then.is_deleted(r)) {
                     if now.is_deleted(r) {
-                        carried.set(next_row);
+                        carried.set(order.segment_row(next_row));
                     }
                     next_row += 1;
                 }

@@ -2,15 +2,15 @@
 //! compaction and snapshot paths share it.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::data::bitmap::Bitmap;
 use crate::data::fields::field_values;
-use crate::data::kmeans::partition;
-use crate::data::segment::VectorFile;
+use crate::data::kmeans::{Clustering, cluster};
 use crate::data::source::Source;
 use crate::data::vectors::{encode_row, file_stride, rows_region_len};
 use crate::error::{CompactionError, IoError, StorageError};
-use crate::format::codec::{FileKind, VerifyLevel};
+use crate::format::codec::FileKind;
 use crate::format::field_column::encode_column;
 use crate::format::partitions::PartitionIndex;
 use crate::format::segment::{
@@ -55,6 +55,17 @@ pub(crate) fn compaction_rewrite(
     hook.map(|h| (h, CompactionError::Rewrite as fn(String) -> CompactionError))
 }
 
+/// Where each row given to [`write_segment`] went: the rows of a partitioned segment are
+/// written in partition order, so that a probe reads each partition as one range of rows.
+pub(crate) struct RowOrder(Option<Vec<u32>>);
+
+impl RowOrder {
+    /// The segment row of the `input`-th row given.
+    pub fn segment_row(&self, input: usize) -> usize {
+        self.0.as_ref().map_or(input, |rows| rows[input] as usize)
+    }
+}
+
 /// Writes segment `id` from `rows` into `dir` (files fsynced; the caller fsyncs the directory),
 /// with a partition file for each modality of at least `partition_min_rows` rows.
 /// On error the files written so far are removed.
@@ -66,20 +77,163 @@ pub(crate) fn write_segment<E: From<IoError> + From<StorageError>>(
     rows: &[RowRef<'_>],
     rewrite: Option<RewriteWith<'_, E>>,
     partition_min_rows: usize,
-) -> Result<SegmentInfo, E> {
+) -> Result<(SegmentInfo, RowOrder), E> {
+    let hook = rewrite.map(|(hook, _)| hook);
+    let plan = PartitionPlan::new(schema, rows, hook, partition_min_rows);
+    let ordered: Vec<RowRef<'_>>;
+    let rows = match &plan.order {
+        Some(order) => {
+            ordered = order.iter().map(|&i| rows[i as usize]).collect();
+            &ordered[..]
+        }
+        None => rows,
+    };
     let mut written = Vec::new();
     let result = write_segment_files(io, dir, id, schema, rows, rewrite, &mut written).and_then(
-        |(info, has)| {
-            let min_rows = partition_min_rows;
-            write_partition_files(io, dir, info, &has, schema, min_rows, &mut written)
+        |(mut info, has)| {
+            for (m, clustering) in &plan.clusterings {
+                let index = clustering.index(&has[m.index()], plan.order.as_deref());
+                let path = dir.join(partition_file_name(info.id, *m));
+                written.push(path.clone());
+                write_partition_file(io, path, &index)?;
+                info.modalities |= partitions_bit(*m);
+            }
+            Ok(info)
         },
     );
-    if result.is_err() {
-        for f in written {
-            let _ = io.remove_file(&f);
+    match result {
+        Ok(info) => Ok((info, plan.row_order())),
+        Err(e) => {
+            for f in written {
+                let _ = io.remove_file(&f);
+            }
+            Err(e)
         }
     }
-    result
+}
+
+/// The partitions of a segment about to be written, and the row order they give it.
+struct PartitionPlan {
+    /// Per modality with enough rows, the clustering of its coarse vectors (rows given).
+    clusterings: Vec<(Modality, ModalityClustering)>,
+    /// `order[j]`: the given row written as segment row `j`; `None` when no modality is
+    /// partitioned. The rows of the modality with the most vectors (image on a tie) go
+    /// partition by partition, the rows without its vectors last: its partitions are row
+    /// ranges. The other modality's partitions list rows scattered through the segment.
+    order: Option<Vec<u32>>,
+}
+
+/// One modality's clustering, over the given rows.
+struct ModalityClustering {
+    centroids: Vec<f32>,
+    dim: usize,
+    /// Per given row, its partition (`u32::MAX` for a row without a vector of the modality).
+    partition_of: Vec<u32>,
+    build_time: Duration,
+}
+
+impl PartitionPlan {
+    /// Clusters the coarse vectors of each modality of `rows` that has at least `min_rows`
+    /// vectors: as `rewrite` makes them where given (a compaction that recomputes them), else
+    /// as stored.
+    fn new(
+        schema: &Schema,
+        rows: &[RowRef<'_>],
+        rewrite: Option<&CoarseRewrite>,
+        min_rows: usize,
+    ) -> Self {
+        let mut clusterings = Vec::new();
+        for m in Modality::ALL {
+            let listed: Vec<u32> = (0..rows.len() as u32)
+                .filter(|&i| {
+                    let r = rows[i as usize];
+                    r.source.has(m).get(r.row)
+                })
+                .collect();
+            if listed.len() < min_rows.max(1) {
+                continue;
+            }
+            let started = Instant::now();
+            let dim = schema.coarse_dim;
+            let vector = |i: usize, out: &mut Vec<f32>| {
+                let r = rows[listed[i] as usize];
+                match rewrite {
+                    Some(hook) => {
+                        let mut fine = Vec::new();
+                        r.source.fine(m).row_to_f32(r.row, &mut fine);
+                        out.clear();
+                        out.resize(dim, 0.0);
+                        hook(m, &fine, out);
+                    }
+                    None => r.source.coarse(m).row_to_f32(r.row, out),
+                }
+            };
+            let Clustering {
+                centroids,
+                assignment,
+            } = cluster(listed.len(), dim, &vector);
+            let mut partition_of = vec![u32::MAX; rows.len()];
+            for (&i, &p) in listed.iter().zip(&assignment) {
+                partition_of[i as usize] = p;
+            }
+            let clustering = ModalityClustering {
+                centroids,
+                dim,
+                partition_of,
+                build_time: started.elapsed(),
+            };
+            clusterings.push((m, clustering));
+        }
+        // `max_by_key` keeps the last of equals: reversed, image wins a tie.
+        let primary = clusterings
+            .iter()
+            .rev()
+            .map(|(_, c)| c)
+            .max_by_key(|c| c.partition_of.iter().filter(|&&p| p != u32::MAX).count());
+        let order = primary.map(|c| {
+            let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+            order.sort_by_key(|&i| c.partition_of[i as usize]);
+            order
+        });
+        Self { clusterings, order }
+    }
+
+    /// The segment row of each given row.
+    fn row_order(&self) -> RowOrder {
+        RowOrder(self.order.as_ref().map(|order| {
+            let mut segment_row = vec![0u32; order.len()];
+            for (j, &i) in order.iter().enumerate() {
+                segment_row[i as usize] = j as u32;
+            }
+            segment_row
+        }))
+    }
+}
+
+impl ModalityClustering {
+    /// The partition index of the segment written in `order` (see [`PartitionPlan::order`]),
+    /// whose rows with vectors of the modality are `has`.
+    fn index(&self, has: &Bitmap, order: Option<&[u32]>) -> PartitionIndex {
+        let given = |j: usize| order.map_or(j, |o| o[j] as usize);
+        let listed: Vec<u32> = (0..has.len())
+            .filter(|&j| has.get(j))
+            .map(|j| j as u32)
+            .collect();
+        let assignment: Vec<u32> = listed
+            .iter()
+            .map(|&j| self.partition_of[given(j as usize)])
+            .collect();
+        let centroids = self.centroids.clone();
+        let rows = has.len();
+        PartitionIndex::from_assignment(
+            self.dim,
+            centroids,
+            &listed,
+            &assignment,
+            rows,
+            self.build_time,
+        )
+    }
 }
 
 fn write_segment_files<E: From<IoError>>(
@@ -206,36 +360,6 @@ fn write_segment_files<E: From<IoError>>(
         del_gen: 0,
     };
     Ok((info, has))
-}
-
-/// Clusters the coarse vectors of each modality of segment `info` that has at least
-/// `min_rows` rows with vectors, read back from the file just written (so a compaction's
-/// rewritten vectors are what is clustered), and writes its partition file.
-fn write_partition_files<E: From<IoError> + From<StorageError>>(
-    io: &dyn Dir,
-    dir: &Path,
-    mut info: SegmentInfo,
-    has: &[Bitmap; 2],
-    schema: &Schema,
-    min_rows: usize,
-    written: &mut Vec<PathBuf>,
-) -> Result<SegmentInfo, E> {
-    let rows = info.rows as usize;
-    for m in Modality::ALL {
-        let has = &has[m.index()];
-        if has.count_ones() < min_rows.max(1) {
-            continue;
-        }
-        let path = dir.join(vector_file_name(info.id, m, Tier::Coarse));
-        let level = VerifyLevel::Cheap;
-        let (file, _) = VectorFile::open(io, &path, schema, Tier::Coarse, rows, level)?;
-        let index = partition(&file.column(), has);
-        let path = dir.join(partition_file_name(info.id, m));
-        written.push(path.clone());
-        write_partition_file(io, path, &index)?;
-        info.modalities |= partitions_bit(m);
-    }
-    Ok(info)
 }
 
 /// Writes one partition file (fsynced).

@@ -92,7 +92,7 @@ impl Store {
             let id = manifest.next_segment_id;
             manifest.next_segment_id += 1;
             let min_rows = self.options.partition_min_rows;
-            let info = write_segment::<SnapshotError>(
+            let (info, _) = write_segment::<SnapshotError>(
                 io,
                 dest,
                 id,
