@@ -204,7 +204,7 @@ fn search_round(
                 .collect();
         }
         // Each query reads its own partitions of each partitioned segment, flat sources whole.
-        let probe_one = |query: &&QueryVec| {
+        let probe_one = |query: &&QueryVec, parallel: bool| {
             let probes: Vec<Option<Probe<'_>>> = sources
                 .iter()
                 .map(|s| {
@@ -229,7 +229,12 @@ fn search_round(
             }
             found
         };
-        tier.iter().map(probe_one).collect()
+        // A batch spreads its queries over the threads, a single query its partitions.
+        if parallel && tier.len() > 1 {
+            tier.par_iter().map(|q| probe_one(q, false)).collect()
+        } else {
+            tier.iter().map(|q| probe_one(q, parallel)).collect()
+        }
     };
     let (scored, outcomes, timing) = match complete {
         Some(listed) => {

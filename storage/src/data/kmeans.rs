@@ -1,8 +1,11 @@
 //! Clusters a segment's coarse vectors into partitions when the segment is written: k-means++
 //! seeding and a few Lloyd rounds on an evenly spaced sample, then every row assigned to its
 //! nearest centroid. It runs off the write path's lock (in a flush or a compaction) and costs
-//! seconds per million rows: the sample, not the segment, sets the rounds' cost, and with many
-//! centroids a point is compared with the members of a few groups of them, not with all.
+//! seconds per million rows: the sample, not the segment, sets the rounds' cost, and the
+//! assignment scores each row against blocks of centroids laid out for SIMD (AVX2 where the CPU
+//! has it). Every row goes to its nearest centroid: a two-level search among groups of
+//! centroids was 4× faster but, on 1M clustered rows, put enough rows in the wrong partition
+//! to take a 2% probe's recall@10 from 0.996 to 0.934.
 
 use rayon::prelude::*;
 
@@ -23,12 +26,8 @@ const LLOYD_ROUNDS: usize = 8;
 /// Rows assigned per parallel task.
 const ASSIGN_CHUNK: usize = 4096;
 
-/// Up to this many centroids a point is compared with every one; beyond, with the members of
-/// its [`GROUPS_SEARCHED`] nearest groups of centroids.
-const EXACT_CENTROIDS: usize = 256;
-
-/// Groups of centroids whose members a point is compared with.
-const GROUPS_SEARCHED: usize = 8;
+/// Centroids scored together by the assignment kernel (four AVX2 registers of sums).
+const BLOCK: usize = 32;
 
 /// Centroids (`k × dim` values) and, per vector, the index of its centroid.
 pub(crate) struct Clustering {
@@ -49,10 +48,14 @@ pub(crate) fn cluster(
     let sample = gather(&sample_rows, dim, vector);
     let mut centroids = seed(&sample, dim, k);
     for _ in 0..LLOYD_ROUNDS {
-        let assignment = Nearest::new(&centroids, dim).assign(&sample);
+        let blocks = Blocks::new(&centroids, dim);
+        let assignment: Vec<u32> = sample
+            .par_chunks(ASSIGN_CHUNK * dim.max(1))
+            .flat_map_iter(|points| blocks.assign(points))
+            .collect();
         centroids = means(&sample, dim, &assignment, centroids);
     }
-    let nearest = Nearest::new(&centroids, dim);
+    let nearest = Blocks::new(&centroids, dim);
     let all: Vec<usize> = (0..n).collect();
     let assignment = all
         .par_chunks(ASSIGN_CHUNK)
@@ -114,68 +117,30 @@ fn seed(points: &[f32], dim: usize, k: usize) -> Vec<f32> {
     centroids
 }
 
-/// The nearest centroid of a point (the largest `p·c − |c|²/2`): among all centroids when
-/// there are few, else among the members of the point's nearest groups of centroids (a
-/// k-means of the centroids themselves), which finds the nearest or one almost as near.
-struct Nearest<'a> {
-    all: Centroids<'a>,
-    groups: Option<(Centroids<'static>, Vec<Vec<u32>>)>,
-}
-
-impl<'a> Nearest<'a> {
-    fn new(centroids: &'a [f32], dim: usize) -> Self {
-        let all = Centroids::new(centroids.into(), dim);
-        let k = all.len();
-        let groups = (k > EXACT_CENTROIDS).then(|| {
-            let g = (k as f64).sqrt().ceil() as usize;
-            let mut centres = seed(centroids, dim, g);
-            for _ in 0..LLOYD_ROUNDS / 2 {
-                let of = Centroids::new(centres.as_slice().into(), dim).assign_all(centroids);
-                centres = means(centroids, dim, &of, centres);
-            }
-            let centres = Centroids::new(centres.into(), dim);
-            let mut members = vec![Vec::new(); g];
-            for (c, group) in centres.assign_all(centroids).into_iter().enumerate() {
-                members[group as usize].push(c as u32);
-            }
-            (centres, members)
-        });
-        Self { all, groups }
-    }
-
-    /// The centroid of each of `points`.
-    fn assign(&self, points: &[f32]) -> Vec<u32> {
-        let Some((centres, members)) = &self.groups else {
-            return self.all.assign_all(points);
-        };
-        let dim = self.all.dim;
-        let mut near = Vec::with_capacity(centres.len());
-        points
-            .chunks_exact(dim)
-            .map(|p| {
-                near.clear();
-                near.extend((0..centres.len() as u32).map(|g| (centres.score(p, g), g)));
-                let searched = GROUPS_SEARCHED.min(near.len());
-                near.select_nth_unstable_by(searched - 1, |a, b| b.0.total_cmp(&a.0));
-                let candidates = near[..searched]
-                    .iter()
-                    .flat_map(|&(_, g)| members[g as usize].iter().copied());
-                self.all.best(p, candidates)
-            })
-            .collect()
-    }
-}
-
-/// Centroids with their halved squared norms.
-struct Centroids<'a> {
-    values: std::borrow::Cow<'a, [f32]>,
+/// Centroids transposed in blocks of [`BLOCK`], for the nearest-centroid search: block `b`
+/// holds, dimension by dimension, that value of its centroids, so that one point's scores
+/// against a block are `BLOCK`-wide multiply-adds with no horizontal sums.
+struct Blocks {
+    /// `blocks × dim × BLOCK` values; the last block is padded with zeros.
+    values: Vec<f32>,
+    /// `|c|²/2` per centroid, `+∞` for the padding (never nearest).
     half_norms: Vec<f32>,
     dim: usize,
 }
 
-impl<'a> Centroids<'a> {
-    fn new(values: std::borrow::Cow<'a, [f32]>, dim: usize) -> Self {
-        let half_norms = values.chunks_exact(dim).map(|c| dot(c, c) / 2.0).collect();
+impl Blocks {
+    fn new(centroids: &[f32], dim: usize) -> Self {
+        let k = centroids.len() / dim.max(1);
+        let blocks = k.div_ceil(BLOCK);
+        let mut values = vec![0f32; blocks * dim * BLOCK];
+        let mut half_norms = vec![f32::INFINITY; blocks * BLOCK];
+        for (c, centroid) in centroids.chunks_exact(dim).enumerate() {
+            let (b, lane) = (c / BLOCK, c % BLOCK);
+            for (d, &v) in centroid.iter().enumerate() {
+                values[(b * dim + d) * BLOCK + lane] = v;
+            }
+            half_norms[c] = dot(centroid, centroid) / 2.0;
+        }
         Self {
             values,
             half_norms,
@@ -183,34 +148,50 @@ impl<'a> Centroids<'a> {
         }
     }
 
-    fn len(&self) -> usize {
-        self.half_norms.len()
-    }
-
-    /// `p·c − |c|²/2` of centroid `c`: larger is nearer.
-    #[inline]
-    fn score(&self, p: &[f32], c: u32) -> f32 {
-        let c = c as usize;
-        dot(p, &self.values[c * self.dim..(c + 1) * self.dim]) - self.half_norms[c]
-    }
-
-    /// The nearest of `candidates` to `p` (the first on ties; 0 when there are none).
-    fn best(&self, p: &[f32], candidates: impl Iterator<Item = u32>) -> u32 {
-        let mut best = (f32::NEG_INFINITY, 0u32);
-        for c in candidates {
-            let s = self.score(p, c);
-            if s > best.0 {
-                best = (s, c);
-            }
+    /// The nearest centroid of each of `points`: the largest `p·c − |c|²/2`, the first of
+    /// equals.
+    #[allow(unsafe_code)]
+    fn assign(&self, points: &[f32]) -> Vec<u32> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.assign_avx2(points) };
         }
-        best.1
+        self.assign_portable(points)
     }
 
-    /// The nearest centroid of each point, among all of them.
-    fn assign_all(&self, points: &[f32]) -> Vec<u32> {
+    /// [`Blocks::assign_portable`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn assign_avx2(&self, points: &[f32]) -> Vec<u32> {
+        self.assign_portable(points)
+    }
+
+    #[inline(always)]
+    fn assign_portable(&self, points: &[f32]) -> Vec<u32> {
+        let dim = self.dim.max(1);
         points
-            .chunks_exact(self.dim)
-            .map(|p| self.best(p, 0..self.len() as u32))
+            .chunks_exact(dim)
+            .map(|p| {
+                let mut best = (f32::NEG_INFINITY, 0u32);
+                let blocks = self.values.chunks_exact(dim * BLOCK);
+                for (b, (block, half_norms)) in
+                    blocks.zip(self.half_norms.chunks_exact(BLOCK)).enumerate()
+                {
+                    let mut sums = [0f32; BLOCK];
+                    for (&x, column) in p.iter().zip(block.chunks_exact(BLOCK)) {
+                        for (s, &c) in sums.iter_mut().zip(column) {
+                            *s += x * c;
+                        }
+                    }
+                    for (lane, (&s, &h)) in sums.iter().zip(half_norms).enumerate() {
+                        if s - h > best.0 {
+                            best = (s - h, (b * BLOCK + lane) as u32);
+                        }
+                    }
+                }
+                best.1
+            })
             .collect()
     }
 }
@@ -314,32 +295,16 @@ mod tests {
     }
 
     #[test]
-    fn grouped_assignment_finds_a_centroid_almost_as_near_as_the_nearest() {
-        let dim = 16;
-        let centroids = noise(4 * EXACT_CENTROIDS * dim, 2);
-        let points = noise(4000 * dim, 3);
-        let nearest = Nearest::new(&centroids, dim);
-        assert!(nearest.groups.is_some());
-        let grouped = nearest.assign(&points);
-        let exact = nearest.all.assign_all(&points);
-        let same = grouped.iter().zip(&exact).filter(|(a, b)| a == b).count();
-        // The sum of squared distance to the centroid chosen, over that to the nearest.
-        let distortion = |assignment: &[u32]| -> f64 {
-            points
-                .chunks_exact(dim)
-                .zip(assignment)
-                .map(|(p, &c)| {
-                    let c = c as usize;
-                    f64::from(squared_distance(p, &centroids[c * dim..(c + 1) * dim]))
-                })
-                .sum()
-        };
-        let excess = distortion(&grouped) / distortion(&exact);
-        // Uniform noise has no structure to group by, the worst case: 91% agree, 1.2% excess.
-        assert!(
-            excess < 1.03,
-            "{same} of {} agree, {excess} excess",
-            exact.len()
-        );
+    fn every_point_goes_to_its_nearest_centroid() {
+        let dim = 12;
+        // 70 centroids: two full blocks and a padded one.
+        let centroids = noise(70 * dim, 2);
+        let points = noise(500 * dim, 3);
+        let assigned = Blocks::new(&centroids, dim).assign(&points);
+        for (p, &a) in points.chunks_exact(dim).zip(&assigned) {
+            let distance = |c: usize| squared_distance(p, &centroids[c * dim..(c + 1) * dim]);
+            let nearest = (0..70).map(distance).fold(f32::INFINITY, f32::min);
+            assert!(distance(a as usize) <= nearest * (1.0 + 1e-5) + 1e-6);
+        }
     }
 }
