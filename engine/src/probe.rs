@@ -9,9 +9,10 @@ use hivlp_storage::segment::PartitionIndex;
 use crate::scan::Listed;
 
 /// Share of each partitioned segment's rows the default search's first coarse pass reads:
-/// small, because a probe gathers rows one by one (at 1M rows a 2% probe took 1.7 ms, a 10%
-/// one 8.6 ms against the flat scan's 6.5 ms), and the search grows it where the depths say it
-/// fell short.
+/// small, and the search grows it where the depths say it fell short. At 1M rows, with the
+/// partitions as row ranges, a 2% probe took 0.8 ms and a 10% one 1.9–3.0 ms against the flat
+/// scan's 6–7 ms (`benches/results/partitions-contiguous.md`); a modality whose partitions
+/// list scattered rows pays about twice that.
 pub(crate) const INITIAL_PROBE: f64 = 1.0 / 64.0;
 
 /// Partitions a probe reads at the least (or all there are): the depth of the best neighbours
@@ -20,7 +21,7 @@ pub(crate) const INITIAL_PROBE: f64 = 1.0 / 64.0;
 pub(crate) const MIN_PROBED: usize = 8;
 
 /// A probe that would read at least this share of a segment's rows reads all of them
-/// instead: a flat scan streams the file, a probe gathers rows from it.
+/// instead: a flat scan streams the whole file in even tasks, with no centroids to rank.
 pub(crate) const FLAT_PROBE: f64 = 0.5;
 
 /// The partitions of one segment a query reads.
