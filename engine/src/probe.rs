@@ -4,9 +4,7 @@
 //! *depth*, a share of the rows), which is what [`adaptive`](crate::adaptive) fits to tell
 //! whether the true neighbours may lie in partitions not read.
 
-use hivlp_storage::segment::PartitionIndex;
-
-use crate::scan::Listed;
+use hivlp_storage::segment::{PartitionIndex, PartitionRows};
 
 /// Share of each partitioned segment's rows the default search's first coarse pass reads:
 /// small, and the search grows it where the depths say it fell short. At 1M rows, with the
@@ -27,7 +25,7 @@ pub(crate) const FLAT_PROBE: f64 = 0.5;
 /// The partitions of one segment a query reads.
 pub(crate) struct Probe<'a> {
     /// Rows of the probed partitions, best centroid first.
-    pub listed: Vec<Listed<'a>>,
+    pub listed: Vec<PartitionRows<'a>>,
     /// Per partition, the share of the segment's rows read once the probe has read it.
     depth: Vec<f32>,
     /// Share of the segment's rows the probe reads.
@@ -49,12 +47,9 @@ impl<'a> Probe<'a> {
         let mut read = 0usize;
         let mut probed = 0usize;
         for (_, p) in order {
-            let rows = index.rows_of(p).len();
+            let rows = index.len_of(p);
             if (read as f64) < share * total || listed.len() < MIN_PROBED {
-                listed.push(match index.range_of(p) {
-                    Some(range) => Listed::Range(range),
-                    None => Listed::Rows(index.rows_of(p)),
-                });
+                listed.push(index.rows_of(p));
                 probed = read + rows;
             }
             read += rows;

@@ -82,7 +82,7 @@ pub mod manifest {
 pub mod segment {
     pub use crate::data::kmeans::ROWS_PER_PARTITION;
     pub use crate::data::segment::Segment;
-    pub use crate::format::partitions::{MAX_PARTITIONS, PartitionIndex};
+    pub use crate::format::partitions::{MAX_PARTITIONS, PartitionIndex, PartitionRows};
     pub use crate::format::segment::{
         FIELD_COLUMNS, SegmentInfo, field_column_file_name, field_directory_file_name,
         meta_file_name, partition_file_name, tombstone_file_name, vector_file_name,

@@ -11,6 +11,7 @@ mod top;
 
 use std::ops::Range;
 
+use hivlp_storage::segment::PartitionRows;
 use hivlp_storage::{ElemType, VectorColumn, quantize_i8};
 use rayon::prelude::*;
 use simsimd::SpatialSimilarity;
@@ -249,16 +250,7 @@ pub(crate) struct Part<'a> {
     /// Bit `i` of word `i / 64` set: skip row `i`. Missing words mean "scan".
     pub skip: &'a [u64],
     /// Only these rows (the probed partitions of a partitioned segment); `None`: every row.
-    pub listed: Option<&'a [Listed<'a>]>,
-}
-
-/// The rows of one probed partition.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Listed<'a> {
-    /// A partition of the modality whose rows the segment holds in partition order.
-    Range(Range<usize>),
-    /// A partition whose rows (ascending) lie scattered through the column.
-    Rows(&'a [u32]),
+    pub listed: Option<&'a [PartitionRows<'a>]>,
 }
 
 /// Scores the raw dot products of one block of rows (`raw[query][i]`, NaN for rows not
@@ -444,11 +436,11 @@ fn scan_part(
                 scan_rows(&rows, part.skip, range, source, queries, accept, tops);
             }
             Task::Listed(i) => match part.listed.map(|l| &l[i]) {
-                Some(Listed::Range(range)) => {
+                Some(PartitionRows::Range(range)) => {
                     let range = range.clone();
                     scan_rows(&rows, part.skip, range, source, queries, accept, tops);
                 }
-                Some(Listed::Rows(listed)) => {
+                Some(PartitionRows::Listed(listed)) => {
                     scan_listed(&rows, part.skip, listed, source, queries, accept, tops);
                 }
                 None => {}

@@ -29,13 +29,22 @@ pub struct PartitionIndex {
     /// `partitions × dim` values, partition by partition.
     centroids: Vec<f32>,
     offsets: Vec<u32>,
-    rows: Vec<u32>,
-    /// Row → partition, `u32::MAX` for a row without a vector of the modality.
-    partition_of: Vec<u32>,
-    /// Partition `p` is rows `offsets[p]..offsets[p + 1]` (the rows were written in this
-    /// modality's partition order).
-    contiguous: bool,
+    segment_rows: usize,
+    /// The rows of partitions scattered through the segment, partition by partition, and
+    /// row → partition (`u32::MAX` for a row without a vector of the modality). `None` when
+    /// the rows were written in this modality's partition order: partition `p` is then rows
+    /// `offsets[p]..offsets[p + 1]`, and neither list is kept in memory.
+    scattered: Option<(Vec<u32>, Vec<u32>)>,
     build_time: Duration,
+}
+
+/// The rows of one partition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PartitionRows<'a> {
+    /// A partition of the modality whose rows the segment holds in partition order.
+    Range(Range<usize>),
+    /// A partition whose rows (ascending) lie scattered through the segment.
+    Listed(&'a [u32]),
 }
 
 impl PartitionIndex {
@@ -63,14 +72,28 @@ impl PartitionIndex {
             rows[next[p as usize] as usize] = row;
             next[p as usize] += 1;
         }
-        let partition_of = partition_of(&offsets, &rows, segment_rows);
+        Self::new(dim, centroids, offsets, rows, segment_rows, build_time)
+    }
+
+    fn new(
+        dim: usize,
+        centroids: Vec<f32>,
+        offsets: Vec<u32>,
+        rows: Vec<u32>,
+        segment_rows: usize,
+        build_time: Duration,
+    ) -> Self {
+        let contiguous = rows.iter().enumerate().all(|(i, &r)| r as usize == i);
+        let scattered = (!contiguous).then(|| {
+            let of = partition_of(&offsets, &rows, segment_rows);
+            (rows, of)
+        });
         Self {
             dim,
             centroids,
             offsets,
-            contiguous: is_contiguous(&rows),
-            rows,
-            partition_of,
+            segment_rows,
+            scattered,
             build_time,
         }
     }
@@ -95,28 +118,33 @@ impl PartitionIndex {
         &self.centroids[p * self.dim..(p + 1) * self.dim]
     }
 
-    /// Rows of partition `p`, ascending.
-    pub fn rows_of(&self, p: usize) -> &[u32] {
-        &self.rows[self.offsets[p] as usize..self.offsets[p + 1] as usize]
+    /// Rows of partition `p`.
+    pub fn rows_of(&self, p: usize) -> PartitionRows<'_> {
+        let span = self.offsets[p] as usize..self.offsets[p + 1] as usize;
+        match &self.scattered {
+            Some((rows, _)) => PartitionRows::Listed(&rows[span]),
+            None => PartitionRows::Range(span),
+        }
     }
 
-    /// Rows of partition `p` as a range, when the rows were written in partition order.
-    pub fn range_of(&self, p: usize) -> Option<Range<usize>> {
-        self.contiguous
-            .then(|| self.offsets[p] as usize..self.offsets[p + 1] as usize)
+    /// Number of rows of partition `p`.
+    pub fn len_of(&self, p: usize) -> usize {
+        (self.offsets[p + 1] - self.offsets[p]) as usize
     }
 
     /// Rows listed over all partitions (the segment's rows with a vector of the modality).
     pub fn listed(&self) -> usize {
-        self.rows.len()
+        self.offsets[self.len()] as usize
     }
 
     /// The partition of `row`, `None` for a row without a vector of the modality.
     pub fn partition_of(&self, row: usize) -> Option<usize> {
-        self.partition_of
-            .get(row)
-            .filter(|&&p| p != u32::MAX)
-            .map(|&p| p as usize)
+        match &self.scattered {
+            Some((_, of)) => of.get(row).filter(|&&p| p != u32::MAX).map(|&p| p as usize),
+            // The last partition starting at or before `row` (empty ones start there too).
+            None => (row < self.listed())
+                .then(|| self.offsets.partition_point(|&o| o as usize <= row) - 1),
+        }
     }
 
     /// How long clustering the segment's coarse vectors took when it was written.
@@ -129,13 +157,20 @@ impl PartitionIndex {
         let mut e = Encoder::default();
         e.u32(self.dim as u32);
         e.u32(self.len() as u32);
-        e.u64(self.partition_of.len() as u64);
-        e.u64(self.rows.len() as u64);
+        e.u64(self.segment_rows as u64);
+        e.u64(self.listed() as u64);
         e.u64(self.build_time.as_micros().min(u128::from(u64::MAX)) as u64);
         let mut body = e.buf;
         body.extend_from_slice(bytemuck::cast_slice(&self.centroids));
         body.extend_from_slice(bytemuck::cast_slice(&self.offsets));
-        body.extend_from_slice(bytemuck::cast_slice(&self.rows));
+        match &self.scattered {
+            Some((rows, _)) => body.extend_from_slice(bytemuck::cast_slice(rows)),
+            None => {
+                for row in 0..self.listed() as u32 {
+                    body.extend_from_slice(&row.to_le_bytes());
+                }
+            }
+        }
         body
     }
 
@@ -202,22 +237,16 @@ impl PartitionIndex {
                 prev = Some(row);
             }
         }
-        let partition_of = partition_of(&offsets, &rows, has.len());
-        Ok(Self {
+        let build_time = Duration::from_micros(build_micros);
+        Ok(Self::new(
             dim,
             centroids,
             offsets,
-            contiguous: is_contiguous(&rows),
             rows,
-            partition_of,
-            build_time: Duration::from_micros(build_micros),
-        })
+            has.len(),
+            build_time,
+        ))
     }
-}
-
-/// Whether the listed rows are `0, 1, 2, …`: each partition is then a row range.
-fn is_contiguous(rows: &[u32]) -> bool {
-    rows.iter().enumerate().all(|(i, &r)| r as usize == i)
 }
 
 fn partition_of(offsets: &[u32], rows: &[u32], segment_rows: usize) -> Vec<u32> {
@@ -268,11 +297,10 @@ mod tests {
     #[test]
     fn round_trip_and_lookups() {
         let (index, has) = index();
-        assert_eq!(index.rows_of(0), &[1, 4, 5]);
-        assert_eq!(index.rows_of(1), &[0, 3]);
+        assert_eq!(index.rows_of(0), PartitionRows::Listed(&[1, 4, 5]));
+        assert_eq!(index.rows_of(1), PartitionRows::Listed(&[0, 3]));
         assert_eq!(index.partition_of(3), Some(1));
         assert_eq!(index.partition_of(2), None);
-        assert_eq!(index.range_of(0), None);
         let p = Path::new("seg.parts");
         let back = PartitionIndex::decode(&index.encode(), p, 2, &has).unwrap();
         assert_eq!(back, index);
@@ -285,15 +313,20 @@ mod tests {
         for r in 0..4 {
             has.set(r);
         }
-        let (centroids, listed, assignment) =
-            (vec![1.0, 0.0, 0.0, 1.0], [0, 1, 2, 3], [0, 0, 0, 1]);
+        // Partition 1 is empty.
+        let centroids = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let (listed, assignment) = ([0, 1, 2, 3], [0, 0, 0, 2]);
         let index =
             PartitionIndex::from_assignment(2, centroids, &listed, &assignment, 5, Duration::ZERO);
-        assert_eq!(index.range_of(0), Some(0..3));
-        assert_eq!(index.range_of(1), Some(3..4));
+        assert_eq!(index.rows_of(0), PartitionRows::Range(0..3));
+        assert_eq!(index.rows_of(1), PartitionRows::Range(3..3));
+        assert_eq!(index.rows_of(2), PartitionRows::Range(3..4));
+        assert_eq!(index.len_of(0), 3);
+        let of: Vec<_> = (0..5).map(|r| index.partition_of(r)).collect();
+        assert_eq!(of, [Some(0), Some(0), Some(0), Some(2), None]);
         let p = Path::new("seg.parts");
         let back = PartitionIndex::decode(&index.encode(), p, 2, &has).unwrap();
-        assert_eq!(back.range_of(1), Some(3..4));
+        assert_eq!(back, index);
     }
 
     #[test]
