@@ -84,8 +84,10 @@ pub enum Durability {
 }
 
 /// Partitions are opt-in for now (`usize::MAX`: none are built): at 1M rows the default
-/// search over partitions was 1.9× the flat one on clustered data but 2× slower on
-/// unclustered data (benches/README.md), so segments stay flat until probing pays on both. 32,768 is
+/// search over partitions had a 4.7× (clustered) and 1.7× (unclustered) faster median than the
+/// flat one, but a p99 of 276 ms against 26 ms on clustered data, where some queries go on to
+/// larger passes and the exact scan, and the build took 73 s against 31 s (benches/README.md,
+/// run C); segments stay flat until the tail is fixed. 32,768 is
 /// the smallest size worth setting (below it a flat scan costs about what scoring centroids
 /// and probing would; see [`StoreOptions::partition_min_rows`]).
 pub const DEFAULT_PARTITION_MIN_ROWS: usize = usize::MAX;
