@@ -85,9 +85,9 @@ pub enum Durability {
 
 /// Partitions are opt-in for now (`usize::MAX`: none are built): at 1M rows the default
 /// search over partitions had a 4.7× (clustered) and 1.7× (unclustered) faster median than the
-/// flat one, but a p99 of 276 ms against 26 ms on clustered data, where some queries go on to
-/// larger passes and the exact scan, and the build took 73 s against 31 s (benches/README.md,
-/// run C); segments stay flat until the tail is fixed. 32,768 is
+/// flat one, but a p99 of 57 ms against 26 ms on clustered data, where some queries go on to
+/// larger passes and the exact scan, and the build took 67–73 s against 31 s
+/// (benches/README.md, runs C and D); segments stay flat until the tail is fixed. 32,768 is
 /// the smallest size worth setting (below it a flat scan costs about what scoring centroids
 /// and probing would; see [`StoreOptions::partition_min_rows`]).
 pub const DEFAULT_PARTITION_MIN_ROWS: usize = usize::MAX;
