@@ -44,8 +44,7 @@ pub(crate) fn cluster(
 ) -> Clustering {
     let k = (n / ROWS_PER_PARTITION).clamp(1, MAX_PARTITIONS);
     let sample_len = (k * SAMPLE_PER_PARTITION).min(n);
-    let sample_rows: Vec<usize> = (0..sample_len).map(|i| i * n / sample_len).collect();
-    let sample = gather(&sample_rows, dim, vector);
+    let sample = gather((0..sample_len).map(|i| i * n / sample_len), dim, vector);
     let mut centroids = seed(&sample, dim, k);
     for _ in 0..LLOYD_ROUNDS {
         let blocks = Blocks::new(&centroids, dim);
@@ -56,10 +55,12 @@ pub(crate) fn cluster(
         centroids = means(&sample, dim, &assignment, centroids);
     }
     let nearest = Blocks::new(&centroids, dim);
-    let all: Vec<usize> = (0..n).collect();
-    let assignment = all
-        .par_chunks(ASSIGN_CHUNK)
-        .flat_map_iter(|rows| nearest.assign(&gather(rows, dim, vector)))
+    let assignment = (0..n.div_ceil(ASSIGN_CHUNK))
+        .into_par_iter()
+        .flat_map_iter(|chunk| {
+            let rows = chunk * ASSIGN_CHUNK..((chunk + 1) * ASSIGN_CHUNK).min(n);
+            nearest.assign(&gather(rows, dim, vector))
+        })
         .collect();
     Clustering {
         centroids,
@@ -68,10 +69,14 @@ pub(crate) fn cluster(
 }
 
 /// Vectors `rows`, one after another.
-fn gather(rows: &[usize], dim: usize, vector: &impl Fn(usize, &mut Vec<f32>)) -> Vec<f32> {
+fn gather(
+    rows: impl ExactSizeIterator<Item = usize>,
+    dim: usize,
+    vector: &impl Fn(usize, &mut Vec<f32>),
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows.len() * dim);
     let mut row = Vec::with_capacity(dim);
-    for &r in rows {
+    for r in rows {
         vector(r, &mut row);
         row.resize(dim, 0.0);
         out.extend_from_slice(&row);

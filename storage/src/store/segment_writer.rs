@@ -80,8 +80,10 @@ pub(crate) fn write_segment<E: From<IoError> + From<StorageError>>(
 ) -> Result<(SegmentInfo, RowOrder), E> {
     let hook = rewrite.map(|(hook, _)| hook);
     let plan = PartitionPlan::new(schema, rows, hook, partition_min_rows);
+    let row_order = plan.row_order();
+    let PartitionPlan { clusterings, order } = plan;
     let ordered: Vec<RowRef<'_>>;
-    let rows = match &plan.order {
+    let rows = match &order {
         Some(order) => {
             ordered = order.iter().map(|&i| rows[i as usize]).collect();
             &ordered[..]
@@ -91,18 +93,18 @@ pub(crate) fn write_segment<E: From<IoError> + From<StorageError>>(
     let mut written = Vec::new();
     let result = write_segment_files(io, dir, id, schema, rows, rewrite, &mut written).and_then(
         |(mut info, has)| {
-            for (m, clustering) in &plan.clusterings {
-                let index = clustering.index(&has[m.index()], plan.order.as_deref());
-                let path = dir.join(partition_file_name(info.id, *m));
+            for (m, clustering) in clusterings {
+                let index = clustering.into_index(&has[m.index()], order.as_deref());
+                let path = dir.join(partition_file_name(info.id, m));
                 written.push(path.clone());
                 write_partition_file(io, path, &index)?;
-                info.modalities |= partitions_bit(*m);
+                info.modalities |= partitions_bit(m);
             }
             Ok(info)
         },
     );
     match result {
-        Ok(info) => Ok((info, plan.row_order())),
+        Ok(info) => Ok((info, row_order)),
         Err(e) => {
             for f in written {
                 let _ = io.remove_file(&f);
@@ -159,11 +161,15 @@ impl PartitionPlan {
                 let r = rows[listed[i] as usize];
                 match rewrite {
                     Some(hook) => {
-                        let mut fine = Vec::new();
-                        r.source.fine(m).row_to_f32(r.row, &mut fine);
-                        out.clear();
-                        out.resize(dim, 0.0);
-                        hook(m, &fine, out);
+                        // The fine vector and the coarse one made from it share `out`, so
+                        // that clustering allocates nothing per row.
+                        r.source.fine(m).row_to_f32(r.row, out);
+                        let fine_dim = out.len();
+                        out.resize(fine_dim + dim, 0.0);
+                        let (fine, coarse) = out.split_at_mut(fine_dim);
+                        hook(m, fine, coarse);
+                        out.copy_within(fine_dim.., 0);
+                        out.truncate(dim);
                     }
                     None => r.source.coarse(m).row_to_f32(r.row, out),
                 }
@@ -213,7 +219,7 @@ impl PartitionPlan {
 impl ModalityClustering {
     /// The partition index of the segment written in `order` (see [`PartitionPlan::order`]),
     /// whose rows with vectors of the modality are `has`.
-    fn index(&self, has: &Bitmap, order: Option<&[u32]>) -> PartitionIndex {
+    fn into_index(self, has: &Bitmap, order: Option<&[u32]>) -> PartitionIndex {
         let given = |j: usize| order.map_or(j, |o| o[j] as usize);
         let listed: Vec<u32> = (0..has.len())
             .filter(|&j| has.get(j))
@@ -223,11 +229,10 @@ impl ModalityClustering {
             .iter()
             .map(|&j| self.partition_of[given(j as usize)])
             .collect();
-        let centroids = self.centroids.clone();
         let rows = has.len();
         PartitionIndex::from_assignment(
             self.dim,
-            centroids,
+            self.centroids,
             &listed,
             &assignment,
             rows,
