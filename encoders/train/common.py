@@ -1,5 +1,7 @@
-"""Shared definitions: preprocessing (must match encoders/models/default/model.toml), model."""
+"""Shared definitions: preprocessing (must match encoders/models/default/model.toml), the text
+head, the frozen MiniLM embedding and the contrastive loss."""
 import os
+import time
 
 import numpy as np
 import torch
@@ -7,14 +9,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-IMAGE_SIZE = 96
+IMAGE_SIZE = 160  # the backbone's input (train.sh SIZE)
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 BACKGROUND = (255, 255, 255)
 MAX_LENGTH = 64
 FINE_DIM = 256
 COARSE_DIM = 64
-WIDTHS = (32, 48, 96, 192, 256)
 
 
 def minilm_dir():
@@ -58,35 +59,6 @@ def make_tokenizer():
     return tok
 
 
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.sc = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.sc(x))
-
-
-class ImageTower(nn.Module):
-    """Small ResNet-style CNN, fully convolutional + global average pooling."""
-
-    def __init__(self, widths=WIDTHS, dim=FINE_DIM):
-        super().__init__()
-        a, b, c, d, e = widths
-        self.features = nn.Sequential(
-            nn.Conv2d(3, a, 3, 2, 1, bias=False), nn.BatchNorm2d(a), nn.ReLU(),
-            Block(a, b, 2), Block(b, c, 2), Block(c, d, 2), Block(d, e, 2))
-        self.proj = nn.Sequential(nn.Linear(e, 512), nn.ReLU(), nn.Linear(512, dim))
-
-    def forward(self, x):
-        f = self.features(x).mean(dim=(2, 3))
-        return self.proj(f)  # unnormalised
-
-
 class TextHead(nn.Module):
     """Projection of the (L2-normalised, mean-pooled) 384-d MiniLM embedding."""
 
@@ -97,3 +69,36 @@ class TextHead(nn.Module):
 
     def forward(self, e):
         return self.mlp(e) + self.skip(e)  # unnormalised
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+@torch.no_grad()
+def minilm_embed(texts, bs=128):
+    """Frozen MiniLM: mean pooling over attention mask, L2-normalised (384-d)."""
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(minilm_dir()).eval()
+    tok = make_tokenizer()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), 384), np.float32)
+    for s in range(0, len(texts), bs):
+        idx = order[s:s + bs]
+        enc = tok.encode_batch([texts[i] for i in idx])
+        ids = torch.tensor([e.ids for e in enc])
+        am = torch.tensor([e.attention_mask for e in enc])
+        tt = torch.tensor([e.type_ids for e in enc])
+        h = model(input_ids=ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+        m = am.unsqueeze(-1).float()
+        e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        out[idx] = F.normalize(e, dim=-1).numpy()
+        if s // bs % 50 == 0:
+            log(f"minilm {s}/{len(texts)}")
+    return out
+
+
+def info_nce(a, b, scale):
+    logits = scale * a @ b.t()
+    t = torch.arange(a.shape[0])
+    return 0.5 * (F.cross_entropy(logits, t) + F.cross_entropy(logits.t(), t))

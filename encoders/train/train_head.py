@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
-"""v3: train the image head (on cached backbone features) and the text head, then compare with v2.
+"""Train the v3 heads: the image head (on cached backbone features) and the text head.
 
 The image tower is the frozen EfficientNet-Lite0 (backbone.py) whose pooled features are cached by
-features.py; only a head 1280 -> 256 is trained, jointly with the text head on frozen MiniLM
-caption embeddings, with train.py's Matryoshka loss (InfoNCE on the 256-d vector + on its
-normalised 64-d prefix). Because features are cached, a step costs two small MLPs.
+features.py; only a head 1280 -> 256 (ImageHead, with its ImageNet prior) is trained, jointly with
+the text head on frozen MiniLM caption embeddings, with the Matryoshka loss (InfoNCE on the
+256-d vector + on its normalised 64-d prefix). Because features are cached, a step costs a few
+small matrix products. Hyperparameters are chosen on a caption-disjoint validation split of the
+train split (caption_disjoint_split), never on an evaluation set.
 
 Evaluation, text->image and image->text R@1/5/10 with evaluate.metrics (1,000 candidates each):
+  * val:     the validation split (the only set used to choose settings)
   * test:    the held-out split of prepare_data.py --v3-npm (never trained on)
   * unseen:  the held-out art style (split "unseen", sources_v3.UNSEEN_STYLE_SET)
   * twemoji: 1,000 emoji of npm emoji-datasource-twitter, an evaluation-only set (reserved:
              it is read here and nowhere in the training data path)
-each for v3 and for the bundled v2 model (encoders/models/default) on the same images/captions.
+  * photos:  the held-out photo set (photos.tsv)
+each for v3 and for the v2 bundle (--bundle) on the same images/captions.
 """
 import argparse
+import collections
 import json
 import math
 import os
 import random
+import re
 import sys
 import time
 
@@ -29,24 +35,72 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 import evaluate as E  # noqa: E402
-from backbone import FEATURE_DIM, ort_session  # noqa: E402
+from backbone import FEATURE_DIM, load_pretrained, ort_session  # noqa: E402
 from features import image_features, read_pairs  # noqa: E402
-from train import info_nce, log, minilm_embed  # noqa: E402
 
 N_EVAL = 1000
 N_VAL = 400
 
 
 class ImageHead(nn.Module):
-    """Backbone features -> 256-d (MLP plus a linear skip, like common.TextHead)."""
+    """Raw pooled backbone features -> 256-d, unnormalised: standardised features through an MLP
+    plus a linear skip (like common.TextHead), and, with `prior`, the caption-space vector of
+    what the backbone's own ImageNet classifier sees: the softmax over its 1,000 classes weights
+    the MiniLM embeddings of their names, and a copy of the text head (trained jointly, weights
+    shared) maps that mixture into caption space. A photograph then lands near captions through
+    ImageNet's labels, which the clip-art pairs alone cannot teach."""
 
-    def __init__(self, din=FEATURE_DIM, dim=C.FINE_DIM):
+    def __init__(self, feat_mean, feat_std, prior=None, dropout=0.1, din=FEATURE_DIM, dim=C.FINE_DIM):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(din, 1024), nn.GELU(), nn.Dropout(0.1), nn.Linear(1024, dim))
+        self.register_buffer("feat_mean", feat_mean)
+        self.register_buffer("feat_std", feat_std)
+        self.mlp = nn.Sequential(nn.Linear(din, 1024), nn.GELU(), nn.Dropout(dropout), nn.Linear(1024, dim))
         self.skip = nn.Linear(din, dim)
+        self.prior = prior is not None
+        if self.prior:
+            weight, bias, class_emb, text_head = prior
+            self.classifier = nn.Linear(din, weight.shape[0])
+            self.classifier.load_state_dict({"weight": weight, "bias": bias})
+            self.classifier.requires_grad_(False)
+            self.register_buffer("class_emb", class_emb)
+            self.text_head = text_head  # shared with the text tower while training
+            self.prior_gain = nn.Parameter(torch.ones(()))
 
-    def forward(self, f):
-        return self.mlp(f) + self.skip(f)  # unnormalised
+    @classmethod
+    def from_state(cls, state):
+        """The head saved in heads.pt (with its prior where it was trained with one)."""
+        prior = None
+        if "classifier.weight" in state:
+            prior = (state["classifier.weight"], state["classifier.bias"], state["class_emb"], C.TextHead())
+        head = cls(state["feat_mean"], state["feat_std"], prior)
+        head.load_state_dict(state)
+        return head.eval()
+
+    def forward(self, f, noise=0.0):
+        x = (f - self.feat_mean) / self.feat_std
+        if noise:
+            x = x + noise * torch.randn_like(x)  # features are cached without image augmentation
+        z = self.mlp(x) + self.skip(x)
+        if self.prior:
+            probs = F.softmax(self.classifier(x * self.feat_std + self.feat_mean), dim=-1)
+            z = z + self.prior_gain * self.text_head(F.normalize(probs @ self.class_emb, dim=-1))
+        return z
+
+
+def imagenet_prior(size):
+    """(classifier weight, bias, MiniLM embedding of "a photo of a <class>" per ImageNet class).
+    Class names: timm's imagenet_synsets.txt (the classifier's order) and the first lemma of
+    each synset in imagenet_synset_to_lemma.txt (timm is installed with --no-deps; only these
+    two text files are read)."""
+    import importlib.util
+    # find_spec locates the package without importing it (timm's import needs torchvision)
+    info = os.path.join(importlib.util.find_spec("timm").submodule_search_locations[0], "data", "_info")
+    synsets = open(os.path.join(info, "imagenet_synsets.txt")).read().split()
+    lemma = dict(line.rstrip("\n").split("\t", 1) for line in open(os.path.join(info, "imagenet_synset_to_lemma.txt")))
+    names = [lemma[s].split(",")[0].strip() for s in synsets]
+    fc = load_pretrained(size)._fc
+    class_emb = torch.from_numpy(C.minilm_embed([f"a photo of a {n}" for n in names]))
+    return fc.weight.detach().clone(), fc.bias.detach().clone(), class_emb
 
 
 def caption_embeddings(pairs, work):
@@ -60,27 +114,47 @@ def caption_embeddings(pairs, work):
     texts = sorted({v for p in pairs for v in p["variants"]} | {p["caption"] for p in pairs})
     todo = [t for t in texts if t not in known]
     if todo:
-        log("embedding", len(todo), "new caption variants with MiniLM")
-        known.update(zip(todo, minilm_embed(todo)))
+        C.log("embedding", len(todo), "new caption variants with MiniLM")
+        known.update(zip(todo, C.minilm_embed(todo)))
         np.savez(path, texts=np.array(list(known)), emb=np.stack(list(known.values())))
     return known
 
 
+def caption_disjoint_split(pairs, idx, n):
+    """(~n validation pairs, the rest) of the train split, no caption on both sides: the test
+    split's captions are unseen in training, so a validation set that shares captions with
+    training (in another art style) would reward memorising captions."""
+    groups = collections.defaultdict(list)
+    for i in idx:
+        groups[re.sub(r"[^a-z0-9]+", " ", pairs[i]["caption"].lower()).strip()].append(i)
+    keys = sorted(groups)
+    random.Random(1234).shuffle(keys)
+    val = []
+    for k in keys:
+        if len(val) >= n:
+            break
+        val += groups[k]
+    held = set(val)
+    return val, [i for i in idx if i not in held]
+
+
 def matryoshka_loss(zt, zi, scale):
-    fine = info_nce(F.normalize(zt, dim=-1), F.normalize(zi, dim=-1), scale[0])
-    coarse = info_nce(F.normalize(zt[:, :C.COARSE_DIM], dim=-1), F.normalize(zi[:, :C.COARSE_DIM], dim=-1), scale[1])
+    fine = C.info_nce(F.normalize(zt, dim=-1), F.normalize(zi, dim=-1), scale[0])
+    coarse = C.info_nce(F.normalize(zt[:, :C.COARSE_DIM], dim=-1), F.normalize(zi[:, :C.COARSE_DIM], dim=-1), scale[1])
     return fine + coarse
 
 
-def train_heads(feats, var_emb, train_idx, minutes, batch, lr, feat_mean, feat_std):
-    img_head, txt_head = ImageHead(), C.TextHead()
+def train_heads(feats, var_emb, train_idx, a, feat_mean, feat_std, prior=None):
+    minutes, batch, lr = a.minutes, a.batch, a.lr
+    txt_head = C.TextHead()
+    img_head = ImageHead(feat_mean, feat_std, prior + (txt_head,) if prior else None, a.dropout)
     log_scale = nn.Parameter(torch.full((2,), math.log(1 / 0.05)))
-    params = list(img_head.parameters()) + list(txt_head.parameters())
+    params = list({id(p): p for p in list(img_head.parameters()) + list(txt_head.parameters())
+                   if p.requires_grad}.values())
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1] + [log_scale]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    x_all = (feats - feat_mean) / feat_std
     t0, step, epoch = time.time(), 0, 0
     budget = minutes * 60
     while True:
@@ -89,25 +163,25 @@ def train_heads(feats, var_emb, train_idx, minutes, batch, lr, feat_mean, feat_s
         for s in range(0, len(perm) - batch + 1, batch):
             p = (time.time() - t0) / budget
             if p >= 1:
-                return img_head.eval(), txt_head.eval(), {"epochs": epoch, "steps": step, "minutes": minutes}
+                meta = {"epochs": epoch, "steps": step, "minutes": minutes, "prior": prior is not None,
+                        "lr": lr, "batch": batch, "dropout": a.dropout, "noise": a.noise, "wd": a.wd}
+                return img_head.eval(), txt_head.eval(), meta
             for g in opt.param_groups:
                 g["lr"] = lr * min(1.0, p / 0.03) * 0.5 * (1 + math.cos(math.pi * p))
             idx = perm[s:s + batch]
-            x = x_all[idx]
-            x = x + 0.1 * torch.randn_like(x)  # features are cached without image augmentation
             te = torch.stack([var_emb[i][random.randrange(len(var_emb[i]))] for i in idx.tolist()])
-            loss = matryoshka_loss(txt_head(te), img_head(x), log_scale.exp().clamp(max=100))
+            loss = matryoshka_loss(txt_head(te), img_head(feats[idx], noise=a.noise), log_scale.exp().clamp(max=100))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
             if step % 100 == 0:
-                log(f"ep {epoch} step {step} p {p:.2f} loss {loss.item():.3f}")
+                C.log(f"ep {epoch} step {step} p {p:.2f} loss {loss.item():.3f}")
 
 
 @torch.no_grad()
-def v3_embed(img_head, txt_head, feats, cap_emb, feat_mean, feat_std):
-    zi = F.normalize(img_head((feats - feat_mean) / feat_std), dim=-1).numpy()
+def v3_embed(img_head, txt_head, feats, cap_emb):
+    zi = F.normalize(img_head(feats), dim=-1).numpy()
     zt = F.normalize(txt_head(cap_emb), dim=-1).numpy()
     return zt, zi
 
@@ -125,6 +199,13 @@ def twemoji_set(package_dir, n, seed):
     random.Random(seed).shuffle(uniq)
     uniq = uniq[:n]
     return [p for _, p in uniq], [c for c, _ in uniq]
+
+
+def photo_set(root, listing=os.path.join(os.path.dirname(os.path.abspath(__file__)), "photos.tsv")):
+    """(image paths, captions) of the held-out photo set (photos.tsv) under `root`, where
+    train.sh unpacks its Debian packages. Evaluation only."""
+    rows = [line.rstrip("\n").split("\t") for line in open(listing, encoding="utf-8") if not line.startswith("#")]
+    return [os.path.join(root, r[1]) for r in rows], [r[2] for r in rows]
 
 
 def v2_metrics(bundle, paths, captions):
@@ -145,10 +226,16 @@ def main():
     ap.add_argument("--work", default="encoders/train/work/v3")
     ap.add_argument("--bundle", default="encoders/models/default", help="v2 bundle, for comparison")
     ap.add_argument("--twemoji", default=None, help="unpacked npm emoji-datasource-twitter package dir")
+    ap.add_argument("--photos", default=None, help="where train.sh unpacked the photo set's Debian packages")
+    ap.add_argument("--prior", action="store_true", help="add the ImageNet-classifier prior (ImageHead)")
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dropout", type=float, default=0.1, help="in the image head's MLP")
+    ap.add_argument("--noise", type=float, default=0.1, help="Gaussian noise on standardised features")
+    ap.add_argument("--wd", type=float, default=0.05, help="AdamW weight decay")
+    ap.add_argument("--no-compare", action="store_true", help="skip the v2 and extra-set evaluations")
     a = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(a.seed), random.seed(a.seed), np.random.seed(a.seed)
@@ -163,36 +250,40 @@ def main():
     var_emb = [torch.from_numpy(np.stack([tmap[v] for v in p["variants"]])) for p in pairs]
     cap_emb = torch.from_numpy(np.stack([tmap[p["caption"]] for p in pairs]))
     train_idx = [i for i, p in enumerate(pairs) if p["split"] == "train"]
-    random.Random(1234).shuffle(train_idx)
-    val_idx, train_idx = train_idx[:N_VAL], train_idx[N_VAL:]
+    val_idx, train_idx = caption_disjoint_split(pairs, train_idx, N_VAL)
     feat_mean = feats[train_idx].mean(0)
     feat_std = feats[train_idx].std(0).clamp(min=1e-3)
-    log(f"train {len(train_idx)} val {len(val_idx)}")
+    C.log(f"train {len(train_idx)} val {len(val_idx)}")
     if len(train_idx) < a.batch:
         raise SystemExit(f"{len(train_idx)} training pairs are fewer than one batch ({a.batch})")
-    img_head, txt_head, meta = train_heads(feats, var_emb, train_idx, a.minutes, a.batch, a.lr, feat_mean, feat_std)
+    prior = imagenet_prior(int(ort_session(a.onnx).get_inputs()[0].shape[2])) if a.prior else None
+    img_head, txt_head, meta = train_heads(feats, var_emb, train_idx, a, feat_mean, feat_std, prior)
 
     results = {"meta": meta}
     sets = {"val": val_idx,
             "test": [i for i, p in enumerate(pairs) if p["split"] == "test"][:N_EVAL],
             "unseen": [i for i, p in enumerate(pairs) if p["split"] == "unseen"][:N_EVAL]}
     for name, idx in sets.items():
-        zt, zi = v3_embed(img_head, txt_head, feats[idx], cap_emb[idx], feat_mean, feat_std)
+        zt, zi = v3_embed(img_head, txt_head, feats[idx], cap_emb[idx])
         results[name] = {"n": len(idx), "v3": E.metrics(zt, zi)}
-        if name != "val":
+        if name != "val" and not a.no_compare:
             results[name]["v2"] = v2_metrics(a.bundle, [os.path.join(a.data, pairs[i]["image"]) for i in idx],
                                              [pairs[i]["caption"] for i in idx])
-    if a.twemoji:
-        paths, caps = twemoji_set(a.twemoji, N_EVAL, 20240601)
-        tw_feats = torch.from_numpy(image_features(ort_session(a.onnx), paths, 32))
-        zt, zi = v3_embed(img_head, txt_head, tw_feats, torch.from_numpy(minilm_embed(caps)), feat_mean, feat_std)
-        results["twemoji"] = {"n": len(paths), "v3": E.metrics(zt, zi), "v2": v2_metrics(a.bundle, paths, caps)}
-    torch.save({"image_head": img_head.state_dict(), "text_head": txt_head.state_dict(),
-                "feat_mean": feat_mean, "feat_std": feat_std, "meta": meta}, os.path.join(a.work, "heads.pt"))
+    extra = {}
+    if a.twemoji and not a.no_compare:
+        extra["twemoji"] = twemoji_set(a.twemoji, N_EVAL, 20240601)
+    if a.photos and not a.no_compare:
+        extra["photos"] = photo_set(a.photos)
+    for name, (paths, caps) in extra.items():
+        set_feats = torch.from_numpy(image_features(ort_session(a.onnx), paths, 32))
+        zt, zi = v3_embed(img_head, txt_head, set_feats, torch.from_numpy(C.minilm_embed(caps)))
+        results[name] = {"n": len(paths), "v3": E.metrics(zt, zi), "v2": v2_metrics(a.bundle, paths, caps)}
+    torch.save({"image_head": img_head.state_dict(), "text_head": txt_head.state_dict(), "meta": meta},
+               os.path.join(a.work, "heads.pt"))
     json.dump(results, open(os.path.join(a.work, "metrics_v3.json"), "w"), indent=1)
     for name, r in results.items():
         if name != "meta":
-            log(name, r["n"], "t2i R@10 v3", t2i_r10(r["v3"]), "v2", t2i_r10(r["v2"]) if "v2" in r else "-")
+            C.log(name, r["n"], "t2i R@10 v3", t2i_r10(r["v3"]), "v2", t2i_r10(r["v2"]) if "v2" in r else "-")
 
 
 if __name__ == "__main__":
