@@ -122,16 +122,16 @@ fn pairs_are_encoded_and_found_by_text_and_image() {
 #[test]
 fn captions_find_their_images_and_images_their_captions() {
     let names = [
-        "oc_01_nomoon_openclipart_moon",
-        "oc_1989_chevrolet_celebrity_wagon",
-        "oc_lemon_half_food_lemon",
-        "oc_red_fedora_people_hat",
-        "oc_two_sailboats_in_sunset",
-        "oc_turkey_on_platter_holiday",
-        "om_bison_animal_buffalo_herd",
-        "om_leo_horoscope_lion_zodiac",
-        "om_flag_guyana_gy_flag",
-        "om_four_o_clock_4",
+        "oc_analog_clock_clock",
+        "oc_bluewhale_animal_fish",
+        "oc_christmas_tree_holiday_religholiday",
+        "oc_formula_one_car_transport",
+        "oc_hamburger_protein_food_menu",
+        "oc_saturn_the_planet_saturn",
+        "oc_rubber_duck_toy",
+        "om_flag_brunei_bn_flag",
+        "om_rhinoceros_animal_rhino_horn",
+        "om_trombone_brass_instrument_jazz",
     ];
     let fixture: Vec<(PathBuf, String)> = names
         .iter()

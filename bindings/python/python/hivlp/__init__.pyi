@@ -385,7 +385,8 @@ def open(
     512 rows), so that search reads the best partitions instead of every row; off (None) by
     default, 32,768 is the smallest size worth setting. ``search(probe=...)`` fixes the share read.
 
-    ``"default"`` is the model installed with the package (``hivlp/models/default``), or
+    ``"default"`` is the model installed with the package (``hivlp/models/default``:
+    hivlp-default v3, EfficientNet-Lite0 and MiniLM towers, 256-d fine / 64-d coarse), or
     ``$HIVLP_MODEL_DIR``. ONNX Runtime is loaded, on first use of a model, from
     ``$ORT_DYLIB_PATH``, else from the installed ``onnxruntime`` (or ``onnxruntime-gpu``)
     package; a vectors-only database never loads it.
