@@ -6,11 +6,11 @@
 
 Sets: the 1,000-pair held-out test split, the held-out art style (split "unseen"), 1,000
 Twemoji (evaluation only) and the photo set (photos.tsv); text->image and image->text R@1/5/10
-for coarse only, fine only and coarse top-100 -> fine. Preprocessing is the one model.toml
-describes (common.load_rgb at the graph's input size, common.make_tokenizer), captions go
-through the int8 text graph one per run, as hivlp runs them. Also measures both graphs'
-throughput at batch 1 and 32 (2 threads). Writes <work>/metrics.json and prints the tables
-the model card quotes.
+for coarse only, fine only and coarse top-100 -> fine, and the test split by style (source)
+with fine vectors. Preprocessing is the one model.toml describes (common.load_rgb at the
+graph's input size, common.make_tokenizer), captions go through the int8 text graph one per
+run, as hivlp runs them. Also measures both graphs' throughput at batch 1 and 32 (2 threads).
+Writes <work>/metrics.json and prints the tables the model card quotes.
 """
 import argparse
 import json
@@ -104,10 +104,12 @@ def main():
     ap.add_argument("--work", default="encoders/train/work")
     a = ap.parse_args()
     pairs = [json.loads(line) for line in open(os.path.join(a.data, "pairs.jsonl"), encoding="utf-8")]
-    sets = {}
+    sets, test_sources = {}, None
     for split in ("test", "unseen"):
         chosen = [p for p in pairs if p["split"] == split][:N_EVAL]
         sets[split] = ([os.path.join(a.data, p["image"]) for p in chosen], [p["caption"] for p in chosen])
+        if split == "test":
+            test_sources = np.array([p["source"] for p in chosen])
     if a.twemoji:
         sets["twemoji"] = twemoji_set(a.twemoji, N_EVAL, 20240601)
     if a.photos:
@@ -119,13 +121,38 @@ def main():
             zi = encode_images(session(os.path.join(bundle, "image.onnx")), paths)
             zt = encode_texts(session(os.path.join(bundle, "text.onnx")), caps, bs=1)
             res[name][model] = metrics(zt, zi)
+            if name == "test":
+                res.setdefault("test_by_source", {})[model] = by_source(zt, zi, test_sources)
         print(name, res[name]["n"], "t2i fine R@10 v3", res[name]["v3"]["text_to_image"]["fine_256"]["R@10"],
               "v2", res[name]["v2"]["text_to_image"]["fine_256"]["R@10"], flush=True)
     res["throughput"] = throughput(a.bundle, sets["test"])
     json.dump(res, open(os.path.join(a.work, "metrics.json"), "w"), indent=1)
     for name in sets:
         print(f"\n### {name} ({res[name]['n']} pairs)\n\n" + table(res[name]))
+    print("\n### test split by source (queries of each style, all 1,000 test candidates)\n\n"
+          + source_table(res["test_by_source"]))
     print(json.dumps(res["throughput"]))
+
+
+def by_source(zt, zi, sources):
+    """Fine-vector R@1/5/10 of the test split's queries grouped by the style (source) of their
+    pair, each query still ranked against every test candidate of every style."""
+    t2i, i2t = ranks_of(zt @ zi.T), ranks_of(zi @ zt.T)
+    return {s: {"n": int((sources == s).sum()),
+                "text_to_image": recall_from_rank(t2i[sources == s]),
+                "image_to_text": recall_from_rank(i2t[sources == s])}
+            for s in sorted(set(sources))}
+
+
+def source_table(m):
+    rows = ["| source | pairs | t2i v3 R@1 | R@5 | R@10 | v2 R@10 | i2t v3 R@10 | v2 R@10 |",
+            "|---|---|---|---|---|---|---|---|"]
+    for s, r in m["v3"].items():
+        t, v2 = r["text_to_image"], m["v2"][s]
+        rows.append(f"| {s} | {r['n']} | {t['R@1']} | {t['R@5']} | {t['R@10']} | "
+                    f"{v2['text_to_image']['R@10']} | {r['image_to_text']['R@10']} | "
+                    f"{v2['image_to_text']['R@10']} |")
+    return "\n".join(rows)
 
 
 def throughput(bundle, test, seconds=5.0):
