@@ -36,6 +36,12 @@ struct Args {
     /// Candidates kept (the search's M).
     #[arg(long, default_value_t = 200)]
     candidates: usize,
+    /// Only these coarse dimensions (e.g. `--dims 16`); every one of 16, 32 and 64 if absent.
+    #[arg(long, value_delimiter = ',')]
+    dims: Vec<usize>,
+    /// Only these element types (`i8`, `f16`, `f32`); all three if absent.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
 }
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -117,15 +123,36 @@ fn best_read(words: &[u64], reads: usize) -> Duration {
         .unwrap_or_default()
 }
 
+/// Whether `Kernels::Detected` scores `i8` rows with the AVX-512 VNNI kernel here.
+fn vnni_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn main() {
     let args = Args::parse();
+    let vnni = vnni_detected();
     let mut cases: Vec<(ElemType, usize, usize)> = Vec::new();
-    for elem in [ElemType::I8, ElemType::F16, ElemType::F32] {
+    for (elem, name) in [
+        (ElemType::I8, "i8"),
+        (ElemType::F16, "f16"),
+        (ElemType::F32, "f32"),
+    ] {
+        if !args.types.is_empty() && !args.types.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+            continue;
+        }
         for dim in [16, 32, 64] {
-            cases.push((elem, dim, args.rows));
+            if args.dims.is_empty() || args.dims.contains(&dim) {
+                cases.push((elem, dim, args.rows));
+            }
         }
     }
-    cases.push((ElemType::I8, 16, args.small_rows));
+    if args.small_rows > 0 && cases.contains(&(ElemType::I8, 16, args.rows)) {
+        cases.push((ElemType::I8, 16, args.small_rows));
+    }
     println!(
         "| rows | type | dim | layout | row bytes (stored) | read GB/s | kernel | ms/query | \
          GB/s streamed | GB/s useful | % of read | speed-up |"
@@ -150,8 +177,8 @@ fn main() {
             .map(|q| values(dim, 1_000_000 + q as u64))
             .collect();
         // Kernels alternate query by query, so drifting load on the machine hits both alike.
-        let mut times = [Vec::new(), Vec::new()];
-        let kernels = [Kernels::Detected, Kernels::Portable];
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        let kernels = [Kernels::Detected, Kernels::Avx2, Kernels::Portable];
         black_box(top_rows(
             &view,
             &queries[0],
@@ -167,7 +194,18 @@ fn main() {
         }
         let medians = times.map(|mut t| percentile(&mut t, 50.0).as_secs_f64());
         let read_gbs = streamed / read.as_secs_f64() / 1e9;
-        for (name, &median) in ["block", "simsimd per row"].iter().zip(&medians) {
+        // Detected is the AVX2 kernel but for `i8` rows on a CPU with AVX-512 VNNI.
+        let shown: &[(&str, usize)] = if elem == ElemType::I8 && vnni {
+            &[
+                ("AVX-512 VNNI", 0),
+                ("AVX2 block", 1),
+                ("simsimd per row", 2),
+            ]
+        } else {
+            &[("AVX2 block", 1), ("simsimd per row", 2)]
+        };
+        for &(name, kernel) in shown {
+            let median = medians[kernel];
             let gbs = streamed / median / 1e9;
             println!(
                 "| {rows} | {elem:?} | {dim} | {layout} | {} ({}) | {read_gbs:.1} | {name} | {:.3} | \
@@ -178,7 +216,7 @@ fn main() {
                 median * 1e3,
                 useful / median / 1e9,
                 100.0 * gbs / read_gbs,
-                medians[1] / median,
+                medians[2] / median,
             );
         }
     }

@@ -11,11 +11,16 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m256, __m256i, _MM_HINT_T0, _mm_add_epi32, _mm_add_ps, _mm_loadu_si128, _mm_prefetch,
-    _mm_storeu_ps, _mm_storeu_si128, _mm256_add_epi32, _mm256_castps256_ps128,
+    __m256, __m256i, __m512i, _MM_HINT_T0, _mm_add_epi32, _mm_add_ps, _mm_loadu_si128,
+    _mm_prefetch, _mm_storeu_ps, _mm_storeu_si128, _mm256_add_epi32, _mm256_castps256_ps128,
     _mm256_castsi256_si128, _mm256_cvtepi8_epi16, _mm256_cvtph_ps, _mm256_extractf128_ps,
     _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_hadd_epi32, _mm256_hadd_ps, _mm256_loadu_ps,
     _mm256_loadu_si256, _mm256_madd_epi16, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm512_add_epi32, _mm512_castsi512_si256, _mm512_cvtepi32_pd, _mm512_dpbusd_epi32,
+    _mm512_extracti64x4_epi64, _mm512_loadu_si512, _mm512_maskz_loadu_epi8, _mm512_set1_epi8,
+    _mm512_set1_epi32, _mm512_setzero_si512, _mm512_shuffle_i32x4, _mm512_storeu_pd,
+    _mm512_sub_epi32, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64, _mm512_unpacklo_epi32,
+    _mm512_unpacklo_epi64, _mm512_xor_si512,
 };
 
 use super::Rows;
@@ -23,8 +28,13 @@ use super::Rows;
 /// Which kernels a query scores blocks of rows with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// The block kernels where this CPU has AVX2, FMA and F16C, else the portable ones.
+    /// The best this CPU has: for `i8` rows the AVX-512 VNNI kernel where it has AVX-512 BW
+    /// and VNNI, else the AVX2 block kernels where it has AVX2, FMA and F16C, else the
+    /// portable ones.
     Detected,
+    /// The AVX2 block kernels even where AVX-512 is there (kept selectable to compare and to
+    /// test both), else the portable ones.
+    Avx2,
     /// `simsimd` per row, whatever the CPU (the fallback; kept selectable to compare).
     Portable,
 }
@@ -32,8 +42,11 @@ pub enum Kernels {
 /// Rows summed together: their accumulators share each query load and one horizontal sum.
 const GROUP: usize = 4;
 
-/// How far ahead of the row being scored the kernel asks for rows to be loaded.
-const PREFETCH_ROWS: usize = 32;
+/// How far ahead of the rows being scored the kernels ask for bytes to be loaded: about what
+/// the memory bandwidth delivers in one memory latency, whatever the row size (32 rows ahead
+/// were 2 KiB of 64-byte rows but only 512 bytes of packed 16-byte ones, which left those
+/// scans waiting on every load).
+const PREFETCH_BYTES: usize = 4096;
 
 const CACHE_LINE: usize = 64;
 
@@ -49,6 +62,19 @@ pub(crate) struct BlockQuery {
     /// The query's `f16` copy, converted exactly to `f32`: the products the portable kernel forms.
     f16: Vec<f32>,
     f32: Vec<f32>,
+    /// The `i8` query for the AVX-512 VNNI kernel, where the CPU and `kernels` allow it.
+    vnni: Option<VnniQuery>,
+}
+
+/// An `i8` query as [`dots_i8_vnni`] reads it. `vpdpbusd` multiplies unsigned by signed
+/// bytes, so rows are read offset by 128 (`r ^ 0x80` is `r + 128` as `u8`), and
+/// `Σ (r + 128)·q − 128·Σ q` gives the exact `Σ r·q`.
+#[derive(Debug, Clone)]
+struct VnniQuery {
+    /// Zero-padded to whole 64-byte registers.
+    bytes: Vec<i8>,
+    /// `128 · Σ q`.
+    offset: i32,
 }
 
 impl BlockQuery {
@@ -65,13 +91,34 @@ impl BlockQuery {
             }
             wide
         }
+        let vnni = (kernels == Kernels::Detected && vnni_detected()).then(|| VnniQuery {
+            bytes: padded(i8, VNNI_BYTES, |x| x),
+            offset: 128 * i8.iter().map(|&q| i32::from(q)).sum::<i32>(),
+        });
         Some(Self {
             dim: f32.len(),
             i8: padded(i8, I8Lanes::LANES, i16::from),
             f16: padded(f16, F16Lanes::LANES, half::f16::to_f32),
             f32: padded(f32, F32Lanes::LANES, |x| x),
+            vnni,
         })
     }
+}
+
+/// Bytes of one AVX-512 register: the VNNI kernel's step along a row.
+const VNNI_BYTES: usize = 64;
+
+/// Rows the VNNI kernel sums together: one register of 16 `i32` totals.
+const VNNI_GROUP: usize = 16;
+
+/// Whether this CPU runs the AVX-512 VNNI `i8` kernel.
+fn vnni_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Whether this CPU runs the block kernels.
@@ -82,6 +129,58 @@ fn detected() -> bool {
         && std::arch::is_x86_feature_detected!("f16c");
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Writes the scores of a block, `raw[i] as f32 · query_scale · scales[i]` (no row scale
+/// where `scales` is `None`), and says whether any reaches `threshold` (NaN never does).
+/// Every query pays this per row, so where the CPU has AVX2 it runs a copy compiled for it
+/// (eight lanes; the baseline x86-64 build does four); the products are the same either way.
+pub(crate) fn scores_reaching(
+    raw: &[f64],
+    query_scale: f32,
+    scales: Option<&[f32]>,
+    threshold: f32,
+    scores: &mut [f32],
+) -> bool {
+    #[inline(always)]
+    fn generic(
+        raw: &[f64],
+        query_scale: f32,
+        scales: Option<&[f32]>,
+        threshold: f32,
+        scores: &mut [f32],
+    ) -> bool {
+        match scales {
+            Some(scales) => {
+                for ((score, &dot), &scale) in scores.iter_mut().zip(raw).zip(scales) {
+                    *score = dot as f32 * query_scale * scale;
+                }
+            }
+            None => {
+                for (score, &dot) in scores.iter_mut().zip(raw) {
+                    *score = dot as f32 * query_scale;
+                }
+            }
+        }
+        scores.iter().fold(false, |any, &s| any | (s >= threshold))
+    }
+    #[cfg(target_arch = "x86_64")]
+    if detected() {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn wide(
+            raw: &[f64],
+            query_scale: f32,
+            scales: Option<&[f32]>,
+            threshold: f32,
+            scores: &mut [f32],
+        ) -> bool {
+            generic(raw, query_scale, scales, threshold, scores)
+        }
+        // SAFETY: `detected()` found the features `wide` is compiled for.
+        #[allow(unsafe_code)]
+        return unsafe { wide(raw, query_scale, scales, threshold, scores) };
+    }
+    generic(raw, query_scale, scales, threshold, scores)
 }
 
 /// Raw dot products (as [`super::Element::raw_dot`]) of `query` with the rows of the block at
@@ -102,7 +201,9 @@ pub(crate) fn block_dots<L: Lanes>(
     // SAFETY: a `BlockQuery` exists only where `detected()` found AVX2, FMA and F16C; its
     // widened copy holds `dim` rounded up to whole `L::LANES` chunks, as `dots` requires.
     unsafe {
-        dots::<L>(L::query(query), rows, base, live, out);
+        if !L::vnni(query, rows, base, live, out) {
+            dots::<L>(L::query(query), rows, base, live, out);
+        }
         true
     }
     // No block kernels off x86-64: `detected()` is false there, so no `BlockQuery` exists.
@@ -126,6 +227,18 @@ pub(crate) trait Lanes {
     /// Elements one step reads.
     const LANES: usize;
     fn query(query: &BlockQuery) -> &[Self::Wide];
+    /// The AVX-512 VNNI kernel's raw dot products, as [`block_dots`] describes; `false`
+    /// (nothing written) where the type or the query has none, as for every float type.
+    #[cfg(target_arch = "x86_64")]
+    fn vnni(
+        _query: &BlockQuery,
+        _rows: &Rows<'_, Self::Elem>,
+        _base: usize,
+        _live: u64,
+        _out: &mut [f64; 64],
+    ) -> bool {
+        false
+    }
     #[cfg(target_arch = "x86_64")]
     unsafe fn zero() -> Self::Acc;
     /// `acc` plus the products of `LANES` row elements at `row` with `LANES` query elements at
@@ -139,6 +252,43 @@ pub(crate) trait Lanes {
     /// Each accumulator's total.
     #[cfg(target_arch = "x86_64")]
     unsafe fn totals(acc: [Self::Acc; GROUP]) -> [f64; GROUP];
+}
+
+/// Writes the slots of the set bits of `live` to `index`, ascending, and returns how many.
+#[inline(always)]
+fn live_slots(live: u64, index: &mut [usize; 64]) -> usize {
+    let mut count = 0;
+    if live & live.wrapping_add(1) == 0 {
+        // Rows `0..n` (the common, fully live block): no bit walk.
+        count = live.count_ones() as usize;
+        for (i, slot) in index[..count].iter_mut().enumerate() {
+            *slot = i;
+        }
+    } else {
+        let mut bits = live;
+        while bits != 0 {
+            index[count] = bits.trailing_zeros() as usize;
+            count += 1;
+            bits &= bits - 1;
+        }
+    }
+    count
+}
+
+/// The lines that rows `first..=last` of a block span, [`PREFETCH_BYTES`] ahead: this VM's
+/// hardware prefetcher alone left the scan well short of the read bandwidth. One prefetch per
+/// line, not per row: a packed 16-byte row is a quarter of one. A prefetch never faults, and
+/// the address is only formed (`wrapping_add`), never read.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch_ahead(elems: *const i8, row_bytes: usize, first: usize, last: usize) {
+    let start = first * row_bytes + PREFETCH_BYTES;
+    let span = (last - first + 1) * row_bytes;
+    for line in (start..start + span).step_by(CACHE_LINE) {
+        // SAFETY: SSE (every x86-64 CPU); a prefetch of any address is defined.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(elems.wrapping_add(line)) };
+    }
 }
 
 /// The generic block loop: the live rows in groups of [`GROUP`] (a short last group repeats
@@ -161,65 +311,47 @@ unsafe fn dots<L: Lanes>(
     let dim = rows.dim;
     debug_assert!(query.len() >= dim.div_ceil(L::LANES) * L::LANES);
     let mut index = [0usize; 64];
-    let mut count = 0;
-    if live & live.wrapping_add(1) == 0 {
-        // Rows `0..n` (the common, fully live block): no bit walk.
-        count = live.count_ones() as usize;
-        for (i, slot) in index[..count].iter_mut().enumerate() {
-            *slot = i;
-        }
-    } else {
-        let mut bits = live;
-        while bits != 0 {
-            index[count] = bits.trailing_zeros() as usize;
-            count += 1;
-            bits &= bits - 1;
-        }
-    }
+    let count = live_slots(live, &mut index);
     let row_bytes = rows.stride * size_of::<L::Elem>();
     let full = dim / L::LANES * L::LANES;
     let tail = dim - full;
+    let ahead = rows.elems.as_ptr().cast::<i8>();
     for group in index[..count].chunks(GROUP) {
+        let last = group.len() - 1;
         let row = |g: usize| {
-            let start = (base + group[g.min(group.len() - 1)]) * rows.stride;
+            let start = (base + group[g.min(last)]) * rows.stride;
             &rows.elems[start..start + dim]
         };
-        let members = [row(0), row(1), row(2), row(3)];
-        for &i in group {
-            // The rows `PREFETCH_ROWS` ahead, a cache line at a time: this VM's hardware
-            // prefetcher alone left the scan well short of the read bandwidth. A prefetch
-            // never faults, and the address is only formed (`wrapping_add`), never read.
-            let ahead = rows
-                .elems
-                .as_ptr()
-                .cast::<i8>()
-                .wrapping_add((base + i + PREFETCH_ROWS) * row_bytes);
-            for line in (0..row_bytes).step_by(CACHE_LINE) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
-            }
-        }
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        prefetch_ahead(ahead, row_bytes, base + group[0], base + group[last]);
         // SAFETY: the CPU has the features (the caller's contract); every step
         // reads `LANES` elements at `j < full <= dim` of a row slice of `dim` elements, and of
-        // the query, which holds at least `full + LANES` elements when `tail > 0`.
+        // the query, which holds at least `full + LANES` elements when `tail > 0`. Four named
+        // accumulators, not an array, so they stay in registers.
         unsafe {
-            let mut acc = [L::zero(); GROUP];
+            let (mut a0, mut a1, mut a2, mut a3) = (L::zero(), L::zero(), L::zero(), L::zero());
             let mut j = 0;
             while j < full {
                 let q = query.as_ptr().add(j);
-                for (acc, member) in acc.iter_mut().zip(&members) {
-                    *acc = L::mul_add(*acc, member.as_ptr().add(j), q);
-                }
+                a0 = L::mul_add(a0, r0.as_ptr().add(j), q);
+                a1 = L::mul_add(a1, r1.as_ptr().add(j), q);
+                a2 = L::mul_add(a2, r2.as_ptr().add(j), q);
+                a3 = L::mul_add(a3, r3.as_ptr().add(j), q);
                 j += L::LANES;
             }
             if tail > 0 {
                 let q = query.as_ptr().add(full);
-                for (acc, member) in acc.iter_mut().zip(&members) {
+                let padded = |r: &[L::Elem]| {
                     let mut padded = [L::Elem::default(); MAX_LANES];
-                    padded[..tail].copy_from_slice(&member[full..]);
-                    *acc = L::mul_add(*acc, padded.as_ptr(), q);
-                }
+                    padded[..tail].copy_from_slice(&r[full..]);
+                    padded
+                };
+                a0 = L::mul_add(a0, padded(r0).as_ptr(), q);
+                a1 = L::mul_add(a1, padded(r1).as_ptr(), q);
+                a2 = L::mul_add(a2, padded(r2).as_ptr(), q);
+                a3 = L::mul_add(a3, padded(r3).as_ptr(), q);
             }
-            for (&i, total) in group.iter().zip(L::totals(acc)) {
+            for (&i, total) in group.iter().zip(L::totals([a0, a1, a2, a3])) {
                 out[i] = total;
             }
         }
@@ -244,6 +376,23 @@ impl Lanes for I8Lanes {
     const LANES: usize = 16;
     fn query(query: &BlockQuery) -> &[i16] {
         &query.i8
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn vnni(
+        query: &BlockQuery,
+        rows: &Rows<'_, i8>,
+        base: usize,
+        live: u64,
+        out: &mut [f64; 64],
+    ) -> bool {
+        let Some(vnni) = &query.vnni else {
+            return false;
+        };
+        // SAFETY: a `VnniQuery` exists only where `vnni_detected()` found AVX-512 F, BW and
+        // VNNI; its bytes hold `dim` rounded up to whole registers (the caller checked that
+        // the query's `dim` is the rows').
+        unsafe { dots_i8_vnni(vnni, rows, base, live, out) };
+        true
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -284,6 +433,107 @@ impl Lanes for I8Lanes {
             totals.map(f64::from)
         }
     }
+}
+
+/// The `i8` block loop on AVX-512 VNNI: the live rows in groups of [`VNNI_GROUP`] (a short last
+/// group repeats its last row, whose sum is written once), each row read a register at a time
+/// with the bytes past its `dim` masked off (a masked load reads nothing there, so no copy),
+/// offset to unsigned and multiplied into `i32` lanes by `vpdpbusd`, then the sixteen
+/// accumulators reduced to one register of sixteen totals. Exact integer arithmetic, as the
+/// AVX2 kernel.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI, and `query.bytes` holds `rows.dim` rounded up to a
+/// multiple of [`VNNI_BYTES`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(unsafe_code)]
+unsafe fn dots_i8_vnni(
+    query: &VnniQuery,
+    rows: &Rows<'_, i8>,
+    base: usize,
+    live: u64,
+    out: &mut [f64; 64],
+) {
+    let dim = rows.dim;
+    let steps = dim.div_ceil(VNNI_BYTES);
+    debug_assert!(query.bytes.len() >= steps * VNNI_BYTES);
+    let last_mask = match dim % VNNI_BYTES {
+        0 => u64::MAX,
+        tail => (1u64 << tail) - 1,
+    };
+    let mut index = [0usize; 64];
+    let count = live_slots(live, &mut index);
+    let elems = rows.elems.as_ptr();
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let offset = _mm512_set1_epi32(query.offset);
+    for group in index[..count].chunks(VNNI_GROUP) {
+        let last = group.len() - 1;
+        prefetch_ahead(elems, rows.stride, base + group[0], base + group[last]);
+        let starts: [usize; VNNI_GROUP] =
+            std::array::from_fn(|g| (base + group[g.min(last)]) * rows.stride);
+        // SAFETY: the CPU has the features (the caller's contract). Each load reads the
+        // register at `start + step·64` of a row of `dim` elements inside `rows.elems` (the
+        // live rows of a block exist), masked to the bytes before `dim`: masked-off bytes are
+        // neither read nor faulted on. The query holds `steps` whole registers.
+        unsafe {
+            let mut acc = [_mm512_setzero_si512(); VNNI_GROUP];
+            for step in 0..steps {
+                let mask = if step + 1 == steps {
+                    last_mask
+                } else {
+                    u64::MAX
+                };
+                let q = _mm512_loadu_si512(query.bytes.as_ptr().add(step * VNNI_BYTES).cast());
+                for g in 0..VNNI_GROUP {
+                    let row = elems.add(starts[g] + step * VNNI_BYTES);
+                    let unsigned = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, row), flip);
+                    acc[g] = _mm512_dpbusd_epi32(acc[g], unsigned, q);
+                }
+            }
+            let totals = _mm512_sub_epi32(vnni_totals(acc), offset);
+            let mut wide = [0f64; VNNI_GROUP];
+            _mm512_storeu_pd(
+                wide.as_mut_ptr(),
+                _mm512_cvtepi32_pd(_mm512_castsi512_si256(totals)),
+            );
+            _mm512_storeu_pd(
+                wide.as_mut_ptr().add(8),
+                _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(totals)),
+            );
+            if group.len() == VNNI_GROUP && group[last] - group[0] == last {
+                out[group[0]..group[0] + VNNI_GROUP].copy_from_slice(&wide);
+            } else {
+                for (&i, total) in group.iter().zip(wide) {
+                    out[i] = total;
+                }
+            }
+        }
+    }
+}
+
+/// Lane `g` of the result: the sum of the sixteen lanes of `acc[g]`. Pairs of registers are
+/// interleaved and added twice within 128-bit lanes (rows 4k..4k+4 side by side in each lane),
+/// then 128-bit lanes are gathered and added twice across registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unsafe_code)]
+fn vnni_totals(acc: [__m512i; VNNI_GROUP]) -> __m512i {
+    let pairs: [__m512i; 8] = std::array::from_fn(|k| {
+        let (a, b) = (acc[2 * k], acc[2 * k + 1]);
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    });
+    let quads: [__m512i; 4] = std::array::from_fn(|k| {
+        let (a, b) = (pairs[2 * k], pairs[2 * k + 1]);
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+    });
+    let across = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b),
+        )
+    };
+    across(across(quads[0], quads[1]), across(quads[2], quads[3]))
 }
 
 /// Horizontal totals of four `f32` accumulators, as [`I8Lanes::totals`] does for `i32`.
@@ -384,8 +634,14 @@ mod tests {
         let f16 = values.map(half::f16::from_f32);
         let i8 = [32i8, -64, 127];
         assert!(BlockQuery::new(Kernels::Portable, &values, &f16, &i8).is_none());
+        let avx2 = BlockQuery::new(Kernels::Avx2, &values, &f16, &i8);
+        assert!(avx2.is_none_or(|q| q.vnni.is_none()));
         let detected_query = BlockQuery::new(Kernels::Detected, &values, &f16, &i8);
         assert_eq!(detected_query.is_some(), detected());
+        assert_eq!(
+            detected_query.as_ref().is_some_and(|q| q.vnni.is_some()),
+            detected() && vnni_detected()
+        );
         if let Some(query) = detected_query {
             assert_eq!(
                 query.i8,
@@ -393,6 +649,11 @@ mod tests {
             );
             assert_eq!(query.f16, [0.5, -1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
             assert_eq!(query.f32, query.f16);
+            if let Some(vnni) = &query.vnni {
+                assert_eq!(vnni.bytes.len(), VNNI_BYTES);
+                assert_eq!(vnni.bytes[..4], [32, -64, 127, 0]);
+                assert_eq!(vnni.offset, 128 * (32 - 64 + 127));
+            }
         }
     }
 }

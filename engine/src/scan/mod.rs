@@ -269,25 +269,12 @@ fn offer<E: Element>(
     tops: &mut [TopM],
 ) {
     for ((query, top), raw) in queries.iter().zip(tops.iter_mut()).zip(raw) {
-        let query_scale = E::query_scale(query);
         let mut scores = [0.0f32; 64];
-        match scales {
-            Some(scales) => {
-                for ((score, &dot), &scale) in scores.iter_mut().zip(&raw[..n]).zip(scales) {
-                    *score = dot as f32 * query_scale * scale;
-                }
-            }
-            None => {
-                for (score, &dot) in scores.iter_mut().zip(&raw[..n]) {
-                    *score = dot as f32 * query_scale;
-                }
-            }
-        }
-        let scores = &scores[..n];
+        let scores = &mut scores[..n];
         let mut threshold = top.threshold();
         // Once the top-M fills, most blocks hold no row that beats it: one vectorised pass
         // settles them. Rows not scanned hold NaN, which never passes.
-        if !scores.iter().fold(false, |any, &s| any | (s >= threshold)) {
+        if !block::scores_reaching(&raw[..n], E::query_scale(query), scales, threshold, scores) {
             continue;
         }
         for (i, &score) in scores.iter().enumerate() {
@@ -768,7 +755,7 @@ mod tests {
                 scales: None,
             };
             let query_values = values(dim, 1000 + dim as u64);
-            let queries = [Kernels::Detected, Kernels::Portable]
+            let queries = [Kernels::Detected, Kernels::Avx2, Kernels::Portable]
                 .map(|kernels| QueryVec::with_kernels(&query_values, kernels));
             let masks = values(64, dim as u64 + 7);
             for n in 1..=64 {
@@ -849,13 +836,15 @@ mod tests {
                     listed: None,
                 }];
                 let query = values(dim, 77);
-                let [block, portable] = [Kernels::Detected, Kernels::Portable].map(|kernels| {
-                    let query = QueryVec::with_kernels(&query, kernels);
-                    top_m(&parts, &[&query], m, &|_, _| true, false).swap_remove(0)
-                });
+                let [detected, avx2, portable] =
+                    [Kernels::Detected, Kernels::Avx2, Kernels::Portable].map(|kernels| {
+                        let query = QueryVec::with_kernels(&query, kernels);
+                        top_m(&parts, &[&query], m, &|_, _| true, false).swap_remove(0)
+                    });
                 let rows = |found: &[Candidate]| found.iter().map(|c| c.row).collect::<Vec<_>>();
-                assert_eq!(rows(&block), rows(&portable), "{elem:?}, dim {dim}");
-                for (b, p) in block.iter().zip(&portable) {
+                assert_eq!(rows(&detected), rows(&portable), "{elem:?}, dim {dim}");
+                assert_eq!(rows(&avx2), rows(&portable), "{elem:?}, dim {dim}");
+                for (b, p) in detected.iter().chain(&avx2).zip(portable.iter().cycle()) {
                     let exact = elem == ElemType::I8;
                     assert!(
                         if exact {
