@@ -60,18 +60,34 @@ def synthetic(n, q, dim, clusters, noise, seed):
     return draw(n), draw(q)
 
 
-def real_demo(work):
-    """The default model's fine embeddings of every bundled demo item: items are the image
-    tower's vectors, queries the caption tower's (text-to-image search, the product's case).
+def real_set(work, rendered=None, queries=1000):
+    """The default model's fine embeddings of real pairs: items are the image tower's vectors,
+    queries the caption tower's (text-to-image search, the product's case). Without
+    `rendered`, every bundled demo item (300, queried by all their captions); with it, every
+    pair of the model's rendered training data (`encoders/train/train.sh` writes it to
+    encoders/train/work/rendered-v3: train, test and the unseen style, ~20.8k pairs; the
+    reserved evaluation sets are not in it), queried by the captions of `queries` test pairs.
     The Python module has no encode call, so the vectors are read back through search: with
     unit-length items, the exact score of basis vector e_j is coordinate j of every item."""
     import hivlp
 
-    demo = os.path.join(ROOT, "data", "demo")
-    names = sorted(f[:-4] for f in os.listdir(demo) if f.endswith(".png"))
-    captions = [open(os.path.join(demo, n + ".txt")).readline().strip() for n in names]
+    if rendered:
+        with open(os.path.join(rendered, "pairs.jsonl"), encoding="utf-8") as f:
+            pairs = [json.loads(line) for line in f]
+        pairs.sort(key=lambda p: p["split"] != "test")  # the test pairs first: they are the queries
+        images = [os.path.join(rendered, p["image"]) for p in pairs]
+        captions = [p["caption"] for p in pairs]
+        queried = min(queries, sum(p["split"] == "test" for p in pairs))
+    else:
+        demo = os.path.join(ROOT, "data", "demo")
+        names = sorted(f[:-4] for f in os.listdir(demo) if f.endswith(".png"))
+        images = [os.path.join(demo, n + ".png") for n in names]
+        captions = [open(os.path.join(demo, n + ".txt")).readline().strip() for n in names]
+        queried = len(names)
     db = hivlp.open(os.path.join(work, "encode"), model="default", durability="buffered")
-    ids = db.insert(images=[os.path.join(demo, n + ".png") for n in names], captions=captions)
+    ids = []
+    for i in range(0, len(images), 256):
+        ids += db.insert(images=images[i:i + 256], captions=captions[i:i + 256])
     dim = db.stats()["fine_dim"]
 
     def read_back(target):
@@ -82,9 +98,10 @@ def real_demo(work):
             out[got[j].astype(np.int64) - min(ids), j] = scores[j]
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    items, queries = read_back("image"), read_back("text")
+    items, texts = read_back("image"), read_back("text")
     db.close()
-    return items, queries
+    shutil.rmtree(os.path.join(work, "encode"), ignore_errors=True)
+    return items, texts[:queried]
 
 
 def ground_truth(x, q, allow=None):
@@ -300,6 +317,9 @@ def main():
     ap.add_argument("--sets", default="clustered,unclustered,real")
     ap.add_argument("--rows", default="", help="comma-separated N of the synthetic sets (default: the mode's)")
     ap.add_argument("--name", default=None, help="file name of the results (default: peers)")
+    ap.add_argument("--real-data", default=None,
+                    help="the rendered pairs of encoders/train/train.sh (e.g. encoders/train/work/rendered-v3): "
+                         "the real set is all of them instead of the 300 demo items")
     ap.add_argument("--no-crash", action="store_true")
     ap.add_argument("--crash-cycles", type=int, default=None, help="kills per store (default 3 smoke, 8 otherwise)")
     ap.add_argument("--crash-only", action="store_true",
@@ -355,7 +375,7 @@ def main():
         started -= earlier["wall_s"]
     for label in sets:
         if label == "real":
-            x, q = real_demo(work)
+            x, q = real_set(work, args.real_data)
             ns = [len(x)]
         else:
             clusters = 1000 if label == "clustered" else 0

@@ -123,18 +123,9 @@ fn best_read(words: &[u64], reads: usize) -> Duration {
         .unwrap_or_default()
 }
 
-/// Whether `Kernels::Detected` scores `i8` rows with the AVX-512 VNNI kernel here.
-fn vnni_detected() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vnni");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 fn main() {
     let args = Args::parse();
-    let vnni = vnni_detected();
+    let vnni = Kernels::Detected.use_vnni();
     let mut cases: Vec<(ElemType, usize, usize)> = Vec::new();
     for (elem, name) in [
         (ElemType::I8, "i8"),

@@ -91,7 +91,7 @@ impl BlockQuery {
             }
             wide
         }
-        let vnni = (kernels == Kernels::Detected && vnni_detected()).then(|| VnniQuery {
+        let vnni = kernels.use_vnni().then(|| VnniQuery {
             bytes: padded(i8, VNNI_BYTES, |x| x),
             offset: 128 * i8.iter().map(|&q| i32::from(q)).sum::<i32>(),
         });
@@ -111,53 +111,58 @@ const VNNI_BYTES: usize = 64;
 /// Rows the VNNI kernel sums together: one register of 16 `i32` totals.
 const VNNI_GROUP: usize = 16;
 
+/// Whether this CPU has every one of the named features (`false` off x86-64).
+macro_rules! cpu_has {
+    ($($feature:tt),+) => {{
+        #[cfg(target_arch = "x86_64")]
+        let has = true $(&& std::arch::is_x86_feature_detected!($feature))+;
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        has
+    }};
+}
+
 /// Whether this CPU runs the AVX-512 VNNI `i8` kernel.
 fn vnni_detected() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vnni");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    cpu_has!("avx512f", "avx512bw", "avx512vnni")
 }
 
 /// Whether this CPU runs the block kernels.
 fn detected() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    cpu_has!("avx2", "fma", "f16c")
 }
 
-/// Writes the scores of a block, `raw[i] as f32 · query_scale · scales[i]` (no row scale
-/// where `scales` is `None`), and says whether any reaches `threshold` (NaN never does).
-/// Every query pays this per row, so where the CPU has AVX2 it runs a copy compiled for it
-/// (eight lanes; the baseline x86-64 build does four); the products are the same either way.
-pub(crate) fn scores_reaching(
-    raw: &[f64],
-    query_scale: f32,
-    scales: Option<&[f32]>,
-    threshold: f32,
-    scores: &mut [f32],
-) -> bool {
+impl Kernels {
+    /// Whether these kernels score `i8` rows with the AVX-512 VNNI kernel on this CPU.
+    pub fn use_vnni(self) -> bool {
+        self == Kernels::Detected && detected() && vnni_detected()
+    }
+}
+
+/// One query's block of raw dot products, to be turned into scores by [`scores_reaching`].
+pub(crate) struct RawBlock<'a> {
+    pub raw: &'a [f64],
+    pub query_scale: f32,
+    /// The rows' `i8` scales, slot by slot; `None`: 1.
+    pub scales: Option<&'a [f32]>,
+}
+
+/// Writes the scores of a block, `raw[i] as f32 · query_scale · scales[i]`, and says whether
+/// any reaches `threshold` (NaN never does). Every query pays this per row, so where the CPU
+/// has AVX2 it runs a copy compiled for it (eight lanes; the baseline x86-64 build does four);
+/// the products are the same either way.
+pub(crate) fn scores_reaching(block: &RawBlock<'_>, threshold: f32, scores: &mut [f32]) -> bool {
     #[inline(always)]
-    fn generic(
-        raw: &[f64],
-        query_scale: f32,
-        scales: Option<&[f32]>,
-        threshold: f32,
-        scores: &mut [f32],
-    ) -> bool {
-        match scales {
+    fn generic(block: &RawBlock<'_>, threshold: f32, scores: &mut [f32]) -> bool {
+        let query_scale = block.query_scale;
+        match block.scales {
             Some(scales) => {
-                for ((score, &dot), &scale) in scores.iter_mut().zip(raw).zip(scales) {
+                for ((score, &dot), &scale) in scores.iter_mut().zip(block.raw).zip(scales) {
                     *score = dot as f32 * query_scale * scale;
                 }
             }
             None => {
-                for (score, &dot) in scores.iter_mut().zip(raw) {
+                for (score, &dot) in scores.iter_mut().zip(block.raw) {
                     *score = dot as f32 * query_scale;
                 }
             }
@@ -167,20 +172,14 @@ pub(crate) fn scores_reaching(
     #[cfg(target_arch = "x86_64")]
     if detected() {
         #[target_feature(enable = "avx2,fma,f16c")]
-        fn wide(
-            raw: &[f64],
-            query_scale: f32,
-            scales: Option<&[f32]>,
-            threshold: f32,
-            scores: &mut [f32],
-        ) -> bool {
-            generic(raw, query_scale, scales, threshold, scores)
+        fn wide(block: &RawBlock<'_>, threshold: f32, scores: &mut [f32]) -> bool {
+            generic(block, threshold, scores)
         }
         // SAFETY: `detected()` found the features `wide` is compiled for.
         #[allow(unsafe_code)]
-        return unsafe { wide(raw, query_scale, scales, threshold, scores) };
+        return unsafe { wide(block, threshold, scores) };
     }
-    generic(raw, query_scale, scales, threshold, scores)
+    generic(block, threshold, scores)
 }
 
 /// Raw dot products (as [`super::Element::raw_dot`]) of `query` with the rows of the block at

@@ -274,7 +274,12 @@ fn offer<E: Element>(
         let mut threshold = top.threshold();
         // Once the top-M fills, most blocks hold no row that beats it: one vectorised pass
         // settles them. Rows not scanned hold NaN, which never passes.
-        if !block::scores_reaching(&raw[..n], E::query_scale(query), scales, threshold, scores) {
+        let block = block::RawBlock {
+            raw: &raw[..n],
+            query_scale: E::query_scale(query),
+            scales,
+        };
+        if !block::scores_reaching(&block, threshold, scores) {
             continue;
         }
         for (i, &score) in scores.iter().enumerate() {
