@@ -46,7 +46,7 @@ def write(report, out, name):
         "",
     ]
     if report.get("invocations"):
-        lines += ["This table joins these invocations of the same checkout and venv, one after the other:", ""]
+        lines += ["This table joins these invocations (the sets of different days ran on different commits, and so on different VMs and loads):", ""]
         lines += [f"- `{c}`" for c in report["invocations"]] + [""]
     if report["not_installed"]:
         lines += ["Not installed in this run: " + ", ".join(report["not_installed"]) + ".", ""]
