@@ -6,7 +6,9 @@
 //! `i16`, `f16` to `f32`, zero-padded to whole registers), and four rows share each load of a
 //! query chunk and one horizontal sum. One generic loop ([`dots`]) instantiated per element
 //! type through [`Lanes`]; AVX2 with FMA and F16C, detected once per query ([`Kernels`]), with
-//! `simsimd` per row as the portable fallback. `i8` products are summed in exact integer
+//! `simsimd` per row as the portable fallback. Where the CPU has AVX-512 VNNI, `i8` rows take
+//! their own kernel ([`dots_i8_vnni`]), and packed 16- and 32-byte rows one that reads four or
+//! two rows a register ([`dots_i8_vnni_shared`]). `i8` products are summed in exact integer
 //! arithmetic, so they equal the scalar `i32` dot product bit for bit.
 
 #[cfg(target_arch = "x86_64")]
@@ -17,10 +19,11 @@ use std::arch::x86_64::{
     _mm256_extracti128_si256, _mm256_fmadd_ps, _mm256_hadd_epi32, _mm256_hadd_ps, _mm256_loadu_ps,
     _mm256_loadu_si256, _mm256_madd_epi16, _mm256_setzero_ps, _mm256_setzero_si256,
     _mm512_add_epi32, _mm512_castsi512_si256, _mm512_cvtepi32_pd, _mm512_dpbusd_epi32,
-    _mm512_extracti64x4_epi64, _mm512_loadu_si512, _mm512_maskz_loadu_epi8, _mm512_set1_epi8,
-    _mm512_set1_epi32, _mm512_setzero_si512, _mm512_shuffle_i32x4, _mm512_storeu_pd,
-    _mm512_sub_epi32, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64, _mm512_unpacklo_epi32,
-    _mm512_unpacklo_epi64, _mm512_xor_si512,
+    _mm512_extracti64x4_epi64, _mm512_loadu_si512, _mm512_maskz_loadu_epi8,
+    _mm512_permutexvar_epi32, _mm512_set1_epi8, _mm512_set1_epi32, _mm512_setr_epi32,
+    _mm512_setzero_si512, _mm512_shuffle_i32x4, _mm512_storeu_pd, _mm512_sub_epi32,
+    _mm512_unpackhi_epi32, _mm512_unpackhi_epi64, _mm512_unpacklo_epi32, _mm512_unpacklo_epi64,
+    _mm512_xor_si512,
 };
 
 use super::Rows;
@@ -73,9 +76,17 @@ pub(crate) struct BlockQuery {
 struct VnniQuery {
     /// Zero-padded to whole 64-byte registers.
     bytes: Vec<i8>,
+    /// For a `dim` of 16 or 32: the query repeated across one register, to score the
+    /// [`SHARED_REGISTER`] rows that one load of packed rows holds.
+    repeated: Option<[i8; VNNI_BYTES]>,
     /// `128 · Σ q`.
     offset: i32,
 }
+
+/// Row lengths (bytes) at which several packed `i8` rows share one AVX-512 register: one load,
+/// one `vpdpbusd` and a shorter reduction score four 16-byte or two 32-byte rows, where a
+/// register per row would leave three quarters or half of every load and product unused.
+const SHARED_REGISTER: [usize; 2] = [16, 32];
 
 impl BlockQuery {
     /// The widened copies of a query's `f32`, `f16` and `i8` forms, or `None` where `kernels`
@@ -93,6 +104,9 @@ impl BlockQuery {
         }
         let vnni = kernels.use_vnni().then(|| VnniQuery {
             bytes: padded(i8, VNNI_BYTES, |x| x),
+            repeated: SHARED_REGISTER
+                .contains(&i8.len())
+                .then(|| std::array::from_fn(|j| i8[j % i8.len()])),
             offset: 128 * i8.iter().map(|&q| i32::from(q)).sum::<i32>(),
         });
         Some(Self {
@@ -387,10 +401,21 @@ impl Lanes for I8Lanes {
         let Some(vnni) = &query.vnni else {
             return false;
         };
+        let packed = rows.stride == rows.dim;
         // SAFETY: a `VnniQuery` exists only where `vnni_detected()` found AVX-512 F, BW and
         // VNNI; its bytes hold `dim` rounded up to whole registers (the caller checked that
-        // the query's `dim` is the rows').
-        unsafe { dots_i8_vnni(vnni, rows, base, live, out) };
+        // the query's `dim` is the rows'), and `repeated` is there for a `dim` of 16 or 32.
+        unsafe {
+            match (&vnni.repeated, rows.dim) {
+                (Some(repeated), 16) if packed => {
+                    dots_i8_vnni_shared::<16>(repeated, vnni.offset, rows, base, live, out);
+                }
+                (Some(repeated), 32) if packed => {
+                    dots_i8_vnni_shared::<32>(repeated, vnni.offset, rows, base, live, out);
+                }
+                _ => dots_i8_vnni(vnni, rows, base, live, out),
+            }
+        }
         true
     }
     #[cfg(target_arch = "x86_64")]
@@ -511,28 +536,133 @@ unsafe fn dots_i8_vnni(
     }
 }
 
-/// Lane `g` of the result: the sum of the sixteen lanes of `acc[g]`. Pairs of registers are
-/// interleaved and added twice within 128-bit lanes (rows 4k..4k+4 side by side in each lane),
-/// then 128-bit lanes are gathered and added twice across registers.
+/// Lane `g` of the result: the sum of the sixteen lanes of `acc[g]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(unsafe_code)]
 fn vnni_totals(acc: [__m512i; VNNI_GROUP]) -> __m512i {
-    let pairs: [__m512i; 8] = std::array::from_fn(|k| {
-        let (a, b) = (acc[2 * k], acc[2 * k + 1]);
-        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
-    });
-    let quads: [__m512i; 4] = std::array::from_fn(|k| {
-        let (a, b) = (pairs[2 * k], pairs[2 * k + 1]);
-        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
-    });
-    let across = |a: __m512i, b: __m512i| {
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b),
-        )
+    reduce_lanes(acc, VNNI_GROUP)
+}
+
+/// Sums the lanes of the first `n` accumulators (1, 2, 4, 8 or 16) into one register, each
+/// level halving the accumulators: pairs of registers are interleaved and added twice within
+/// 128-bit lanes (after which lane `l` of the result holds, side by side, the sums of lane
+/// `l` of four accumulators), then 128-bit lanes are gathered and added across registers.
+/// Sixteen accumulators end as sixteen totals in order; fewer end one level or two short,
+/// with each total the sum of a half or a quarter of an accumulator, as the rows of
+/// [`dots_i8_vnni_shared`] lie.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(unsafe_code)]
+fn reduce_lanes(mut acc: [__m512i; VNNI_GROUP], mut n: usize) -> __m512i {
+    let mut level = 0;
+    while n > 1 {
+        for k in 0..n / 2 {
+            let (a, b) = (acc[2 * k], acc[2 * k + 1]);
+            // Writes slot `k` after reading `2k` and `2k + 1`, which no later `k` reads.
+            acc[k] = match level {
+                0 => _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b)),
+                1 => _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b)),
+                _ => _mm512_add_epi32(
+                    _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b),
+                    _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b),
+                ),
+            };
+        }
+        n /= 2;
+        level += 1;
+    }
+    acc[0]
+}
+
+/// [`dots_i8_vnni`] for packed rows of `DIM` = 16 or 32 bytes, which share registers: the
+/// rows of a group are read a register at a time back to back (the last register masked at
+/// the end of the last live row, so nothing past it is read), each multiplied by the query
+/// repeated across the register, and the lanes reduced per row. Rows of a group that are not
+/// live are scored too (they lie between live ones) but never written.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI; `rows.stride == rows.dim == DIM`, and `repeated` is
+/// the query repeated across a register, whose sum times 128 is `offset`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(unsafe_code)]
+unsafe fn dots_i8_vnni_shared<const DIM: usize>(
+    repeated: &[i8; VNNI_BYTES],
+    offset: i32,
+    rows: &Rows<'_, i8>,
+    base: usize,
+    live: u64,
+    out: &mut [f64; 64],
+) {
+    const { assert!(DIM == 16 || DIM == 32) };
+    debug_assert!(rows.stride == DIM && rows.dim == DIM);
+    let loads = VNNI_GROUP * DIM / VNNI_BYTES;
+    // Slot `r` of the reduced register takes the total at `order[r]`: after two levels
+    // (16-byte rows) lane `l` holds rows `l, l + 4, l + 8, l + 12`; after three (32-byte
+    // rows) lanes hold rows `0 2 4 6 | 1 3 5 7 | 8 10 12 14 | 9 11 13 15`.
+    let order = if DIM == 16 {
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+    } else {
+        _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15)
     };
-    across(across(quads[0], quads[1]), across(quads[2], quads[3]))
+    let end = (base + 64 - live.leading_zeros() as usize) * DIM;
+    debug_assert!(end <= rows.elems.len());
+    let elems = rows.elems.as_ptr();
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let offset = _mm512_set1_epi32(offset);
+    // SAFETY: AVX-512 F (the caller's contract); 64 readable bytes.
+    let query = unsafe { _mm512_loadu_si512(repeated.as_ptr().cast()) };
+    for group in 0..64 / VNNI_GROUP {
+        let group_live = (live >> (group * VNNI_GROUP)) & 0xffff;
+        if group_live == 0 {
+            continue;
+        }
+        let first = base + group * VNNI_GROUP;
+        prefetch_ahead(elems, DIM, first, first + VNNI_GROUP - 1);
+        let mut acc = [_mm512_setzero_si512(); VNNI_GROUP];
+        for (k, acc) in acc[..loads].iter_mut().enumerate() {
+            let at = first * DIM + k * VNNI_BYTES;
+            let mask = match end.saturating_sub(at) {
+                0 => 0,
+                left if left >= VNNI_BYTES => u64::MAX,
+                left => (1u64 << left) - 1,
+            };
+            // SAFETY: the bytes before `end` are rows of the column (every row from the
+            // block's base to its last live one exists); masked-off bytes are neither read
+            // nor faulted on.
+            let bytes = unsafe { _mm512_maskz_loadu_epi8(mask, elems.add(at)) };
+            *acc =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(bytes, flip), query);
+        }
+        let totals = _mm512_sub_epi32(
+            _mm512_permutexvar_epi32(order, reduce_lanes(acc, loads)),
+            offset,
+        );
+        let mut wide = [0f64; VNNI_GROUP];
+        // SAFETY: AVX-512 F; `wide` is 16 writable `f64`, the stores have no alignment need.
+        unsafe {
+            _mm512_storeu_pd(
+                wide.as_mut_ptr(),
+                _mm512_cvtepi32_pd(_mm512_castsi512_si256(totals)),
+            );
+            _mm512_storeu_pd(
+                wide.as_mut_ptr().add(8),
+                _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(totals)),
+            );
+        }
+        let slots = &mut out[group * VNNI_GROUP..][..VNNI_GROUP];
+        if group_live == 0xffff {
+            slots.copy_from_slice(&wide);
+        } else {
+            for (i, (slot, total)) in slots.iter_mut().zip(wide).enumerate() {
+                if group_live >> i & 1 == 1 {
+                    *slot = total;
+                }
+            }
+        }
+    }
 }
 
 /// Horizontal totals of four `f32` accumulators, as [`I8Lanes::totals`] does for `i32`.
@@ -626,7 +756,7 @@ impl Lanes for F32Lanes {
 mod tests {
     use super::*;
 
-    /// The kernel tests in `scan` compare both paths: this checks they really are two.
+    /// The kernel tests in `scan` compare every path: this checks they really are distinct.
     #[test]
     fn kernels_choose_the_block_form_only_where_detected() {
         let values = [0.5f32, -1.0, 2.0];
@@ -652,7 +782,16 @@ mod tests {
                 assert_eq!(vnni.bytes.len(), VNNI_BYTES);
                 assert_eq!(vnni.bytes[..4], [32, -64, 127, 0]);
                 assert_eq!(vnni.offset, 128 * (32 - 64 + 127));
+                assert!(vnni.repeated.is_none());
             }
+        }
+        let values: Vec<f32> = (0..16).map(|i| i as f32 / 16.0).collect();
+        let f16: Vec<_> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let i8: Vec<i8> = (0..16).collect();
+        let query = BlockQuery::new(Kernels::Detected, &values, &f16, &i8);
+        if let Some(vnni) = query.and_then(|q| q.vnni) {
+            let repeated = vnni.repeated.expect("a 16-d query shares registers");
+            assert!(repeated.chunks(16).all(|chunk| chunk == i8.as_slice()));
         }
     }
 }

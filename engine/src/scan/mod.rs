@@ -727,7 +727,9 @@ mod tests {
     /// Checks `raw_block` with the block kernels and with the portable ones against a scalar
     /// `f64` reference, for blocks of 1..=64 rows at a nonzero base, full and random live
     /// masks, with rows padded to 64 bytes with NaN (floats) or -1 (`i8`) so a read past `dim`
-    /// shows, and packed back to back as coarse files store them. `tolerance` is relative to the sum of the products' magnitudes; 0 means exact.
+    /// shows, and packed back to back as coarse files store them (where 16- and 32-byte `i8`
+    /// rows share registers). `tolerance` is relative to the sum of the products' magnitudes;
+    /// 0 means exact.
     fn check_block_kernel<E: Element>(
         padding: E,
         element: impl Fn(f32) -> E,
@@ -753,12 +755,6 @@ mod tests {
                 // Extremes: the largest `i8` products must stay exact.
                 row[0] = element(-1.0);
             }
-            let block = Rows {
-                elems: &elems,
-                stride,
-                dim,
-                scales: None,
-            };
             let query_values = values(dim, 1000 + dim as u64);
             let queries = [Kernels::Detected, Kernels::Avx2, Kernels::Portable]
                 .map(|kernels| QueryVec::with_kernels(&query_values, kernels));
@@ -769,6 +765,14 @@ mod tests {
                     .iter()
                     .enumerate()
                     .fold(0u64, |m, (i, v)| m | (u64::from(*v > 0.0) << i));
+                // The column ends at the block's last row, so a read past it shows (the
+                // kernels' debug checks, or a fault).
+                let block = Rows {
+                    elems: &elems[..(base + n) * stride],
+                    stride,
+                    dim,
+                    scales: None,
+                };
                 for live in [bit_range(0, n), random & bit_range(0, n)] {
                     for query in &queries {
                         let mut out = [0.0f64; 64];
