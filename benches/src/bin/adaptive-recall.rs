@@ -1,6 +1,9 @@
 //! Recall@10 and latency of the default search (candidates chosen per query) against a fixed
 //! M, on clustered and unclustered synthetic data whose coarse vectors the database derives
-//! (PCA after `projection_fit_rows`), with the estimated recall the search reports.
+//! (PCA after `projection_fit_rows`), with the estimated recall the search reports, batch
+//! throughput, the bytes per row of each file kind and the resident memory of the searches.
+//! With `--dir` the database is kept, and a later run over the same directory opens it instead
+//! of building it (a fresh query process: its resident memory is what searches touch).
 //!
 //! ```sh
 //! cargo run --release -p hivlp-benches --bin adaptive-recall -- --rows 100000 --data clustered
@@ -15,7 +18,7 @@ use hivlp::{
     Database, Durability, ElemType, Embedding, Hit, Item, Metric, Options, Query, Schema,
     SearchParams,
 };
-use hivlp_benches::search::percentile;
+use hivlp_benches::search::{percentile, rss};
 
 #[derive(Parser)]
 struct Args {
@@ -42,6 +45,15 @@ struct Args {
     /// Where to build the database (a temporary directory if not given).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Rows of a memtable, so of each flushed segment.
+    #[arg(long, default_value_t = 250_000)]
+    memtable_rows: usize,
+    /// `Options::partition_min_rows` of the build (default: the database's default).
+    #[arg(long)]
+    partition_min_rows: Option<usize>,
+    /// Build without background compaction: the segments stay as flushed.
+    #[arg(long)]
+    no_compaction: bool,
 }
 
 /// The data set's item (stream 0) and query (stream 1) vectors.
@@ -86,8 +98,12 @@ fn build(args: &Args, path: &Path) -> hivlp::Result<Database> {
         },
         Options {
             durability: Durability::Buffered,
-            memtable_rows: 250_000,
+            memtable_rows: args.memtable_rows,
             threads: Some(args.threads),
+            auto_compaction: !args.no_compaction,
+            partition_min_rows: args
+                .partition_min_rows
+                .unwrap_or(Options::default().partition_min_rows),
             ..Options::default()
         },
     )?;
@@ -116,6 +132,68 @@ fn ids(hits: &[Hit]) -> Vec<u64> {
     hits.iter().map(|h| h.id).collect()
 }
 
+/// Bytes per row of each kind of file in the database directory (grouped by extension, or by
+/// name without its number where there is none), largest first.
+fn bytes_per_row(path: &Path, rows: u64) -> Vec<(String, f64)> {
+    let mut kinds: Vec<(String, u64)> = Vec::new();
+    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = match name.rsplit_once('.') {
+            Some((_, ext)) => ext.to_owned(),
+            None => name
+                .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                .to_owned(),
+        };
+        let bytes = entry.metadata().map_or(0, |m| m.len());
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, total)) => *total += bytes,
+            None => kinds.push((kind, bytes)),
+        }
+    }
+    kinds.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    kinds
+        .into_iter()
+        .map(|(kind, bytes)| (kind, bytes as f64 / rows.max(1) as f64))
+        .collect()
+}
+
+/// One setting's searches: single queries timed one by one, then the batch.
+struct Run {
+    candidates: Option<usize>,
+    hits: Vec<Vec<Hit>>,
+    times: Vec<Duration>,
+    timings: Vec<hivlp::SearchTiming>,
+    batch_qps: f64,
+}
+
+fn run(db: &Database, queries: &[Query], candidates: Option<usize>) -> hivlp::Result<Run> {
+    let params = SearchParams {
+        candidates,
+        ..SearchParams::default()
+    };
+    for q in &queries[..10.min(queries.len())] {
+        db.search(q, &params)?;
+    }
+    let (mut hits, mut times, mut timings) = (Vec::new(), Vec::new(), Vec::new());
+    for q in queries {
+        let started = Instant::now();
+        let (found, timing) = db.search_with_timing(q, &params)?;
+        times.push(started.elapsed());
+        hits.push(found);
+        timings.push(timing);
+    }
+    let started = Instant::now();
+    let batch = db.search_batch(queries, &params)?;
+    let batch_qps = batch.len() as f64 / started.elapsed().as_secs_f64();
+    Ok(Run {
+        candidates,
+        hits,
+        times,
+        timings,
+        batch_qps,
+    })
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let temp = tempfile::tempdir()?;
@@ -125,10 +203,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| temp.path().to_path_buf())
         .join("db");
     let started = Instant::now();
-    let db = if path.exists() {
+    let opened = path.exists();
+    let db = if opened {
         Database::open(
             &path,
             Options {
+                read_only: true,
                 threads: Some(args.threads),
                 ..Options::default()
             },
@@ -136,15 +216,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         build(&args, &path)?
     };
+    let ready = started.elapsed();
+    let stats = db.stats()?.store;
+    let rows = stats.live_rows as u64;
     eprintln!(
-        "{} rows ready in {:.1} s",
-        args.rows,
-        started.elapsed().as_secs_f64()
+        "{rows} rows ready in {:.1} s: {} segments, {} partitioned, {} partitions, {:.1} s clustering them",
+        ready.as_secs_f64(),
+        stats.segments,
+        stats.partitioned_segments,
+        stats.partitions,
+        stats.partition_build.as_secs_f64(),
     );
     let queries: Vec<Query> = generate(&args, 1, 0..args.queries as u64)
         .into_iter()
         .map(|p| Query::new(p.fine))
         .collect();
+    let runs = [Some(args.candidates), None]
+        .into_iter()
+        .map(|candidates| run(&db, &queries, candidates))
+        .collect::<hivlp::Result<Vec<_>>>()?;
+    // Before the ground truth, whose flat fine scan maps every fine vector.
+    let memory = rss().unwrap_or_default();
     let started = Instant::now();
     let truth = db.search_batch(
         &queries,
@@ -155,46 +247,66 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     eprintln!("ground truth in {:.1} s", started.elapsed().as_secs_f64());
     println!(
-        "| rows | data | M | recall@10 | est. recall | median ms | p99 ms | median M | passes | exact |"
+        "| rows | data | threads | M | recall@10 | est. recall | median ms | p99 ms | batch q/s | median M | median probe | passes | exact |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for candidates in [Some(args.candidates), None] {
-        let params = SearchParams {
-            candidates,
-            ..SearchParams::default()
-        };
-        for q in &queries[..10.min(queries.len())] {
-            db.search(q, &params)?;
-        }
-        let (mut times, mut used, mut recalls) = (Vec::new(), Vec::new(), 0.0);
-        let (mut estimated, mut passes, mut exact) = (0.0, 0, 0);
-        for (q, t) in queries.iter().zip(&truth) {
-            let started = Instant::now();
-            let (hits, timing) = db.search_with_timing(q, &params)?;
-            times.push(started.elapsed());
-            used.push(timing.candidates);
-            let r = recall(&ids(&hits), &ids(t));
-            recalls += r;
-            estimated += timing.estimated_recall;
-            passes += timing.passes;
-            exact += usize::from(timing.exact);
-        }
-        used.sort_unstable();
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for r in runs {
         let n = queries.len() as f64;
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let found: f64 = r
+            .hits
+            .iter()
+            .zip(&truth)
+            .map(|(f, t)| recall(&ids(f), &ids(t)))
+            .sum();
+        let mut used: Vec<usize> = r.timings.iter().map(|t| t.candidates).collect();
+        used.sort_unstable();
+        let mut probes: Vec<f64> = r.timings.iter().map(|t| t.probe).collect();
+        probes.sort_unstable_by(f64::total_cmp);
+        let mut times = r.times;
         println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.2} | {} | {:.2} | {:.0}% |",
-            args.rows,
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.0} | {} | {:.3} | {:.2} | {:.0}% |",
+            rows,
             args.data,
-            candidates.map_or("default".to_owned(), |m| m.to_string()),
-            recalls / n,
-            estimated / n,
-            ms(percentile(&mut times.clone(), 50.0)),
+            args.threads,
+            r.candidates.map_or("default".to_owned(), |m| m.to_string()),
+            found / n,
+            r.timings.iter().map(|t| t.estimated_recall).sum::<f64>() / n,
+            ms(percentile(&mut times, 50.0)),
             ms(percentile(&mut times, 99.0)),
+            r.batch_qps,
             used[used.len() / 2],
-            f64::from(passes) / n,
-            100.0 * exact as f64 / n,
+            probes[probes.len() / 2],
+            f64::from(r.timings.iter().map(|t| t.passes).sum::<u32>()) / n,
+            100.0 * r.timings.iter().filter(|t| t.exact).count() as f64 / n,
         );
     }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!();
+    println!(
+        "Ready in {:.1} s ({}); {} segments, {} partitioned into {} partitions ({:.1} s of k-means).",
+        ready.as_secs_f64(),
+        if opened { "opened" } else { "built" },
+        stats.segments,
+        stats.partitioned_segments,
+        stats.partitions,
+        stats.partition_build.as_secs_f64(),
+    );
+    println!(
+        "Bytes per row: {}.",
+        bytes_per_row(&path, rows)
+            .iter()
+            .filter(|(_, b)| *b >= 0.05)
+            .map(|(kind, b)| format!("{kind} {b:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "Resident after the searches (before the ground truth): {:.1} MiB (file-backed {:.1} MiB, anonymous {:.1} MiB); peak {:.1} MiB.",
+        mib(memory.file + memory.anon),
+        mib(memory.file),
+        mib(memory.anon),
+        mib(memory.peak),
+    );
     Ok(())
 }
