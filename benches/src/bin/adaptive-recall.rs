@@ -42,6 +42,9 @@ struct Args {
     /// The fixed M compared with the default.
     #[arg(long, default_value_t = 200)]
     candidates: usize,
+    /// Share of each partitioned segment's rows the fixed-M run reads (default: all of them).
+    #[arg(long)]
+    probe: Option<f64>,
     /// Where to build the database (a temporary directory if not given).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -54,6 +57,10 @@ struct Args {
     /// Build without background compaction: the segments stay as flushed.
     #[arg(long)]
     no_compaction: bool,
+    /// Merge every segment into one (`Database::compact`) before the searches, reporting how
+    /// long it took; a database kept with `--dir` stays merged for later runs.
+    #[arg(long)]
+    compact: bool,
 }
 
 /// The data set's item (stream 0) and query (stream 1) vectors.
@@ -166,9 +173,15 @@ struct Run {
     batch_qps: f64,
 }
 
-fn run(db: &Database, queries: &[Query], candidates: Option<usize>) -> hivlp::Result<Run> {
+fn run(
+    db: &Database,
+    queries: &[Query],
+    candidates: Option<usize>,
+    probe: Option<f64>,
+) -> hivlp::Result<Run> {
     let params = SearchParams {
         candidates,
+        probe,
         ..SearchParams::default()
     };
     for q in &queries[..10.min(queries.len())] {
@@ -208,14 +221,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Database::open(
             &path,
             Options {
-                read_only: true,
+                read_only: !args.compact,
                 threads: Some(args.threads),
+                partition_min_rows: args
+                    .partition_min_rows
+                    .unwrap_or(Options::default().partition_min_rows),
                 ..Options::default()
             },
         )?
     } else {
         build(&args, &path)?
     };
+    if args.compact {
+        let started = Instant::now();
+        let report = db.compact()?;
+        eprintln!(
+            "compacted {} segments into {} in {:.1} s",
+            report.segments_merged,
+            report.segments_written,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let ready = started.elapsed();
     let stats = db.stats()?.store;
     let rows = stats.live_rows as u64;
@@ -233,7 +259,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let runs = [Some(args.candidates), None]
         .into_iter()
-        .map(|candidates| run(&db, &queries, candidates))
+        .map(|candidates| run(&db, &queries, candidates, candidates.and(args.probe)))
         .collect::<hivlp::Result<Vec<_>>>()?;
     // Before the ground truth, whose flat fine scan maps every fine vector.
     let memory = rss().unwrap_or_default();
@@ -269,7 +295,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows,
             args.data,
             args.threads,
-            r.candidates.map_or("default".to_owned(), |m| m.to_string()),
+            match (r.candidates, args.probe) {
+                (None, _) => "default".to_owned(),
+                (Some(m), None) => m.to_string(),
+                (Some(m), Some(p)) => format!("{m}, probe {p}"),
+            },
             found / n,
             r.timings.iter().map(|t| t.estimated_recall).sum::<f64>() / n,
             ms(percentile(&mut times, 50.0)),
