@@ -4,7 +4,11 @@
 //! *depth*, a share of the rows), which is what [`adaptive`](crate::adaptive) fits to tell
 //! whether the true neighbours may lie in partitions not read.
 
+use std::cmp::Ordering;
+
 use hivlp_storage::segment::{PartitionIndex, PartitionRows};
+
+use crate::search::dot;
 
 /// Share of each partitioned segment's rows the default search's first coarse pass reads:
 /// small, and the search grows it where the depths say it fell short. At 1M rows, with the
@@ -43,25 +47,42 @@ impl<'a> Probe<'a> {
         let mut order: Vec<(f32, usize)> = (0..index.len())
             .map(|p| (dot(query, index.centroid(p)), p))
             .collect();
-        order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let best_first = |a: &(f32, usize), b: &(f32, usize)| -> Ordering {
+            b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+        };
+        // Only the probed partitions need their order (a row of any other lies beyond the
+        // probe, depth 1): sort about twice the expected count, and the rest only if the
+        // probe reaches it. On one 10M-row segment, scoring its 19,595 centroids one scalar
+        // sum at a time and sorting them all took most of a 2.3 ms pass; with this and
+        // simsimd's dot the default search went from 7.0 to 3.6 ms.
+        let expected = ((share * index.len() as f64).ceil() as usize).max(MIN_PROBED);
+        let mut sorted = (2 * expected).min(order.len());
+        if sorted < order.len() {
+            order.select_nth_unstable_by(sorted, best_first);
+            order[..sorted].sort_unstable_by(best_first);
+        } else {
+            order.sort_unstable_by(best_first);
+        }
         let total = index.listed().max(1) as f64;
         let mut depth = vec![1.0f32; index.len()];
         let mut listed = Vec::new();
         let mut read = 0usize;
-        let mut probed = 0usize;
-        for (_, p) in order {
-            let rows = index.len_of(p);
-            if (read as f64) < share * total || listed.len() < MIN_PROBED {
-                listed.push(index.rows_of(p));
-                probed = read + rows;
+        let mut at = 0;
+        while at < order.len() && ((read as f64) < share * total || listed.len() < MIN_PROBED) {
+            if at == sorted {
+                order[sorted..].sort_unstable_by(best_first);
+                sorted = order.len();
             }
-            read += rows;
+            let p = order[at].1;
+            listed.push(index.rows_of(p));
+            read += index.len_of(p);
             depth[p] = (read as f64 / total) as f32;
+            at += 1;
         }
         Self {
             listed,
             depth,
-            read: (probed as f64 / total).max(f64::MIN_POSITIVE) as f32,
+            read: (read as f64 / total).max(f64::MIN_POSITIVE) as f32,
             index,
         }
     }
@@ -73,8 +94,4 @@ impl<'a> Probe<'a> {
             .partition_of(row)
             .map_or(1.0, |p| (self.depth[p] / self.read).min(1.0))
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

@@ -6,7 +6,8 @@
 use hivlp_storage::{ElemType, Metric, Modality, View, l2_normalize};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rayon::prelude::*;
-use simsimd::SpatialSimilarity;
+
+use crate::search::dot;
 
 /// Store property holding the encoded [`CoarseMode`] in force.
 pub(crate) const PROPERTY: &str = "hivlp.coarse";
@@ -177,10 +178,6 @@ fn project(matrix: &[f32], fine: &[f32], out: &mut [f32]) {
     for (o, row) in out.iter_mut().zip(matrix.chunks_exact(fine.len())) {
         *o = dot(row, fine);
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    <f32 as SpatialSimilarity>::dot(a, b).map_or(0.0, |d| d as f32)
 }
 
 /// Orthonormalises the rows of a `rows × cols` matrix in place (modified Gram–Schmidt); a row

@@ -565,8 +565,9 @@ fn best_hits(
     Ranked { hits, wants_more }
 }
 
-/// Cosine similarity of two unit vectors.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// The dot product of two vectors (the cosine similarity of unit ones), through simsimd's
+/// SIMD kernels.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     <f32 as SpatialSimilarity>::dot(a, b).map_or(0.0, |d| d as f32)
 }
 
