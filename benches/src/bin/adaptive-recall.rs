@@ -58,7 +58,9 @@ struct Args {
     #[arg(long)]
     no_compaction: bool,
     /// Merge every segment into one (`Database::compact`) before the searches, reporting how
-    /// long it took; a database kept with `--dir` stays merged for later runs.
+    /// long it took; a database kept with `--dir` stays merged for later runs. Pass
+    /// `--partition-min-rows` with it: the threshold is an open option, not stored, so without
+    /// it the merged segment is written flat.
     #[arg(long)]
     compact: bool,
 }

@@ -322,7 +322,10 @@ impl Nearest for Grouped {
         let mut best = [(f32::NEG_INFINITY, usize::MAX); GROUPS_SEARCHED];
         self.groups.for_each_score(p, |g, score| {
             if score > best[GROUPS_SEARCHED - 1].0 {
-                let at = best.iter().position(|b| score > b.0).unwrap_or(0);
+                let at = best
+                    .iter()
+                    .position(|b| score > b.0)
+                    .unwrap_or(GROUPS_SEARCHED - 1);
                 best.copy_within(at..GROUPS_SEARCHED - 1, at + 1);
                 best[at] = (score, g);
             }
